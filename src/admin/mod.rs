@@ -1,0 +1,4 @@
+//! Staff-facing surfaces. For now the local control socket the CLI talks to; the daemon stays the
+//! one owner of the firewall, so every change staff make goes through here.
+
+pub mod control;

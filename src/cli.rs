@@ -1,0 +1,400 @@
+//! Command-line interface: clap definitions and one function per subcommand. `run` starts the
+//! daemon; mutating subcommands ask the running daemon over the control socket (it alone owns the
+//! firewall); listings read the store directly, read-only, so they work even when it is down.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use jiff::Timestamp;
+use jiff::civil::DateTime;
+use jiff::tz::TimeZone;
+
+use crate::admin::control::{self, Request};
+use crate::assets::{self, Policy};
+use crate::clients::{Course, CourseState, MacAddr, Session};
+use crate::config::{self, Config, ConfigError};
+use crate::firewall::NftFirewall;
+use crate::store::Store;
+
+/// aupgate: guest Wi-Fi stays closed until a training-course guest accepts the Wi-Fi AUP.
+#[derive(Debug, Parser)]
+#[command(name = "aupgate", version, about, propagate_version = true)]
+pub struct Cli {
+    /// Configuration file.
+    #[arg(long, global = true, value_name = "FILE", default_value = config::DEFAULT_PATH)]
+    pub config: PathBuf,
+    /// Print records as JSON (objects; lists as arrays).
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the daemon (portal, firewall, control socket).
+    Run,
+    /// Validate the configuration and this machine; print each problem on one line.
+    Check,
+    /// Training courses and their access codes.
+    #[command(subcommand)]
+    Course(CourseCommand),
+    /// Devices that have accepted and are connected.
+    #[command(subcommand)]
+    Session(SessionCommand),
+}
+
+/// `aupgate course …`
+#[derive(Debug, Subcommand)]
+pub enum CourseCommand {
+    /// Create a course and print its access code.
+    Add {
+        /// Title guests and staff see.
+        #[arg(long)]
+        title: String,
+        /// Start, school local time: 2026-11-23T09:00 (seconds optional; or RFC 3339 with offset).
+        #[arg(long)]
+        starts: String,
+        /// End, same format; guests' access ends then.
+        #[arg(long)]
+        ends: String,
+        /// Most devices connected at once.
+        #[arg(long, default_value_t = 40)]
+        max_devices: u32,
+    },
+    /// List courses, newest first.
+    List,
+    /// End a course now: its code stops working and its devices are closed.
+    End {
+        /// Course id (from `course list`).
+        id: i64,
+    },
+}
+
+/// `aupgate session …`
+#[derive(Debug, Subcommand)]
+pub enum SessionCommand {
+    /// List connected devices.
+    List,
+    /// Close a device now.
+    Revoke {
+        /// The device's MAC, e.g. aa:bb:cc:dd:ee:ff.
+        mac: String,
+    },
+}
+
+/// A usage error (exit 64).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+/// `check` found problems; `config` says whether any was in the configuration (exit 78) rather
+/// than only on the machine (exit 69).
+#[derive(Debug, thiserror::Error)]
+#[error("{problems} problem(s) found")]
+pub struct CheckFailed {
+    /// How many.
+    pub problems: usize,
+    /// Any configuration problem among them.
+    pub config: bool,
+}
+
+/// Runs the parsed command.
+///
+/// # Errors
+/// Whatever failed, as one chain of context for the operator.
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Run => {
+            let config = Config::load(&cli.config)?;
+            tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("starting the async runtime")?
+                .block_on(crate::daemon::run(config))
+        }
+        Command::Check => check(&cli.config),
+        Command::Course(cmd) => course(&cli.config, cli.json, cmd),
+        Command::Session(cmd) => session(&cli.config, cli.json, cmd),
+    }
+}
+
+fn parse_time(text: &str, tz: &TimeZone, flag: &str) -> Result<Timestamp, UsageError> {
+    if let Ok(t) = text.parse::<Timestamp>() {
+        return Ok(t);
+    }
+    let dt: DateTime = text.trim().parse().map_err(|_| {
+        UsageError(format!(
+            "{flag} {text:?}: expected local date and time like 2026-11-23T09:00"
+        ))
+    })?;
+    dt.to_zoned(tz.clone())
+        .map(|z| z.timestamp())
+        .map_err(|e| UsageError(format!("{flag} {text:?}: {e}")))
+}
+
+fn local(t: Timestamp, tz: &TimeZone) -> String {
+    t.to_zoned(tz.clone()).strftime("%Y-%m-%d %H:%M").to_string()
+}
+
+/// Guest-typed text on a terminal: control characters are shown escaped, never interpreted.
+fn term_safe(text: &str) -> String {
+    text.chars()
+        .flat_map(|c| {
+            if c.is_control() {
+                c.escape_default().collect::<Vec<_>>()
+            } else {
+                vec![c]
+            }
+        })
+        .collect()
+}
+
+fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(value).context("encoding JSON")?);
+    Ok(())
+}
+
+fn read_store(config: &Config) -> anyhow::Result<Store> {
+    if !config.store_path.exists() {
+        anyhow::bail!(
+            "no store at {} yet (fix: start the daemon once; it creates the store)",
+            config.store_path.display()
+        );
+    }
+    Store::open_read_only(&config.store_path)
+        .with_context(|| format!("opening the store {}", config.store_path.display()))
+}
+
+fn table(header: &[&str], rows: Vec<Vec<String>>) {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let padded: Vec<String> = cells.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
+        println!("{}", padded.join("  ").trim_end());
+    };
+    line(header.iter().map(|h| (*h).to_owned()).collect());
+    for row in rows {
+        line(row);
+    }
+}
+
+fn course(path: &Path, json: bool, cmd: CourseCommand) -> anyhow::Result<()> {
+    let config = Config::load(path)?;
+    let tz = &config.school.timezone;
+    match cmd {
+        CourseCommand::Add {
+            title,
+            starts,
+            ends,
+            max_devices,
+        } => {
+            let starts_at = parse_time(&starts, tz, "--starts")?;
+            let ends_at = parse_time(&ends, tz, "--ends")?;
+            let req = Request::CourseAdd {
+                title,
+                starts_at,
+                ends_at,
+                max_devices,
+            };
+            let data = control::call(&config.control_socket, &req)?;
+            let course: Course = serde_json::from_value(data).context("reading the daemon's reply")?;
+            if json {
+                return print_json(&course);
+            }
+            println!("Course {} created: {}", course.id, term_safe(&course.title));
+            println!("Access code: {}", course.code);
+            println!(
+                "Valid {} to {} ({}), up to {} devices",
+                local(course.starts_at, tz),
+                local(course.ends_at, tz),
+                config.school.timezone_name,
+                course.max_devices
+            );
+        }
+        CourseCommand::List => {
+            let courses = read_store(&config)?.courses()?;
+            if json {
+                return print_json(&courses);
+            }
+            let now = Timestamp::now();
+            let rows = courses
+                .iter()
+                .map(|c| {
+                    let state = match c.state(now) {
+                        CourseState::Upcoming => "upcoming",
+                        CourseState::Running => "running",
+                        CourseState::Ended => "ended",
+                    };
+                    vec![
+                        c.id.to_string(),
+                        term_safe(&c.title),
+                        c.code.to_string(),
+                        local(c.starts_at, tz),
+                        local(c.ends_at, tz),
+                        c.max_devices.to_string(),
+                        state.into(),
+                    ]
+                })
+                .collect();
+            table(&["ID", "TITLE", "CODE", "STARTS", "ENDS", "MAX", "STATE"], rows);
+        }
+        CourseCommand::End { id } => {
+            let data = control::call(&config.control_socket, &Request::CourseEnd { id })?;
+            if json {
+                return print_json(&data);
+            }
+            println!("Course {id} ended; {} device(s) closed.", data["devices_closed"]);
+        }
+    }
+    Ok(())
+}
+
+fn session(path: &Path, json: bool, cmd: SessionCommand) -> anyhow::Result<()> {
+    let config = Config::load(path)?;
+    let tz = &config.school.timezone;
+    match cmd {
+        SessionCommand::List => {
+            let sessions: Vec<Session> = read_store(&config)?.sessions(Timestamp::now())?;
+            if json {
+                return print_json(&sessions);
+            }
+            let rows = sessions
+                .iter()
+                .map(|s| {
+                    let who = if s.organisation.is_empty() {
+                        term_safe(&s.name)
+                    } else {
+                        format!("{} ({})", term_safe(&s.name), term_safe(&s.organisation))
+                    };
+                    vec![
+                        s.mac.to_string(),
+                        s.ip.clone(),
+                        who,
+                        term_safe(&s.course),
+                        local(s.accepted_at, tz),
+                        local(s.expires_at, tz),
+                    ]
+                })
+                .collect();
+            table(&["MAC", "IP", "NAME", "COURSE", "ACCEPTED", "EXPIRES"], rows);
+        }
+        SessionCommand::Revoke { mac } => {
+            let mac: MacAddr = mac.parse().map_err(|e| UsageError(format!("{e}")))?;
+            let data = control::call(&config.control_socket, &Request::SessionRevoke { mac })?;
+            if json {
+                return print_json(&data);
+            }
+            match data["sessions_ended"].as_u64() {
+                Some(0) => println!("{mac} had no open session; it is closed."),
+                _ => println!("{mac} revoked and closed."),
+            }
+        }
+    }
+    Ok(())
+}
+
+fn check(path: &Path) -> anyhow::Result<()> {
+    let config = match Config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            println!("{e}");
+            return Err(CheckFailed {
+                problems: 1,
+                config: true,
+            }
+            .into());
+        }
+    };
+    let mut config_problems: Vec<String> = Vec::new();
+    let mut machine_problems: Vec<String> = Vec::new();
+    let iface = &config.guest.interface;
+    if !Path::new("/sys/class/net").join(iface).exists() {
+        config_problems.push(format!("config key guest.interface: no interface {iface:?} on this machine (fix: use a name `ip link` shows, or bring the interface up first)"));
+    }
+    if let Err(e) = Policy::load(config.portal.policy.as_deref()) {
+        config_problems.push(e.to_string());
+    }
+    if let Err(e) = assets::templates(config.portal.assets.as_deref()) {
+        config_problems.push(e.to_string());
+    }
+    if let Err(e) = check_store(&config.store_path) {
+        config_problems.push(format!("config key store.path: {e:#}"));
+    }
+    if let Some(dir) = config.control_socket.parent() {
+        if !dir.exists() && dir.parent().is_some_and(|p| !p.exists()) {
+            config_problems.push(format!("config key control.socket: folder {} does not exist and cannot be created (fix: choose a path under /run)", dir.display()));
+        }
+    }
+    let probe = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?
+        .block_on(NftFirewall::default().probe());
+    if let Err(e) = probe {
+        machine_problems.push(format!("firewall: {e}"));
+    }
+    for p in config_problems.iter().chain(&machine_problems) {
+        println!("{p}");
+    }
+    let problems = config_problems.len() + machine_problems.len();
+    if problems > 0 {
+        return Err(CheckFailed {
+            problems,
+            config: !config_problems.is_empty(),
+        }
+        .into());
+    }
+    println!(
+        "{}: configuration and machine OK (guest interface {iface}, portal {})",
+        path.display(),
+        config.portal_url()
+    );
+    Ok(())
+}
+
+fn check_store(path: &Path) -> anyhow::Result<()> {
+    if path.exists() {
+        let store = Store::open(path).context("cannot open it")?;
+        store.check_writable().context("cannot write it")?;
+        return Ok(());
+    }
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    if !dir.exists() {
+        // The daemon creates its folder (systemd's StateDirectory normally does).
+        return Ok(());
+    }
+    let probe = dir.join(".aupgate-check");
+    std::fs::write(&probe, b"").with_context(|| {
+        format!(
+            "folder {} is not writable (fix: make it writable by the aupgate service)",
+            dir.display()
+        )
+    })?;
+    let _ = std::fs::remove_file(probe);
+    Ok(())
+}
+
+/// The exit status for an error from [`run`]: 78 bad config, 69 machine not ready, 64 usage, 1 else.
+pub fn exit_status(e: &anyhow::Error) -> u8 {
+    if let Some(c) = e.downcast_ref::<CheckFailed>() {
+        return if c.config { 78 } else { 69 };
+    }
+    if e.downcast_ref::<ConfigError>().is_some() || e.downcast_ref::<assets::AssetError>().is_some() {
+        return 78;
+    }
+    if e.downcast_ref::<UsageError>().is_some() {
+        return 64;
+    }
+    1
+}

@@ -1,0 +1,367 @@
+//! The TOML configuration: stage one deserializes and rejects unknown keys (`RawConfig`), stage two
+//! resolves it into domain types (`Config`). Every error names the key and the fix. The rest of the
+//! program only ever sees a validated `Config`; nothing here touches the network or the firewall.
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+use std::path::{Path, PathBuf};
+
+use jiff::tz::TimeZone;
+use serde::Deserialize;
+
+/// Default path of the configuration file.
+pub const DEFAULT_PATH: &str = "/etc/aupgate/aupgate.toml";
+
+/// One problem with the configuration, printable as a single line for the operator.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read at all.
+    #[error(
+        "cannot read config file {path}: {source} (fix: create it, e.g. from /usr/share/doc/aupgate/aupgate.toml, or pass --config FILE)"
+    )]
+    Unreadable {
+        /// The path that was tried.
+        path: PathBuf,
+        /// Why reading failed.
+        source: std::io::Error,
+    },
+    /// The TOML is malformed, has an unknown key or a value of the wrong type.
+    #[error("config {path}: {message}")]
+    Syntax {
+        /// The file.
+        path: PathBuf,
+        /// toml's own description, which names the key and line.
+        message: String,
+    },
+    /// A key has a value that parsed but is not acceptable.
+    #[error("config key {key}: {problem} (fix: {fix})")]
+    Invalid {
+        /// Dotted key, e.g. `guest.interface`.
+        key: &'static str,
+        /// What is wrong with it.
+        problem: String,
+        /// What the operator should do.
+        fix: String,
+    },
+}
+
+impl ConfigError {
+    fn invalid(key: &'static str, problem: impl Into<String>, fix: impl Into<String>) -> Self {
+        Self::Invalid {
+            key,
+            problem: problem.into(),
+            fix: fix.into(),
+        }
+    }
+}
+
+// === stage one: the file as written ===
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    school: RawSchool,
+    guest: RawGuest,
+    #[serde(default)]
+    portal: RawPortal,
+    #[serde(default)]
+    store: RawStore,
+    #[serde(default)]
+    control: RawControl,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSchool {
+    name: String,
+    timezone: String,
+    dsl_contact: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGuest {
+    interface: String,
+    address: String,
+    address6: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPortal {
+    port: Option<u16>,
+    assets: Option<PathBuf>,
+    policy: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStore {
+    path: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawControl {
+    socket: Option<PathBuf>,
+}
+
+// === stage two: what the program uses ===
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The school, as guests see it.
+    pub school: School,
+    /// The guest network.
+    pub guest: Guest,
+    /// The guest-facing web server.
+    pub portal: Portal,
+    /// The SQLite database file.
+    pub store_path: PathBuf,
+    /// The control socket the CLI talks to.
+    pub control_socket: PathBuf,
+}
+
+/// Who runs this network.
+#[derive(Debug, Clone)]
+pub struct School {
+    /// Shown on every page.
+    pub name: String,
+    /// Local time zone: times are stored in UTC and shown in this zone.
+    pub timezone: TimeZone,
+    /// Name of the zone as configured, e.g. `Europe/London`.
+    pub timezone_name: String,
+    /// Who the Designated Safeguarding Lead is and how to reach them.
+    pub dsl_contact: String,
+}
+
+/// The guest side of the router.
+#[derive(Debug, Clone)]
+pub struct Guest {
+    /// Interface name (validated to be a legal Linux interface name).
+    pub interface: String,
+    /// The router's IPv4 address on the guest network; the portal URL uses it.
+    pub address: Ipv4Addr,
+    /// The router's IPv6 address on the guest network, if any.
+    pub address6: Option<Ipv6Addr>,
+}
+
+/// The portal web server.
+#[derive(Debug, Clone)]
+pub struct Portal {
+    /// TCP port the portal listens on; guests' tcp/80 is redirected here.
+    pub port: u16,
+    /// Optional folder whose files override the built-in assets.
+    pub assets: Option<PathBuf>,
+    /// Optional policy Markdown file; `None` means the built-in example policy.
+    pub policy: Option<PathBuf>,
+}
+
+impl Portal {
+    /// Default portal port.
+    pub const DEFAULT_PORT: u16 = 8080;
+}
+
+impl Config {
+    /// Reads and validates the file at `path`.
+    ///
+    /// # Errors
+    /// Any [`ConfigError`]; the message names the key and the fix.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Unreadable {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// Validates configuration text; `origin` is only used in messages.
+    ///
+    /// # Errors
+    /// Any [`ConfigError`].
+    pub fn parse(text: &str, origin: &Path) -> Result<Self, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Syntax {
+            path: origin.to_owned(),
+            message: one_line(&e.to_string()),
+        })?;
+        Self::resolve(raw)
+    }
+
+    fn resolve(raw: RawConfig) -> Result<Self, ConfigError> {
+        let name = raw.school.name.trim().to_owned();
+        if name.is_empty() {
+            return Err(ConfigError::invalid(
+                "school.name",
+                "is empty",
+                "set it to the school's name as guests know it",
+            ));
+        }
+        let timezone = TimeZone::get(raw.school.timezone.trim()).map_err(|_| {
+            ConfigError::invalid(
+                "school.timezone",
+                format!("{:?} is not a known time zone", raw.school.timezone),
+                "use an IANA name such as \"Europe/London\"",
+            )
+        })?;
+        let dsl_contact = raw.school.dsl_contact.trim().to_owned();
+        if dsl_contact.is_empty() {
+            return Err(ConfigError::invalid(
+                "school.dsl_contact",
+                "is empty",
+                "name the Designated Safeguarding Lead and how guests reach them",
+            ));
+        }
+        let interface = raw.guest.interface.trim().to_owned();
+        if !valid_interface_name(&interface) {
+            return Err(ConfigError::invalid(
+                "guest.interface",
+                format!("{interface:?} is not a valid interface name"),
+                "use the name `ip link` shows for the guest network, e.g. \"wlan1\" or \"br-guest\"",
+            ));
+        }
+        let address: Ipv4Addr = raw.guest.address.trim().parse().map_err(|_| {
+            ConfigError::invalid(
+                "guest.address",
+                format!("{:?} is not an IPv4 address", raw.guest.address),
+                "give the router's own IPv4 address on the guest network, e.g. \"10.50.0.1\"",
+            )
+        })?;
+        if address.is_unspecified() || address.is_broadcast() || address.is_multicast() {
+            return Err(ConfigError::invalid(
+                "guest.address",
+                format!("{address} cannot be the router's address"),
+                "give the router's own IPv4 address on the guest network",
+            ));
+        }
+        let address6 = match raw.guest.address6 {
+            None => None,
+            Some(text) => Some(text.trim().parse::<Ipv6Addr>().map_err(|_| {
+                ConfigError::invalid(
+                    "guest.address6",
+                    format!("{text:?} is not an IPv6 address"),
+                    "give the router's IPv6 address on the guest network, or remove the key",
+                )
+            })?),
+        };
+        let port = raw.portal.port.unwrap_or(Portal::DEFAULT_PORT);
+        if port == 0 {
+            return Err(ConfigError::invalid(
+                "portal.port",
+                "is 0",
+                "choose a free TCP port such as 8080",
+            ));
+        }
+        Ok(Self {
+            school: School {
+                name,
+                timezone,
+                timezone_name: raw.school.timezone.trim().to_owned(),
+                dsl_contact,
+            },
+            guest: Guest {
+                interface,
+                address,
+                address6,
+            },
+            portal: Portal {
+                port,
+                assets: raw.portal.assets,
+                policy: raw.portal.policy,
+            },
+            store_path: raw
+                .store
+                .path
+                .unwrap_or_else(|| PathBuf::from("/var/lib/aupgate/aupgate.db")),
+            control_socket: raw
+                .control
+                .socket
+                .unwrap_or_else(|| PathBuf::from("/run/aupgate/control.sock")),
+        })
+    }
+
+    /// The portal's own URL as guests are redirected to it.
+    pub fn portal_url(&self) -> String {
+        if self.portal.port == 80 {
+            format!("http://{}/", self.guest.address)
+        } else {
+            format!("http://{}:{}/", self.guest.address, self.portal.port)
+        }
+    }
+}
+
+/// Linux interface names: 1–15 bytes, no `/`, whitespace, quotes or control characters. The name is
+/// interpolated into the nft script, so this check is also what keeps that script well-formed.
+fn valid_interface_name(name: &str) -> bool {
+    (1..=15).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'@' | b':'))
+}
+
+fn one_line(message: &str) -> String {
+    message.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[school]
+name = "Claremont Primary School"
+timezone = "Europe/London"
+dsl_contact = "Jenny James, school office"
+[guest]
+interface = "guest0"
+address = "10.50.0.1"
+"#;
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let c = Config::parse(GOOD, Path::new("t.toml")).unwrap();
+        assert_eq!(c.portal.port, 8080);
+        assert_eq!(c.store_path, PathBuf::from("/var/lib/aupgate/aupgate.db"));
+        assert_eq!(c.control_socket, PathBuf::from("/run/aupgate/control.sock"));
+        assert_eq!(c.portal_url(), "http://10.50.0.1:8080/");
+        assert!(c.guest.address6.is_none());
+    }
+
+    #[test]
+    fn shipped_example_parses() {
+        let text = include_str!("../deploy/aupgate.toml");
+        let c = Config::parse(text, Path::new("deploy/aupgate.toml")).unwrap();
+        assert_eq!(c.school.timezone_name, "Europe/London");
+    }
+
+    #[test]
+    fn unknown_key_is_rejected_and_named() {
+        let text = include_str!("../deploy/aupgate.toml").replace("[guest]", "[guest]\nintreface = \"x\"");
+        let e = Config::parse(&text, Path::new("a.toml")).unwrap_err().to_string();
+        assert!(e.contains("intreface"), "{e}");
+        assert!(!e.contains('\n'), "one line: {e}");
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        for (from, to, key) in [
+            ("Europe/London", "Mars/Olympus", "school.timezone"),
+            ("\"guest0\"", "\"bad name; drop\"", "guest.interface"),
+            ("10.50.0.1", "10.50.0.300", "guest.address"),
+        ] {
+            let e = Config::parse(&GOOD.replace(from, to), Path::new("t"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(key), "{e}");
+            assert!(e.contains("fix"), "{e}");
+        }
+    }
+
+    #[test]
+    fn interface_names() {
+        assert!(valid_interface_name("br-guest"));
+        assert!(valid_interface_name("wlan0.10"));
+        assert!(!valid_interface_name(""));
+        assert!(!valid_interface_name("a\"b"));
+        assert!(!valid_interface_name("sixteen-chars-xx"));
+    }
+}

@@ -1,0 +1,176 @@
+//! `aupgate run`: open the store, install and reconcile the firewall, bind the listeners, serve,
+//! and stop cleanly. READY is sent only once the table is in the kernel and the listeners are
+//! bound. Stopping leaves the table in place: guests stay closed, accepted devices stay open.
+
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tokio::net::{TcpListener, UnixListener};
+use tokio::sync::watch;
+
+use crate::admin::control::{self, AdminState};
+use crate::assets::{self, Policy};
+use crate::clock::{Clock, SystemClock};
+use crate::config::Config;
+use crate::firewall::{NftFirewall, TableSpec, Writer};
+use crate::neighbours::KernelNeighbours;
+use crate::portal::{self, PortalState};
+use crate::store::Store;
+use crate::web::{Pages, SchoolView};
+
+/// How long in-flight requests get to finish on shutdown.
+const DRAIN: Duration = Duration::from_secs(5);
+
+/// Runs the daemon until SIGTERM or SIGINT.
+///
+/// # Errors
+/// Anything that stops start-up, with context naming what to fix.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let config = Arc::new(config);
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+
+    if let Some(dir) = config.store_path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| {
+            format!(
+                "creating the store's folder {} (fix: check [store] path)",
+                dir.display()
+            )
+        })?;
+    }
+    let store = Store::open(&config.store_path).with_context(|| {
+        format!(
+            "opening the store {} (fix: check [store] path and its folder's permissions)",
+            config.store_path.display()
+        )
+    })?;
+    let policy = Arc::new(Policy::load(config.portal.policy.as_deref())?);
+    let env = assets::templates(config.portal.assets.as_deref())?;
+    store
+        .record_policy(&policy.hash, &policy.markdown, clock.now())
+        .context("recording the policy text in the store")?;
+
+    let portal_listener = bind_portal(config.portal.port).await?;
+    let control_listener = bind_control(&config.control_socket)?;
+
+    let writer = Writer::new(
+        NftFirewall::default(),
+        store.clone(),
+        clock.clone(),
+        TableSpec {
+            interface: config.guest.interface.clone(),
+            portal_port: config.portal.port,
+        },
+    );
+    let devices = writer
+        .reconcile_all()
+        .await
+        .context("installing the nftables table inet aupgate")?;
+
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let (firewall, firewall_task) = writer.spawn(shutdown_rx.clone());
+    let pages = Pages::new(
+        env,
+        SchoolView {
+            name: config.school.name.clone(),
+            dsl_contact: config.school.dsl_contact.clone(),
+        },
+    );
+    let portal_state = PortalState {
+        config: config.clone(),
+        pages,
+        policy: policy.clone(),
+        store: store.clone(),
+        firewall: firewall.clone(),
+        neighbours: Arc::new(KernelNeighbours::new(config.guest.interface.clone())),
+        clock: clock.clone(),
+    };
+    let app = portal::router(portal_state).into_make_service_with_connect_info::<SocketAddr>();
+    let mut portal_shutdown = shutdown_rx.clone();
+    let portal_task = tokio::spawn(async move {
+        let stop = async move {
+            let _ = portal_shutdown.changed().await;
+        };
+        if let Err(e) = axum::serve(portal_listener, app).with_graceful_shutdown(stop).await {
+            tracing::error!(error = %e, "portal server failed");
+        }
+    });
+    let admin = AdminState {
+        store: store.clone(),
+        firewall,
+        clock: clock.clone(),
+    };
+    let control_task = tokio::spawn(control::serve(control_listener, admin, shutdown_rx.clone()));
+
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+    tracing::info!(
+        portal = %config.portal_url(),
+        interface = %config.guest.interface,
+        devices_allowed = devices,
+        policy = %&policy.hash[..12],
+        "aupgate ready"
+    );
+
+    wait_for_signal().await?;
+    tracing::info!("stopping; the firewall table stays in place");
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+    let _ = shutdown_tx.send(true);
+    let all = async {
+        let _ = tokio::join!(portal_task, control_task, firewall_task);
+    };
+    if tokio::time::timeout(DRAIN, all).await.is_err() {
+        tracing::warn!("requests still running after {} s; stopping anyway", DRAIN.as_secs());
+    }
+    let _ = std::fs::remove_file(&config.control_socket);
+    Ok(())
+}
+
+async fn bind_portal(port: u16) -> anyhow::Result<TcpListener> {
+    // Dual-stack where IPv6 exists; plain IPv4 where the kernel has IPv6 disabled.
+    match TcpListener::bind(SocketAddr::from((Ipv6Addr::UNSPECIFIED, port))).await {
+        Ok(l) => Ok(l),
+        Err(_) => TcpListener::bind(SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)))
+            .await
+            .with_context(|| {
+                format!("binding the portal to port {port} (fix: stop whatever uses it, or change [portal] port)")
+            }),
+    }
+}
+
+fn bind_control(path: &Path) -> anyhow::Result<UnixListener> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("creating {} (fix: check [control] socket)", dir.display()))?;
+    }
+    if std::os::unix::net::UnixStream::connect(path).is_ok() {
+        anyhow::bail!(
+            "another aupgate daemon is already answering on {} (fix: stop it first)",
+            path.display()
+        );
+    }
+    // A socket file left by a daemon that was killed: nobody answers on it, so it is safe to remove.
+    let _ = std::fs::remove_file(path);
+    let listener = UnixListener::bind(path).with_context(|| {
+        format!(
+            "binding the control socket {} (fix: check [control] socket)",
+            path.display()
+        )
+    })?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("restricting {} to root", path.display()))?;
+    Ok(listener)
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    Ok(())
+}

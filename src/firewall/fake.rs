@@ -1,0 +1,62 @@
+//! A firewall that records what it was told; unit tests only. Every behaviour that crosses the
+//! kernel is also tested for real in network namespaces (tests/integration/firewall.rs).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+
+use jiff::SignedDuration;
+
+use super::{Firewall, FirewallError, Ruleset};
+use crate::clients::MacAddr;
+
+/// What the fake kernel holds.
+#[derive(Debug, Default)]
+pub(crate) struct FakeState {
+    pub(crate) table: bool,
+    pub(crate) set: BTreeMap<MacAddr, SignedDuration>,
+    pub(crate) forgotten: Vec<IpAddr>,
+    pub(crate) replaced: usize,
+    pub(crate) fail_conntrack: bool,
+}
+
+#[derive(Debug, Clone, Default)]
+pub(crate) struct FakeFirewall(pub(crate) Arc<Mutex<FakeState>>);
+
+impl FakeFirewall {
+    fn state(&self) -> std::sync::MutexGuard<'_, FakeState> {
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl Firewall for FakeFirewall {
+    async fn replace(&self, ruleset: &Ruleset) -> Result<(), FirewallError> {
+        let mut s = self.state();
+        s.table = true;
+        s.replaced += 1;
+        s.set = ruleset.allowed.iter().copied().collect();
+        Ok(())
+    }
+    async fn table_present(&self) -> Result<bool, FirewallError> {
+        Ok(self.state().table)
+    }
+    async fn elements(&self) -> Result<BTreeSet<MacAddr>, FirewallError> {
+        Ok(self.state().set.keys().copied().collect())
+    }
+    async fn allow(&self, mac: MacAddr, left: SignedDuration) -> Result<(), FirewallError> {
+        self.state().set.insert(mac, left);
+        Ok(())
+    }
+    async fn deny(&self, mac: MacAddr) -> Result<(), FirewallError> {
+        self.state().set.remove(&mac);
+        Ok(())
+    }
+    async fn forget_connections(&self, ip: IpAddr) -> Result<(), FirewallError> {
+        let mut s = self.state();
+        if s.fail_conntrack {
+            return Err(FirewallError::ConntrackMissing);
+        }
+        s.forgotten.push(ip);
+        Ok(())
+    }
+}

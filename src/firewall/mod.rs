@@ -1,0 +1,294 @@
+//! The only code that talks to netfilter. Owns exactly one table, `inet aupgate`, and nothing else
+//! on the system. All changes go through one writer task (`FirewallHandle` → `run`), which also
+//! notices a deleted or altered table and puts it back, and keeps the set equal to the store.
+
+mod nft;
+mod ruleset;
+
+#[cfg(test)]
+pub(crate) mod fake;
+
+use std::collections::BTreeSet;
+use std::future::Future;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use jiff::SignedDuration;
+use tokio::sync::{mpsc, oneshot, watch};
+
+pub use nft::NftFirewall;
+pub use ruleset::{Ruleset, SET, TABLE};
+
+use crate::clients::MacAddr;
+use crate::clock::Clock;
+use crate::store::{Store, StoreError};
+
+/// How often the writer checks that the table is still there and the set matches the store.
+pub const WATCH_INTERVAL: Duration = Duration::from_secs(1);
+
+/// What can go wrong talking to netfilter.
+#[derive(Debug, thiserror::Error)]
+pub enum FirewallError {
+    /// The `nft` program is not installed.
+    #[error("the nft program was not found (fix: apt-get install nftables)")]
+    NftMissing,
+    /// The `conntrack` program is not installed.
+    #[error("the conntrack program was not found (fix: apt-get install conntrack)")]
+    ConntrackMissing,
+    /// The kernel refused: not root / no CAP_NET_ADMIN.
+    #[error("{0}: operation not permitted (fix: run aupgate as root or with CAP_NET_ADMIN)")]
+    NotPermitted(&'static str),
+    /// A command failed; `stderr` is the tool's own message.
+    #[error("{what} failed: {stderr}")]
+    Failed {
+        /// What we were doing.
+        what: &'static str,
+        /// The tool's error text.
+        stderr: String,
+    },
+    /// A command did not finish in time.
+    #[error("{0} did not finish within 10 s")]
+    TimedOut(&'static str),
+    /// The tool's output could not be understood.
+    #[error("cannot parse the output of {what}: {detail}")]
+    Unparsable {
+        /// What we were doing.
+        what: &'static str,
+        /// What was wrong.
+        detail: String,
+    },
+    /// The store could not say who is allowed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The writer task has stopped (the daemon is shutting down).
+    #[error("the firewall writer has stopped")]
+    Stopped,
+    /// Spawning or talking to a helper program failed.
+    #[error("running {what}: {source}")]
+    Io {
+        /// What we were doing.
+        what: &'static str,
+        /// The error.
+        source: std::io::Error,
+    },
+}
+
+/// The netfilter operations aupgate needs; `NftFirewall` is the real one.
+pub trait Firewall: Send + Sync + 'static {
+    /// Replaces our table, atomically, with `ruleset`.
+    fn replace(&self, ruleset: &Ruleset) -> impl Future<Output = Result<(), FirewallError>> + Send;
+    /// Whether our table exists.
+    fn table_present(&self) -> impl Future<Output = Result<bool, FirewallError>> + Send;
+    /// The MACs in the `allowed` set now.
+    fn elements(&self) -> impl Future<Output = Result<BTreeSet<MacAddr>, FirewallError>> + Send;
+    /// Puts `mac` in the set (or refreshes it) with `left` until it times out.
+    fn allow(&self, mac: MacAddr, left: SignedDuration) -> impl Future<Output = Result<(), FirewallError>> + Send;
+    /// Removes `mac` from the set; absent is not an error.
+    fn deny(&self, mac: MacAddr) -> impl Future<Output = Result<(), FirewallError>> + Send;
+    /// Removes the conntrack entries of connections `ip` started, so its next connection is
+    /// judged by the current rules (not still redirected to the portal).
+    fn forget_connections(&self, ip: IpAddr) -> impl Future<Output = Result<(), FirewallError>> + Send;
+}
+
+/// What the table is built from, apart from who is allowed.
+#[derive(Debug, Clone)]
+pub struct TableSpec {
+    /// The guest interface.
+    pub interface: String,
+    /// The portal port.
+    pub portal_port: u16,
+}
+
+enum Command {
+    Open {
+        mac: MacAddr,
+        ips: Vec<IpAddr>,
+        reply: oneshot::Sender<Result<(), FirewallError>>,
+    },
+    Sync {
+        macs: Vec<MacAddr>,
+        reply: oneshot::Sender<Result<(), FirewallError>>,
+    },
+}
+
+/// Cheap-clone handle to the firewall writer.
+#[derive(Debug, Clone)]
+pub struct FirewallHandle {
+    tx: mpsc::Sender<Command>,
+}
+
+impl FirewallHandle {
+    /// Opens `mac` until its latest open consent ends, then forgets the connections each of
+    /// `ips` started. Returns only once the element is in the kernel.
+    ///
+    /// # Errors
+    /// If nft or conntrack fail, or the store has no open consent for `mac`.
+    pub async fn open(&self, mac: MacAddr, ips: Vec<IpAddr>) -> Result<(), FirewallError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Command::Open { mac, ips, reply })
+            .await
+            .map_err(|_| FirewallError::Stopped)?;
+        rx.await.map_err(|_| FirewallError::Stopped)?
+    }
+
+    /// Makes the set agree with the store for `macs` (after a revoke or a course end).
+    ///
+    /// # Errors
+    /// If nft fails.
+    pub async fn sync(&self, macs: Vec<MacAddr>) -> Result<(), FirewallError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Command::Sync { macs, reply })
+            .await
+            .map_err(|_| FirewallError::Stopped)?;
+        rx.await.map_err(|_| FirewallError::Stopped)?
+    }
+}
+
+/// The writer: owns the firewall; started by the daemon.
+pub struct Writer<F> {
+    firewall: Arc<F>,
+    store: Store,
+    clock: Arc<dyn Clock>,
+    spec: TableSpec,
+}
+
+impl<F: Firewall> Writer<F> {
+    /// A writer for `firewall`, whose source of truth is `store`.
+    pub fn new(firewall: F, store: Store, clock: Arc<dyn Clock>, spec: TableSpec) -> Self {
+        Self {
+            firewall: Arc::new(firewall),
+            store,
+            clock,
+            spec,
+        }
+    }
+
+    /// Builds the whole table from the store and applies it in one transaction. Devices in the
+    /// set without an open consent are dropped by this; accepted devices never see a gap.
+    ///
+    /// # Errors
+    /// If the store cannot be read or nft fails.
+    pub async fn reconcile_all(&self) -> Result<usize, FirewallError> {
+        let now = self.clock.now();
+        let allowed = self.store_call(move |s| s.allowed(now)).await?;
+        let n = allowed.len();
+        let ruleset = Ruleset {
+            interface: self.spec.interface.clone(),
+            portal_port: self.spec.portal_port,
+            allowed: allowed
+                .into_iter()
+                .map(|(mac, until)| (mac, until.duration_since(now)))
+                .collect(),
+        };
+        self.firewall.replace(&ruleset).await?;
+        Ok(n)
+    }
+
+    /// Runs the writer until `shutdown` turns true. Call `reconcile_all` first.
+    pub fn spawn(self, mut shutdown: watch::Receiver<bool>) -> (FirewallHandle, tokio::task::JoinHandle<()>) {
+        let (tx, mut rx) = mpsc::channel::<Command>(256);
+        let task = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(WATCH_INTERVAL);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    cmd = rx.recv() => match cmd {
+                        Some(Command::Open { mac, ips, reply }) => { let _ = reply.send(self.open(mac, &ips).await); }
+                        Some(Command::Sync { macs, reply }) => { let _ = reply.send(self.sync(&macs).await); }
+                        None => break,
+                    },
+                    _ = tick.tick() => {
+                        if let Err(e) = self.watch().await {
+                            tracing::error!(error = %e, "firewall check failed; retrying in 1 s");
+                        }
+                    }
+                    _ = shutdown.changed() => break,
+                }
+            }
+            tracing::debug!("firewall writer stopped; the table stays in the kernel");
+        });
+        (FirewallHandle { tx }, task)
+    }
+
+    async fn store_call<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, FirewallError> {
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || f(&store))
+            .await
+            .map_err(|_| FirewallError::Stopped)?
+            .map_err(FirewallError::from)
+    }
+
+    async fn open(&self, mac: MacAddr, ips: &[IpAddr]) -> Result<(), FirewallError> {
+        let now = self.clock.now();
+        let until = self.store_call(move |s| s.allowed_until(mac, now)).await?;
+        let Some(until) = until else {
+            return Err(FirewallError::Store(StoreError::NotFound(format!(
+                "open consent for {mac}"
+            ))));
+        };
+        self.firewall.allow(mac, until.duration_since(now)).await?;
+        for &ip in ips {
+            if let Err(e) = self.firewall.forget_connections(ip).await {
+                // Undo, so that a failure leaves nothing open.
+                let _ = self.firewall.deny(mac).await;
+                return Err(e);
+            }
+        }
+        tracing::info!(%mac, until = %until, "device allowed");
+        Ok(())
+    }
+
+    async fn sync(&self, macs: &[MacAddr]) -> Result<(), FirewallError> {
+        let now = self.clock.now();
+        for &mac in macs {
+            match self.store_call(move |s| s.allowed_until(mac, now)).await? {
+                Some(until) => self.firewall.allow(mac, until.duration_since(now)).await?,
+                None => {
+                    self.firewall.deny(mac).await?;
+                    tracing::info!(%mac, "device closed");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The periodic check: table present, set equal to the store.
+    async fn watch(&self) -> Result<(), FirewallError> {
+        if !self.firewall.table_present().await? {
+            tracing::warn!(
+                table = TABLE,
+                "our nftables table was deleted from outside; restoring it"
+            );
+            let n = self.reconcile_all().await?;
+            tracing::info!(devices = n, "table restored");
+            return Ok(());
+        }
+        let now = self.clock.now();
+        let desired = self.store_call(move |s| s.allowed(now)).await?;
+        let present = self.firewall.elements().await?;
+        let wanted: BTreeSet<MacAddr> = desired.iter().map(|(m, _)| *m).collect();
+        for mac in present.difference(&wanted) {
+            tracing::warn!(%mac, "device in the allowed set without an open consent; removing it");
+            self.firewall.deny(*mac).await?;
+        }
+        for (mac, until) in desired.iter().filter(|(m, _)| !present.contains(m)) {
+            // Expiry races (the kernel timed it out a moment before the store) end here too,
+            // harmlessly: re-added with at most a second left, then dropped on the next check.
+            let left = until.duration_since(now);
+            if left >= SignedDuration::from_secs(2) {
+                tracing::warn!(mac = %mac, "accepted device missing from the allowed set; restoring it");
+                self.firewall.allow(*mac, left).await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,137 @@
+//! Pure: from "who is accepted" to the complete nft script for our own table. No I/O. The script
+//! replaces `inet aupgate` in one transaction and touches nothing else; golden-file tested.
+
+use std::fmt::Write as _;
+
+use jiff::SignedDuration;
+
+use crate::clients::MacAddr;
+
+/// Name of the only table aupgate ever creates, edits or deletes.
+pub const TABLE: &str = "aupgate";
+/// Name of the set of accepted devices.
+pub const SET: &str = "allowed";
+
+/// What the table is built from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ruleset {
+    /// The guest interface; validated by `config` to be a plain interface name.
+    pub interface: String,
+    /// Portal port; guests' tcp/80 is redirected here.
+    pub portal_port: u16,
+    /// Accepted devices and how long each has left.
+    pub allowed: Vec<(MacAddr, SignedDuration)>,
+}
+
+/// Whole seconds for an element timeout, at least 1 (the kernel rejects 0).
+pub(crate) fn timeout_secs(left: SignedDuration) -> u32 {
+    u32::try_from(left.as_secs().max(1)).unwrap_or(u32::MAX)
+}
+
+impl Ruleset {
+    /// The nft script. Applied with `nft -f -`, it is one atomic transaction: the create-then-
+    /// delete prelude makes `delete` safe whether or not the table exists.
+    pub fn script(&self) -> String {
+        let Self {
+            interface: guest,
+            portal_port: port,
+            allowed,
+        } = self;
+        let mut elements = String::new();
+        if !allowed.is_empty() {
+            let list: Vec<String> = allowed
+                .iter()
+                .map(|(mac, left)| format!("{mac} timeout {}s", timeout_secs(*left)))
+                .collect();
+            let _ = write!(elements, "\n\t\telements = {{ {} }}", list.join(",\n\t\t\t     "));
+        }
+        format!(
+            r#"# aupgate: generated; the daemon restores it if it is changed or deleted.
+table inet {TABLE} {{}}
+delete table inet {TABLE}
+table inet {TABLE} {{
+	# One element per accepted device, timing out when its course ends.
+	set {SET} {{
+		type ether_addr
+		flags timeout{elements}
+	}}
+
+	# Guests may reach only DHCP, DNS, ICMP/ND and the portal on the router itself.
+	chain input {{
+		type filter hook input priority filter - 10; policy accept;
+		iifname != "{guest}" accept
+		ct state established,related accept
+		meta l4proto {{ icmp, ipv6-icmp }} accept
+		udp dport {{ 67, 547 }} accept
+		meta l4proto {{ tcp, udp }} th dport 53 accept
+		tcp dport {port} accept
+		meta l4proto tcp reject with tcp reset
+		reject with icmpx admin-prohibited
+	}}
+
+	# Until a device has accepted, its plain HTTP goes to the portal and its DNS to the router.
+	chain prerouting {{
+		type nat hook prerouting priority dstnat; policy accept;
+		iifname != "{guest}" accept
+		ether saddr @{SET} accept
+		tcp dport 80 redirect to :{port}
+		meta l4proto {{ tcp, udp }} th dport 53 redirect to :53
+	}}
+
+	# Accepted devices go on to the school's own rules; everything else is refused at once.
+	chain forward {{
+		type filter hook forward priority filter - 10; policy accept;
+		iifname != "{guest}" accept
+		ether saddr @{SET} accept
+		meta l4proto tcp reject with tcp reset
+		reject with icmpx admin-prohibited
+	}}
+}}
+"#
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn golden_empty_and_with_guests() {
+        let mut r = Ruleset {
+            interface: "guest0".into(),
+            portal_port: 8080,
+            allowed: vec![],
+        };
+        assert_eq!(r.script(), include_str!("../../tests/fixtures/ruleset-empty.nft"));
+        r.allowed = vec![
+            ("02:00:00:00:00:11".parse().unwrap(), SignedDuration::from_hours(7)),
+            ("02:00:00:00:00:12".parse().unwrap(), SignedDuration::from_millis(10)),
+        ];
+        assert_eq!(r.script(), include_str!("../../tests/fixtures/ruleset-two.nft"));
+    }
+
+    #[test]
+    fn timeouts_are_positive_whole_seconds() {
+        assert_eq!(timeout_secs(SignedDuration::from_millis(-5)), 1);
+        assert_eq!(timeout_secs(SignedDuration::from_millis(1500)), 1);
+        assert_eq!(timeout_secs(SignedDuration::from_hours(2)), 7200);
+    }
+}
+
+#[cfg(test)]
+#[test]
+#[ignore = "writes the golden files; run by hand after an intended change"]
+fn write_golden_files() {
+    let mut r = Ruleset {
+        interface: "guest0".into(),
+        portal_port: 8080,
+        allowed: vec![],
+    };
+    std::fs::write("tests/fixtures/ruleset-empty.nft", r.script()).unwrap();
+    r.allowed = vec![
+        ("02:00:00:00:00:11".parse().unwrap(), SignedDuration::from_hours(7)),
+        ("02:00:00:00:00:12".parse().unwrap(), SignedDuration::from_millis(10)),
+    ];
+    std::fs::write("tests/fixtures/ruleset-two.nft", r.script()).unwrap();
+}

@@ -1,0 +1,31 @@
+//! aupgate: a captive-portal gateway for a school's guest Wi-Fi. A device on the guest interface
+//! reaches nothing but DHCP, DNS and the portal until it accepts the Wi-Fi Acceptable Use Policy
+//! with a training course's access code; then its consent is committed and only then its MAC
+//! is let through, until the course ends.
+//!
+//! Codemap:
+//! - [`config`]: the TOML file → validated `Config`.
+//! - [`clients`]: domain core, no I/O (MAC, access codes, courses, sessions, rules).
+//! - [`store`]: SQLite; the only SQL.
+//! - [`firewall`]: the only netfilter code; owns table `inet aupgate` and nothing else.
+//! - [`neighbours`]: IP → MAC from the kernel's neighbour table.
+//! - [`portal`]: the guest-facing HTTP server.
+//! - [`admin`]: the control socket the CLI talks to.
+//! - [`assets`], [`web`]: templates, policy, rendering.
+//! - [`daemon`], [`cli`]: wiring.
+//!
+//! Invariants: fail closed; consent is committed before access; access survives restarts; only
+//! our own table is touched (see ARCHITECTURE.md and DESIGN.md).
+
+pub mod admin;
+pub mod assets;
+pub mod cli;
+pub mod clients;
+pub mod clock;
+pub mod config;
+pub mod daemon;
+pub mod firewall;
+pub mod neighbours;
+pub mod portal;
+pub mod store;
+pub mod web;

@@ -1,0 +1,56 @@
+//! Who is this client: IP (v4 or v6) to MAC, from the kernel's neighbour table (ARP and ND) on
+//! the guest interface. Never guesses: an entry that is incomplete or failed is "not known".
+
+mod netlink;
+
+use std::future::Future;
+use std::net::IpAddr;
+use std::pin::Pin;
+
+pub use netlink::KernelNeighbours;
+
+use crate::clients::MacAddr;
+
+/// A client as the kernel knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Neighbour {
+    /// Its MAC.
+    pub mac: MacAddr,
+    /// Every address it has on the guest interface (v4 and v6), the asked-for one included.
+    pub addresses: Vec<IpAddr>,
+}
+
+/// Why a lookup failed (as opposed to "not in the table").
+#[derive(Debug, thiserror::Error)]
+pub enum NeighbourError {
+    /// The guest interface does not exist (any more).
+    #[error("guest interface {0} not found (fix: check [guest] interface and that the interface is up)")]
+    NoInterface(String),
+    /// Talking to the kernel failed.
+    #[error("reading the neighbour table: {0}")]
+    Netlink(String),
+}
+
+/// The lookup future.
+pub type Lookup<'a> = Pin<Box<dyn Future<Output = Result<Option<Neighbour>, NeighbourError>> + Send + 'a>>;
+
+/// IP → MAC on the guest network.
+pub trait Neighbours: Send + Sync + std::fmt::Debug {
+    /// The neighbour with address `ip` on the guest interface, or `None` if the kernel has no
+    /// usable entry (the caller asks the guest to retry).
+    fn lookup(&self, ip: IpAddr) -> Lookup<'_>;
+}
+
+/// A fixed table; for unit tests.
+#[derive(Debug, Default, Clone)]
+pub struct StaticNeighbours(pub Vec<(IpAddr, MacAddr)>);
+
+impl Neighbours for StaticNeighbours {
+    fn lookup(&self, ip: IpAddr) -> Lookup<'_> {
+        let found = self.0.iter().find(|(a, _)| *a == ip).map(|&(_, mac)| Neighbour {
+            mac,
+            addresses: self.0.iter().filter(|(_, m)| *m == mac).map(|(a, _)| *a).collect(),
+        });
+        Box::pin(async move { Ok(found) })
+    }
+}

@@ -1,0 +1,62 @@
+//! The guest-facing HTTP server: every stray request is redirected to the portal page; the page
+//! shows the policy and one form; POST /accept records consent and only then opens the firewall.
+//! It never reaches admin state: `PortalState` holds only what guests' requests need.
+
+mod form;
+mod handlers;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
+use axum::routing::get;
+use tower_http::timeout::TimeoutLayer;
+
+use crate::assets::Policy;
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::firewall::FirewallHandle;
+use crate::neighbours::Neighbours;
+use crate::store::Store;
+use crate::web::Pages;
+
+/// Largest request body the portal reads; the form is well under 1 kB.
+pub const MAX_BODY: usize = 16 * 1024;
+
+/// What the portal's handlers may use.
+#[derive(Debug, Clone)]
+pub struct PortalState {
+    /// Validated configuration.
+    pub config: Arc<Config>,
+    /// Page renderer.
+    pub pages: Pages,
+    /// The policy being shown.
+    pub policy: Arc<Policy>,
+    /// The store.
+    pub store: Store,
+    /// The firewall writer.
+    pub firewall: FirewallHandle,
+    /// IP → MAC.
+    pub neighbours: Arc<dyn Neighbours>,
+    /// Time.
+    pub clock: Arc<dyn Clock>,
+}
+
+/// The portal's routes. Everything not listed is a redirect to the portal page.
+pub fn router(state: PortalState) -> Router {
+    Router::new()
+        .route("/", get(handlers::terms))
+        .route("/accept", get(handlers::to_portal).post(handlers::accept))
+        .fallback(handlers::to_portal)
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            Duration::from_secs(30),
+        ))
+        .with_state(state)
+}
+
+#[cfg(test)]
+mod tests;

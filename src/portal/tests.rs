@@ -1,0 +1,276 @@
+//! Portal router driven with `oneshot` against the in-memory store and the fake firewall. The
+//! same behaviours are tested through the real kernel in tests/integration.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use axum::http::{Request, StatusCode, header};
+use http_body_util::BodyExt;
+use jiff::Timestamp;
+use tower::ServiceExt;
+
+use super::*;
+use crate::clients::AccessCode;
+use crate::clock::ManualClock;
+use crate::firewall::fake::FakeFirewall;
+use crate::firewall::{TableSpec, Writer};
+use crate::neighbours::StaticNeighbours;
+use crate::web::SchoolView;
+
+const CONFIG: &str = r#"
+[school]
+name = "Claremont Primary School"
+timezone = "Europe/London"
+dsl_contact = "Jenny James"
+[guest]
+interface = "guest0"
+address = "192.0.2.1"
+"#;
+
+struct Lab {
+    app: Router,
+    fake: FakeFirewall,
+    store: Store,
+    policy: String,
+    _stop: tokio::sync::watch::Sender<bool>,
+}
+
+async fn lab() -> Lab {
+    let config = Arc::new(Config::parse(CONFIG, Path::new("t")).unwrap());
+    let clock = ManualClock::new("2026-11-23T10:00:00Z".parse().unwrap());
+    let store = Store::open_in_memory().unwrap();
+    let policy = Arc::new(Policy::load(None).unwrap());
+    store
+        .record_policy(&policy.hash, &policy.markdown, clock.now())
+        .unwrap();
+    let t = |s: &str| s.parse::<Timestamp>().unwrap();
+    store
+        .add_course(
+            "Phonics training",
+            t("2026-11-23T09:00:00Z"),
+            t("2026-11-23T16:00:00Z"),
+            1,
+            clock.now(),
+            || AccessCode::normalise("ABCDEFGH").unwrap(),
+        )
+        .unwrap();
+    store
+        .add_course(
+            "Tomorrow",
+            t("2026-11-24T09:00:00Z"),
+            t("2026-11-24T16:00:00Z"),
+            5,
+            clock.now(),
+            || AccessCode::normalise("ZZZZZZZZ").unwrap(),
+        )
+        .unwrap();
+    let fake = FakeFirewall::default();
+    let writer = Writer::new(
+        fake.clone(),
+        store.clone(),
+        Arc::new(clock.clone()),
+        TableSpec {
+            interface: "guest0".into(),
+            portal_port: 8080,
+        },
+    );
+    writer.reconcile_all().await.unwrap();
+    let (stop, rx) = tokio::sync::watch::channel(false);
+    let (firewall, _task) = writer.spawn(rx);
+    let env = crate::assets::templates(None).unwrap();
+    let state = PortalState {
+        config,
+        pages: Pages::new(
+            env,
+            SchoolView {
+                name: "Claremont Primary School".into(),
+                dsl_contact: "Jenny James".into(),
+            },
+        ),
+        policy: policy.clone(),
+        store: store.clone(),
+        firewall,
+        neighbours: Arc::new(StaticNeighbours(vec![
+            ("192.0.2.10".parse().unwrap(), "02:00:00:00:00:10".parse().unwrap()),
+            ("192.0.2.11".parse().unwrap(), "02:00:00:00:00:11".parse().unwrap()),
+        ])),
+        clock: Arc::new(clock),
+    };
+    Lab {
+        app: router(state),
+        fake,
+        store,
+        policy: policy.hash.clone(),
+        _stop: stop,
+    }
+}
+
+async fn send(app: &Router, from: &str, req: Request<Body>) -> (StatusCode, axum::http::HeaderMap, String) {
+    let mut req = req;
+    req.extensions_mut()
+        .insert(ConnectInfo(SocketAddr::new(from.parse().unwrap(), 40000)));
+    let resp = app.clone().oneshot(req).await.unwrap();
+    let (parts, body) = resp.into_parts();
+    let bytes = body.collect().await.unwrap().to_bytes();
+    (
+        parts.status,
+        parts.headers,
+        String::from_utf8_lossy(&bytes).into_owned(),
+    )
+}
+
+fn post(body: impl Into<Body>) -> Request<Body> {
+    Request::post("/accept")
+        .header(header::HOST, "192.0.2.1:8080")
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .header(header::USER_AGENT, "TestPhone/1.0")
+        .body(body.into())
+        .unwrap()
+}
+
+fn form(l: &Lab, code: &str, name: &str, agree: bool) -> String {
+    format!(
+        "code={code}&name={name}&organisation=Org&policy={}{}",
+        l.policy,
+        if agree { "&agree=yes" } else { "" }
+    )
+}
+
+#[tokio::test]
+async fn any_other_host_or_path_is_redirected_with_302() {
+    let l = lab().await;
+    for (host, path) in [
+        ("example.com", "/"),
+        ("198.51.100.2", "/some/path?q=1"),
+        ("192.0.2.1:8080", "/nope"),
+    ] {
+        let req = Request::get(path)
+            .header(header::HOST, host)
+            .body(Body::empty())
+            .unwrap();
+        let (status, headers, _) = send(&l.app, "192.0.2.10", req).await;
+        assert_eq!(status, StatusCode::FOUND, "{host}{path}");
+        assert_eq!(headers[header::LOCATION], "http://192.0.2.1:8080/");
+    }
+}
+
+#[tokio::test]
+async fn portal_page_shows_policy_dsl_and_form() {
+    let l = lab().await;
+    let req = Request::get("/")
+        .header(header::HOST, "192.0.2.1:8080")
+        .body(Body::empty())
+        .unwrap();
+    let (status, headers, body) = send(&l.app, "192.0.2.10", req).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(headers[header::CACHE_CONTROL], "no-store");
+    for needle in [
+        "Claremont Primary School",
+        "Jenny James",
+        "Wi-Fi Acceptable Use Policy",
+        "name=\"code\"",
+        "name=\"name\"",
+        "name=\"organisation\"",
+        "name=\"agree\"",
+        &l.policy,
+    ] {
+        assert!(body.contains(needle), "missing {needle}");
+    }
+    assert!(!body.contains("<script"), "no JavaScript on the portal");
+}
+
+#[tokio::test]
+async fn accept_records_consent_then_opens() {
+    let l = lab().await;
+    let (status, _, body) = send(&l.app, "192.0.2.10", post(form(&l, "abcd-efgh", "Ann+Smith", true))).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(body.contains("16:00"), "connected until the course's local end: {body}");
+    assert!(
+        l.fake
+            .0
+            .lock()
+            .unwrap()
+            .set
+            .contains_key(&"02:00:00:00:00:10".parse().unwrap())
+    );
+    let sessions = l.store.sessions("2026-11-23T10:00:00Z".parse().unwrap()).unwrap();
+    assert_eq!(sessions.len(), 1);
+    assert_eq!(
+        (sessions[0].name.as_str(), sessions[0].ip.as_str()),
+        ("Ann Smith", "192.0.2.10")
+    );
+    assert_eq!(sessions[0].policy_hash, l.policy);
+    // The course holds one device: a second one is refused politely and stays closed.
+    let (status, _, body) = send(&l.app, "192.0.2.11", post(form(&l, "ABCDEFGH", "Bob", true))).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert!(body.contains("all taken"));
+    assert!(
+        !l.fake
+            .0
+            .lock()
+            .unwrap()
+            .set
+            .contains_key(&"02:00:00:00:00:11".parse().unwrap())
+    );
+}
+
+#[tokio::test]
+async fn form_problems_reshow_the_form_and_open_nothing() {
+    let l = lab().await;
+    let cases = [
+        (form(&l, "ABCDEFGH", "Ann", false), "tick the box"),
+        (form(&l, "ABCDEFGH", "", true), "enter your name"),
+        (form(&l, "ZZZZZZZZ", "Ann", true), "starts at"),
+        (form(&l, "", "Ann", true), "enter your course access code"),
+        (
+            format!("code=ABCDEFGH&name=Ann&agree=yes&policy=old"),
+            "policy has been updated",
+        ),
+        (form(&l, "ABCDEFGH", &"x".repeat(10_000), true), "too long"),
+        (form(&l, "ABCDEFGH", "Ann%07", true), "cannot store"),
+    ];
+    for (body, expect) in cases {
+        let (status, _, page) = send(&l.app, "192.0.2.10", post(body)).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert!(page.contains(expect), "expected {expect:?}");
+    }
+    let (status, _, page) = send(&l.app, "192.0.2.10", post(form(&l, "ABCDEFGH", "%FF%FE", true))).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(page.contains("not valid text"));
+    let (status, _, page) = send(&l.app, "192.0.2.10", post(vec![b'a'; MAX_BODY + 1])).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert!(page.contains("too much text"));
+    let (status, _, _) = send(&l.app, "192.0.2.99", post(form(&l, "ABCDEFGH", "Ann", true))).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "unknown device: retry");
+    assert!(l.fake.0.lock().unwrap().set.is_empty());
+    assert!(
+        l.store
+            .sessions("2026-11-23T10:00:00Z".parse().unwrap())
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn five_wrong_codes_lock_the_device_out() {
+    let l = lab().await;
+    for _ in 0..5 {
+        let (status, _, page) = send(&l.app, "192.0.2.10", post(form(&l, "WRWRWRWR", "Ann", true))).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert!(
+            page.contains("isn&#x27;t right") || page.contains("isn't right"),
+            "{page}"
+        );
+    }
+    // Now even the right code is refused until the window passes.
+    let (status, _, page) = send(&l.app, "192.0.2.10", post(form(&l, "ABCDEFGH", "Ann", true))).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    assert!(page.contains("wait 10 minutes"), "{page}");
+    assert!(l.fake.0.lock().unwrap().set.is_empty());
+    // Another device is not affected.
+    let (status, _, _) = send(&l.app, "192.0.2.11", post(form(&l, "ABCDEFGH", "Bob", true))).await;
+    assert_eq!(status, StatusCode::OK);
+}

@@ -1,0 +1,228 @@
+//! Consents (one row per acceptance), the sessions derived from them, and code attempts.
+
+use jiff::Timestamp;
+use rusqlite::{Connection, params};
+use serde_json::json;
+
+use super::{Store, StoreError, insert_event, parse_ts, ts};
+use crate::clients::{MacAddr, Session};
+
+/// Everything recorded when a guest accepts.
+#[derive(Debug, Clone)]
+pub struct NewConsent {
+    /// The course whose code was given.
+    pub course_id: i64,
+    /// Maximum devices of that course (checked inside the same transaction as the insert).
+    pub max_devices: u32,
+    /// The device.
+    pub mac: MacAddr,
+    /// Its address.
+    pub ip: String,
+    /// When it accepted.
+    pub accepted_at: Timestamp,
+    /// When access ends (the course's end).
+    pub expires_at: Timestamp,
+    /// Name given.
+    pub name: String,
+    /// Organisation given.
+    pub organisation: String,
+    /// The browser's User-Agent, as sent.
+    pub user_agent: String,
+    /// SHA-256 (hex) of the policy text shown; must already be recorded with `record_policy`.
+    pub policy_hash: String,
+}
+
+fn mac(text: String) -> Result<MacAddr, StoreError> {
+    text.parse()
+        .map_err(|e: crate::clients::MacParseError| StoreError::Corrupt(e.to_string()))
+}
+
+fn max_expiry(conn: &Connection, mac: MacAddr, now: Timestamp) -> Result<Option<Timestamp>, StoreError> {
+    let raw: Option<String> = conn.query_row(
+        "SELECT max(expires_at) FROM consents WHERE mac = ?1 AND ended_at IS NULL AND expires_at > ?2",
+        params![mac.to_string(), ts(now)],
+        |r| r.get(0),
+    )?;
+    raw.as_deref().map(parse_ts).transpose()
+}
+
+impl Store {
+    /// Records a consent durably. The course's device limit is checked in the same transaction,
+    /// so two guests accepting at once cannot both take the last place. A device that already
+    /// has an open consent for this course does not count twice.
+    ///
+    /// # Errors
+    /// `CourseFull`; `DiskFull`; any database failure. Nothing is written on error.
+    pub fn record_consent(&self, c: &NewConsent) -> Result<i64, StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let now = ts(c.accepted_at);
+        let (devices, already_in): (u32, bool) = tx.query_row(
+            "SELECT count(DISTINCT mac), coalesce(max(mac = ?3), 0) FROM consents
+             WHERE course_id = ?1 AND ended_at IS NULL AND expires_at > ?2",
+            params![c.course_id, now, c.mac.to_string()],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        if !already_in && devices >= c.max_devices {
+            return Err(StoreError::CourseFull);
+        }
+        tx.execute(
+            "INSERT INTO consents (course_id, mac, ip, accepted_at, expires_at, name, organisation, user_agent, policy_hash)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            params![
+                c.course_id,
+                c.mac.to_string(),
+                c.ip,
+                now,
+                ts(c.expires_at),
+                c.name,
+                c.organisation,
+                c.user_agent,
+                c.policy_hash
+            ],
+        )?;
+        let id = tx.last_insert_rowid();
+        insert_event(
+            &tx,
+            c.accepted_at,
+            "consent",
+            &json!({"consent": id, "course": c.course_id, "mac": c.mac.to_string(), "policy": c.policy_hash}),
+        )?;
+        tx.commit()?;
+        Ok(id)
+    }
+
+    /// Ends one consent (used when opening the firewall failed after the consent was written).
+    ///
+    /// # Errors
+    /// On a database failure.
+    pub fn withdraw_consent(&self, id: i64, now: Timestamp, reason: &str) -> Result<(), StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        tx.execute(
+            "UPDATE consents SET ended_at = ?2, end_reason = ?3 WHERE id = ?1 AND ended_at IS NULL",
+            params![id, ts(now), reason],
+        )?;
+        insert_event(&tx, now, "consent-withdrawn", &json!({"consent": id, "reason": reason}))?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Ends every open consent of `mac`. Returns how many ended (0: it had no access).
+    ///
+    /// # Errors
+    /// On a database failure.
+    pub fn revoke(&self, mac: MacAddr, now: Timestamp, by: &str) -> Result<usize, StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        let n = tx.execute(
+            "UPDATE consents SET ended_at = ?2, end_reason = 'revoked' WHERE mac = ?1 AND ended_at IS NULL AND expires_at > ?2",
+            params![mac.to_string(), ts(now)],
+        )?;
+        insert_event(
+            &tx,
+            now,
+            "revoked",
+            &json!({"mac": mac.to_string(), "consents": n, "by": by}),
+        )?;
+        tx.commit()?;
+        Ok(n)
+    }
+
+    /// Until when `mac` may pass (the latest end among its open consents), or `None`.
+    ///
+    /// # Errors
+    /// On a database failure.
+    pub fn allowed_until(&self, mac: MacAddr, now: Timestamp) -> Result<Option<Timestamp>, StoreError> {
+        max_expiry(&self.lock(), mac, now)
+    }
+
+    /// Every MAC that may pass now, with when its access ends: what the firewall set must hold.
+    ///
+    /// # Errors
+    /// On a database failure.
+    pub fn allowed(&self, now: Timestamp) -> Result<Vec<(MacAddr, Timestamp)>, StoreError> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare(
+            "SELECT mac, max(expires_at) FROM consents WHERE ended_at IS NULL AND expires_at > ?1 GROUP BY mac ORDER BY mac",
+        )?;
+        let rows = stmt.query_map([ts(now)], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+        rows.map(|r| {
+            let (m, until) = r?;
+            Ok((mac(m)?, parse_ts(&until)?))
+        })
+        .collect()
+    }
+
+    /// Open sessions (one per open consent), oldest first.
+    ///
+    /// # Errors
+    /// On a database failure.
+    pub fn sessions(&self, now: Timestamp) -> Result<Vec<Session>, StoreError> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare(
+            "SELECT c.id, c.mac, c.ip, c.name, c.organisation, c.course_id, k.title, c.accepted_at, c.expires_at, c.policy_hash
+             FROM consents c JOIN courses k ON k.id = c.course_id
+             WHERE c.ended_at IS NULL AND c.expires_at > ?1 ORDER BY c.accepted_at, c.id",
+        )?;
+        let rows = stmt.query_map([ts(now)], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, String>(3)?,
+                r.get::<_, String>(4)?,
+                r.get::<_, i64>(5)?,
+                r.get::<_, String>(6)?,
+                r.get::<_, String>(7)?,
+                r.get::<_, String>(8)?,
+                r.get::<_, String>(9)?,
+            ))
+        })?;
+        rows.map(|r| {
+            let (consent_id, m, ip, name, organisation, course_id, course, accepted, expires, policy_hash) = r?;
+            Ok(Session {
+                consent_id,
+                mac: mac(m)?,
+                ip,
+                name,
+                organisation,
+                course_id,
+                course,
+                accepted_at: parse_ts(&accepted)?,
+                expires_at: parse_ts(&expires)?,
+                policy_hash,
+            })
+        })
+        .collect()
+    }
+
+    /// Records a failed code attempt from `device` (a MAC, or the IP when no MAC was known).
+    ///
+    /// # Errors
+    /// On a database failure.
+    pub fn record_code_attempt(&self, device: &str, ip: &str, now: Timestamp, outcome: &str) -> Result<(), StoreError> {
+        self.lock().execute(
+            "INSERT INTO code_attempts (device, ip, at, outcome) VALUES (?1, ?2, ?3, ?4)",
+            params![device, ip, ts(now), outcome],
+        )?;
+        Ok(())
+    }
+
+    /// How many failed attempts `device` made since `since`, and the oldest of them.
+    ///
+    /// # Errors
+    /// On a database failure.
+    pub fn failed_attempts_since(
+        &self,
+        device: &str,
+        since: Timestamp,
+    ) -> Result<(u32, Option<Timestamp>), StoreError> {
+        let (n, oldest): (u32, Option<String>) = self.lock().query_row(
+            "SELECT count(*), min(at) FROM code_attempts WHERE device = ?1 AND at > ?2",
+            params![device, ts(since)],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        Ok((n, oldest.as_deref().map(parse_ts).transpose()?))
+    }
+}

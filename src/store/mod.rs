@@ -1,0 +1,192 @@
+//! SQLite: courses, consents, code attempts and events. Nothing outside this module writes SQL.
+//! One connection behind a mutex; callers on the async side go through `spawn_blocking`. Every
+//! write that records consent is committed with `synchronous=FULL` before it returns.
+
+mod consents;
+mod courses;
+mod schema;
+
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use jiff::Timestamp;
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+
+pub use consents::NewConsent;
+
+/// What can go wrong in the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The course id or MAC named does not exist.
+    #[error("{0} not found")]
+    NotFound(String),
+    /// The course already has its maximum number of devices.
+    #[error("the course is full")]
+    CourseFull,
+    /// The disk holding the database is full; nothing was written.
+    #[error("the disk holding the store is full (fix: free space on that filesystem)")]
+    DiskFull,
+    /// The database file cannot be written (permissions, read-only filesystem).
+    #[error("the store is read-only (fix: make the store's folder writable by the aupgate service)")]
+    ReadOnly,
+    /// The schema could not be brought up to date.
+    #[error("cannot migrate the store's schema: {0}")]
+    Migration(#[from] rusqlite_migration::Error),
+    /// A stored value could not be read back (the database was edited by hand?).
+    #[error("corrupt value in the store: {0}")]
+    Corrupt(String),
+    /// Any other SQLite failure.
+    #[error("database error: {0}")]
+    Sqlite(rusqlite::Error),
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        match e.sqlite_error_code() {
+            Some(rusqlite::ErrorCode::DiskFull) => Self::DiskFull,
+            Some(rusqlite::ErrorCode::ReadOnly) => Self::ReadOnly,
+            _ => Self::Sqlite(e),
+        }
+    }
+}
+
+/// Handle to the database; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Store {
+    conn: Arc<Mutex<Connection>>,
+}
+
+impl Store {
+    /// Opens (creating if needed) the database at `path` and migrates it to the latest schema.
+    ///
+    /// # Errors
+    /// If the file cannot be opened or created, or the migration fails.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let mut conn = Connection::open(path)?;
+        Self::prepare(&mut conn)?;
+        Ok(Self::wrap(conn))
+    }
+
+    /// Opens an existing database read-only (for listings that should work without the daemon).
+    ///
+    /// # Errors
+    /// If the file does not exist or cannot be read.
+    pub fn open_read_only(path: &Path) -> Result<Self, StoreError> {
+        let conn =
+            Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        Ok(Self::wrap(conn))
+    }
+
+    /// An in-memory database, for tests.
+    ///
+    /// # Errors
+    /// Only if SQLite itself fails.
+    pub fn open_in_memory() -> Result<Self, StoreError> {
+        let mut conn = Connection::open_in_memory()?;
+        Self::prepare(&mut conn)?;
+        Ok(Self::wrap(conn))
+    }
+
+    fn prepare(conn: &mut Connection) -> Result<(), StoreError> {
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        // WAL so readers (the CLI's listings) never block the daemon; FULL so a committed consent
+        // survives a power cut. The pragma returns the new mode, hence query_row.
+        let _mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        schema::migrations().to_latest(conn)?;
+        Ok(())
+    }
+
+    fn wrap(conn: Connection) -> Self {
+        Self {
+            conn: Arc::new(Mutex::new(conn)),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Connection> {
+        // A panic while holding the lock cannot leave SQLite half-written (transactions roll back
+        // on drop), so a poisoned lock is safe to keep using.
+        self.conn.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Stores `text` under its hash, once; later calls with the same hash change nothing.
+    ///
+    /// # Errors
+    /// On a database failure.
+    pub fn record_policy(&self, hash: &str, text: &str, now: Timestamp) -> Result<(), StoreError> {
+        self.lock().execute(
+            "INSERT OR IGNORE INTO policies (hash, text, first_shown_at) VALUES (?1, ?2, ?3)",
+            params![hash, text, ts(now)],
+        )?;
+        Ok(())
+    }
+
+    /// The full text of a stored policy version.
+    ///
+    /// # Errors
+    /// On a database failure.
+    pub fn policy_text(&self, hash: &str) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .lock()
+            .query_row("SELECT text FROM policies WHERE hash = ?1", [hash], |r| r.get(0))
+            .optional()?)
+    }
+
+    /// A persistent random secret, created on first use.
+    ///
+    /// # Errors
+    /// On a database failure.
+    pub fn setting(&self, key: &str) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .lock()
+            .query_row("SELECT value FROM settings WHERE key = ?1", [key], |r| r.get(0))
+            .optional()?)
+    }
+
+    /// Appends an event to the log.
+    ///
+    /// # Errors
+    /// On a database failure.
+    pub fn record_event(&self, now: Timestamp, kind: &str, detail: &serde_json::Value) -> Result<(), StoreError> {
+        insert_event(&self.lock(), now, kind, detail)
+    }
+
+    /// Checks the database can be written, without changing anything visible.
+    ///
+    /// # Errors
+    /// `ReadOnly`, `DiskFull` or another failure.
+    pub fn check_writable(&self) -> Result<(), StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        tx.execute(
+            "INSERT OR REPLACE INTO settings (key, value) VALUES ('writable-check', '1')",
+            [],
+        )?;
+        tx.rollback()?;
+        Ok(())
+    }
+}
+
+fn insert_event(conn: &Connection, now: Timestamp, kind: &str, detail: &serde_json::Value) -> Result<(), StoreError> {
+    conn.execute(
+        "INSERT INTO events (at, kind, detail) VALUES (?1, ?2, ?3)",
+        params![ts(now), kind, detail.to_string()],
+    )?;
+    Ok(())
+}
+
+/// Timestamps are stored as fixed-width RFC 3339 UTC text (millisecond precision), so that text
+/// order is time order and `WHERE at > ?` is correct in SQL.
+pub(crate) fn ts(t: Timestamp) -> String {
+    t.strftime("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
+}
+
+fn parse_ts(text: &str) -> Result<Timestamp, StoreError> {
+    text.parse()
+        .map_err(|e| StoreError::Corrupt(format!("timestamp {text:?}: {e}")))
+}
+
+#[cfg(test)]
+mod tests;

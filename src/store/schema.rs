@@ -1,0 +1,79 @@
+//! Ordered schema migrations. Append new ones; never edit one that has shipped. The version is
+//! kept in SQLite's `user_version`, and each migration runs in a transaction.
+
+use rusqlite_migration::{M, Migrations};
+
+/// All migrations, oldest first.
+pub(super) fn migrations() -> Migrations<'static> {
+    Migrations::new(vec![M::up(
+        r#"
+CREATE TABLE settings (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+) STRICT;
+
+-- Every policy text ever shown, once, keyed by the SHA-256 of its exact bytes.
+CREATE TABLE policies (
+    hash           TEXT PRIMARY KEY,
+    text           TEXT NOT NULL,
+    first_shown_at TEXT NOT NULL
+) STRICT;
+
+CREATE TABLE courses (
+    id             INTEGER PRIMARY KEY,
+    title          TEXT NOT NULL,
+    code           TEXT NOT NULL UNIQUE,
+    starts_at      TEXT NOT NULL,
+    ends_at        TEXT NOT NULL,
+    max_devices    INTEGER NOT NULL CHECK (max_devices > 0),
+    created_at     TEXT NOT NULL,
+    ended_early_at TEXT
+) STRICT;
+
+-- One row per acceptance. Rows are never deleted by normal operation; ending access sets
+-- ended_at and end_reason.
+CREATE TABLE consents (
+    id           INTEGER PRIMARY KEY,
+    course_id    INTEGER NOT NULL REFERENCES courses(id),
+    mac          TEXT NOT NULL,
+    ip           TEXT NOT NULL,
+    accepted_at  TEXT NOT NULL,
+    expires_at   TEXT NOT NULL,
+    name         TEXT NOT NULL,
+    organisation TEXT NOT NULL,
+    user_agent   TEXT NOT NULL,
+    policy_hash  TEXT NOT NULL REFERENCES policies(hash),
+    ended_at     TEXT,
+    end_reason   TEXT
+) STRICT;
+CREATE INDEX consents_by_mac ON consents(mac);
+CREATE INDEX consents_open ON consents(expires_at) WHERE ended_at IS NULL;
+
+-- Access-code attempts that failed, for the brute-force guard and for the record.
+CREATE TABLE code_attempts (
+    id      INTEGER PRIMARY KEY,
+    device  TEXT NOT NULL,
+    ip      TEXT NOT NULL,
+    at      TEXT NOT NULL,
+    outcome TEXT NOT NULL
+) STRICT;
+CREATE INDEX code_attempts_by_device ON code_attempts(device, at);
+
+-- Append-only log of what staff and the daemon did.
+CREATE TABLE events (
+    id     INTEGER PRIMARY KEY,
+    at     TEXT NOT NULL,
+    kind   TEXT NOT NULL,
+    detail TEXT NOT NULL
+) STRICT;
+"#,
+    )])
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn migrations_are_valid() {
+        assert!(super::migrations().validate().is_ok());
+    }
+}

@@ -1,0 +1,164 @@
+use jiff::Timestamp;
+
+use super::*;
+use crate::clients::{AccessCode, MacAddr};
+
+fn t(s: &str) -> Timestamp {
+    s.parse().unwrap()
+}
+
+fn codes() -> impl FnMut() -> AccessCode {
+    let mut n = 0u8;
+    move || {
+        n += 1;
+        AccessCode::from_random(&[n, n, n, n, n, n, n, n]).unwrap()
+    }
+}
+
+fn consent(course: &Course, mac: &str, at: &str) -> NewConsent {
+    NewConsent {
+        course_id: course.id,
+        max_devices: course.max_devices,
+        mac: mac.parse().unwrap(),
+        ip: "192.0.2.10".into(),
+        accepted_at: t(at),
+        expires_at: course.ends_at,
+        name: "Ann".into(),
+        organisation: "Org".into(),
+        user_agent: "UA".into(),
+        policy_hash: "abc".into(),
+    }
+}
+
+use crate::clients::Course;
+
+fn setup(max: u32) -> (Store, Course) {
+    let s = Store::open_in_memory().unwrap();
+    s.record_policy("abc", "# Policy", t("2026-11-23T08:00:00Z")).unwrap();
+    let c = s
+        .add_course(
+            "Phonics",
+            t("2026-11-23T09:00:00Z"),
+            t("2026-11-23T16:00:00Z"),
+            max,
+            t("2026-11-23T08:00:00Z"),
+            codes(),
+        )
+        .unwrap();
+    (s, c)
+}
+
+#[test]
+fn timestamps_sort_as_text() {
+    let a = ts(t("2026-11-23T09:00:00Z"));
+    let b = ts(t("2026-11-23T09:00:00.5Z"));
+    assert_eq!(a, "2026-11-23T09:00:00.000Z");
+    assert!(a < b);
+    assert_eq!(parse_ts(&b).unwrap(), t("2026-11-23T09:00:00.5Z"));
+}
+
+#[test]
+fn codes_never_repeat() {
+    let s = Store::open_in_memory().unwrap();
+    let now = t("2026-11-23T08:00:00Z");
+    let same = || AccessCode::normalise("ABCDEFGH").unwrap();
+    s.add_course("a", now, now, 1, now, same).unwrap();
+    let mut n = 0;
+    let second = s
+        .add_course("b", now, now, 1, now, || {
+            n += 1;
+            if n == 1 {
+                AccessCode::normalise("ABCDEFGH").unwrap()
+            } else {
+                AccessCode::normalise("ABCDEFGJ").unwrap()
+            }
+        })
+        .unwrap();
+    assert_eq!(second.code.as_str(), "ABCDEFGJ");
+    assert!(s.add_course("c", now, now, 1, now, same).is_err());
+    assert_eq!(s.course_by_code(&same()).unwrap().unwrap().title, "a");
+}
+
+#[test]
+fn consent_sessions_and_capacity() {
+    let (s, c) = setup(2);
+    s.record_consent(&consent(&c, "02:00:00:00:00:01", "2026-11-23T09:05:00Z"))
+        .unwrap();
+    // The same device again does not take a second place.
+    s.record_consent(&consent(&c, "02:00:00:00:00:01", "2026-11-23T09:06:00Z"))
+        .unwrap();
+    s.record_consent(&consent(&c, "02:00:00:00:00:02", "2026-11-23T09:07:00Z"))
+        .unwrap();
+    assert!(matches!(
+        s.record_consent(&consent(&c, "02:00:00:00:00:03", "2026-11-23T09:08:00Z")),
+        Err(StoreError::CourseFull)
+    ));
+    let now = t("2026-11-23T10:00:00Z");
+    let sessions = s.sessions(now).unwrap();
+    assert_eq!(sessions.len(), 3);
+    assert_eq!(sessions[0].policy_hash, "abc");
+    assert_eq!(s.allowed(now).unwrap().len(), 2);
+    let mac: MacAddr = "02:00:00:00:00:01".parse().unwrap();
+    assert_eq!(s.allowed_until(mac, now).unwrap(), Some(c.ends_at));
+    // After the course's end nothing is open, without anyone acting.
+    assert!(s.sessions(t("2026-11-23T16:00:00Z")).unwrap().is_empty());
+    assert!(s.allowed(t("2026-11-23T16:00:00Z")).unwrap().is_empty());
+}
+
+#[test]
+fn revoke_and_end_course() {
+    let (s, c) = setup(5);
+    s.record_consent(&consent(&c, "02:00:00:00:00:01", "2026-11-23T09:05:00Z"))
+        .unwrap();
+    s.record_consent(&consent(&c, "02:00:00:00:00:02", "2026-11-23T09:05:00Z"))
+        .unwrap();
+    let now = t("2026-11-23T10:00:00Z");
+    assert_eq!(s.revoke("02:00:00:00:00:01".parse().unwrap(), now, "test").unwrap(), 1);
+    assert_eq!(s.revoke("02:00:00:00:00:01".parse().unwrap(), now, "test").unwrap(), 0);
+    let (ended, macs) = s.end_course(c.id, now).unwrap();
+    assert_eq!(ended.ended_early_at, Some(now));
+    assert_eq!(macs, vec!["02:00:00:00:00:02".parse().unwrap()]);
+    assert!(s.allowed(now).unwrap().is_empty());
+    assert!(matches!(s.end_course(99, now), Err(StoreError::NotFound(_))));
+}
+
+#[test]
+fn failed_attempts_are_counted_per_device_in_window() {
+    let s = Store::open_in_memory().unwrap();
+    for m in 0..3 {
+        s.record_code_attempt("dev", "ip", t(&format!("2026-11-23T09:0{m}:00Z")), "wrong-code")
+            .unwrap();
+    }
+    s.record_code_attempt("other", "ip", t("2026-11-23T09:00:00Z"), "wrong-code")
+        .unwrap();
+    let (n, oldest) = s.failed_attempts_since("dev", t("2026-11-23T09:00:30Z")).unwrap();
+    assert_eq!(n, 2);
+    assert_eq!(oldest, Some(t("2026-11-23T09:01:00Z")));
+}
+
+#[test]
+fn file_store_survives_reopen_and_reads_read_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("a.db");
+    {
+        let (s, _) = (Store::open(&path).unwrap(), ());
+        s.add_course(
+            "x",
+            t("2026-11-23T09:00:00Z"),
+            t("2026-11-23T16:00:00Z"),
+            1,
+            t("2026-11-23T08:00:00Z"),
+            codes(),
+        )
+        .unwrap();
+    }
+    let ro = Store::open_read_only(&path).unwrap();
+    assert_eq!(ro.courses().unwrap().len(), 1);
+    assert!(ro.check_writable().is_err());
+    let sync: i64 = Store::open(&path)
+        .unwrap()
+        .lock()
+        .query_row("PRAGMA synchronous", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(sync, 2, "synchronous must be FULL");
+}

@@ -1,0 +1,72 @@
+//! Shared web plumbing: page rendering, the one error type handlers return, and the guest-facing
+//! response headers. Guests see a friendly page with no internals; causes are logged here.
+
+use std::sync::Arc;
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use serde::Serialize;
+
+/// The school as templates see it.
+#[derive(Debug, Clone, Serialize)]
+pub struct SchoolView {
+    /// Name.
+    pub name: String,
+    /// DSL contact line.
+    pub dsl_contact: String,
+}
+
+/// Renders pages; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Pages {
+    env: Arc<minijinja::Environment<'static>>,
+    school: SchoolView,
+}
+
+impl Pages {
+    /// Wraps a template environment.
+    pub fn new(env: minijinja::Environment<'static>, school: SchoolView) -> Self {
+        Self {
+            env: Arc::new(env),
+            school,
+        }
+    }
+
+    /// Renders `name` with `ctx` plus `school`, or a plain fallback page if the template fails
+    /// (an operator's broken override must not leave guests with nothing).
+    pub fn render(&self, status: StatusCode, name: &str, ctx: minijinja::Value) -> Response {
+        let ctx =
+            minijinja::context! { school => minijinja::Value::from(minijinja::value::Serde(&self.school)), ..ctx };
+        match self.env.get_template(name).and_then(|t| t.render(ctx)) {
+            Ok(html) => (status, guest_headers(), Html(html)).into_response(),
+            Err(e) => {
+                tracing::error!(template = name, error = %format!("{e:#}"), "template failed to render; showing the plain fallback page");
+                fallback(StatusCode::INTERNAL_SERVER_ERROR)
+            }
+        }
+    }
+
+    /// A message page: a title, a sentence, and optionally a link back to the form.
+    pub fn message(&self, status: StatusCode, title: &str, message: &str, retry: bool) -> Response {
+        self.render(status, "message.html", minijinja::context! { title, message, retry })
+    }
+}
+
+/// Headers on every guest page: never cached (the answer depends on the device's state), never
+/// framed, no referrer leaks.
+pub fn guest_headers() -> [(header::HeaderName, HeaderValue); 4] {
+    [
+        (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+        (header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY")),
+        (header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")),
+        (header::REFERRER_POLICY, HeaderValue::from_static("no-referrer")),
+    ]
+}
+
+/// A page that needs no template at all.
+pub fn fallback(status: StatusCode) -> Response {
+    let body = "<!doctype html><html lang=\"en-GB\"><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+        <title>Guest Wi-Fi</title><h1>Sorry, something went wrong</h1><p>Please try again in a moment, or ask a member of staff for help.</p>\
+        <p><a href=\"/\">Back to the Wi-Fi page</a></p></html>";
+    (status, guest_headers(), Html(body)).into_response()
+}
