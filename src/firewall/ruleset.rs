@@ -23,9 +23,12 @@ pub struct Ruleset {
     pub allowed: Vec<(MacAddr, SignedDuration)>,
 }
 
-/// Whole seconds for an element timeout, at least 1 (the kernel rejects 0).
+/// Whole seconds for an element timeout, rounded up and at least 1 (the kernel rejects 0). Up,
+/// so the kernel never closes a device before the store says its access ends: `session list`
+/// and the firewall agree, and the watcher removes the element in the sub-second overlap.
 pub(crate) fn timeout_secs(left: SignedDuration) -> u32 {
-    u32::try_from(left.as_secs().max(1)).unwrap_or(u32::MAX)
+    let secs = left.as_secs() + i64::from(left.subsec_nanos() > 0);
+    u32::try_from(secs.max(1)).unwrap_or(u32::MAX)
 }
 
 impl Ruleset {
@@ -114,7 +117,8 @@ mod tests {
     #[test]
     fn timeouts_are_positive_whole_seconds() {
         assert_eq!(timeout_secs(SignedDuration::from_millis(-5)), 1);
-        assert_eq!(timeout_secs(SignedDuration::from_millis(1500)), 1);
+        assert_eq!(timeout_secs(SignedDuration::from_millis(1500)), 2);
+        assert_eq!(timeout_secs(SignedDuration::from_secs(3)), 3);
         assert_eq!(timeout_secs(SignedDuration::from_hours(2)), 7200);
     }
 }

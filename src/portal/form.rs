@@ -28,15 +28,35 @@ pub(super) fn parse(body: &[u8]) -> Result<HashMap<String, String>, FormError> {
             None => (pair, &b""[..]),
         };
         let key = decode(k).map_err(|_| FormError::Malformed)?;
-        let value = decode(v).map_err(|_| FormError::NotUtf8(key.clone()))?;
+        let value = decode(v).map_err(|e| match e {
+            Invalid::Malformed => FormError::Malformed,
+            Invalid::NotUtf8 => FormError::NotUtf8(key.clone()),
+        })?;
         fields.entry(key).or_insert(value);
     }
     Ok(fields)
 }
 
-fn decode(raw: &[u8]) -> Result<String, std::string::FromUtf8Error> {
+/// Decodes one name or value. Browsers percent-encode everything but printable ASCII, so a raw
+/// control or non-ASCII byte, or a `%` not followed by two hex digits, means this is not a form.
+fn decode(raw: &[u8]) -> Result<String, Invalid> {
+    for (i, &b) in raw.iter().enumerate() {
+        if !(0x21..0x7f).contains(&b) {
+            return Err(Invalid::Malformed);
+        }
+        if b == b'%'
+            && !(raw.get(i + 1).is_some_and(u8::is_ascii_hexdigit) && raw.get(i + 2).is_some_and(u8::is_ascii_hexdigit))
+        {
+            return Err(Invalid::Malformed);
+        }
+    }
     let plus_as_space: Vec<u8> = raw.iter().map(|&b| if b == b'+' { b' ' } else { b }).collect();
-    String::from_utf8(percent_decode(&plus_as_space).collect())
+    String::from_utf8(percent_decode(&plus_as_space).collect()).map_err(|_| Invalid::NotUtf8)
+}
+
+enum Invalid {
+    Malformed,
+    NotUtf8,
 }
 
 #[cfg(test)]
@@ -58,5 +78,9 @@ mod tests {
         assert_eq!(parse(b"name=%FF%FE").unwrap_err(), FormError::NotUtf8("name".into()));
         assert_eq!(parse(b"%FF=1").unwrap_err(), FormError::Malformed);
         assert!(parse(b"").unwrap().is_empty());
+        assert_eq!(parse(b"a=%%%").unwrap_err(), FormError::Malformed);
+        assert_eq!(parse(b"a=%4").unwrap_err(), FormError::Malformed);
+        assert_eq!(parse(b"a=b\x01c").unwrap_err(), FormError::Malformed);
+        assert_eq!(parse("name=Zoë".as_bytes()).unwrap_err(), FormError::Malformed);
     }
 }

@@ -1,0 +1,119 @@
+//! `aupgate check` and the CLI's own errors: one line naming the problem and the fix, and the
+//! documented exit statuses.
+
+use std::process::Command;
+
+use crate::harness::{BIN, Gateway, config_text};
+use crate::netns::Lab;
+
+fn run(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(BIN).args(args).output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn check_rejects_bad_configs_with_78_and_names_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = "[school]\nname = \"S\"\ntimezone = \"UTC\"\ndsl_contact = \"D\"\n[guest]\ninterface = \"lo\"\naddress = \"192.0.2.1\"\n";
+    let cases = [
+        (format!("{good}[portal]\nprot = 80\n"), "prot"),
+        (good.replace("UTC", "Nowhere/City"), "school.timezone"),
+        (good.replace("\"lo\"", "\"nosuchif0\""), "guest.interface"),
+        (
+            format!("{good}[portal]\npolicy = \"/nonexistent/policy.md\"\n"),
+            "portal.policy",
+        ),
+        ("not toml at all [".to_owned(), "config"),
+    ];
+    for (text, key) in cases {
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, &text).unwrap();
+        let (code, out, err) = run(&["check", "--config", path.to_str().unwrap()]);
+        assert_eq!(code, 78, "{key}: {out}{err}");
+        let line = out
+            .lines()
+            .find(|l| l.contains(key))
+            .unwrap_or_else(|| panic!("{key} not named: {out}{err}"));
+        assert!(line.contains("fix") || key == "prot" || key == "config", "{line}");
+    }
+    let (code, _, err) = run(&["check", "--config", "/nonexistent/aupgate.toml"]);
+    assert_eq!(code, 78, "{err}");
+    let (code, _, err) = run(&["run", "--config", "/nonexistent/aupgate.toml"]);
+    assert_eq!(code, 78);
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    let (code, _, _) = run(&["course", "add", "--bogus"]);
+    assert_eq!(code, 64, "usage error");
+}
+
+#[test]
+fn check_passes_on_a_good_gateway_and_cli_needs_the_daemon() {
+    let Some(lab) = Lab::new(1) else { return };
+    let config = lab.path("aupgate.toml");
+    std::fs::write(&config, config_text(&lab)).unwrap();
+    let (ok, out, err) = lab.gw(&[BIN, "check", "--config", config.to_str().unwrap()]);
+    assert!(ok, "check on a good gateway: {out}{err}");
+    assert!(out.contains("OK"), "{out}");
+    // Mutating commands need the running daemon and say so in one line.
+    let (code, _, err) = run(&[
+        "--config",
+        config.to_str().unwrap(),
+        "course",
+        "add",
+        "--title",
+        "T",
+        "--starts",
+        "2030-01-01T09:00",
+        "--ends",
+        "2030-01-01T16:00",
+    ]);
+    assert_eq!(code, 1);
+    assert!(err.contains("not running"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    // With the daemon: courses are created, listed and validated.
+    let gw = Gateway::start(&lab);
+    let out = gw.cli_ok(&[
+        "course",
+        "add",
+        "--title",
+        "Phonics training",
+        "--starts",
+        "2030-11-23T09:00",
+        "--ends",
+        "2030-11-23T16:00",
+        "--max-devices",
+        "40",
+    ]);
+    let code_line = out.lines().find(|l| l.starts_with("Access code: ")).expect(&out);
+    let code = code_line.trim_start_matches("Access code: ");
+    assert_eq!(code.len(), 8);
+    assert!(
+        code.chars().all(|c| "23456789ABCDEFGHJKMNPQRSTUVWXYZ".contains(c)),
+        "{code}"
+    );
+    let list = gw.cli_ok(&["course", "list"]);
+    assert!(
+        list.contains("Phonics training") && list.contains(code) && list.contains("upcoming"),
+        "{list}"
+    );
+    let json: serde_json::Value = serde_json::from_str(&gw.cli_ok(&["course", "list", "--json"])).unwrap();
+    assert!(json.as_array().unwrap().len() == 1);
+    let (ok, _, err) = gw.cli(&[
+        "course",
+        "add",
+        "--title",
+        "Backwards",
+        "--starts",
+        "2030-11-23T16:00",
+        "--ends",
+        "2030-11-23T09:00",
+    ]);
+    assert!(!ok && err.contains("--ends must be after --starts"), "{err}");
+    let (ok, _, err) = gw.cli(&["session", "revoke", "not-a-mac"]);
+    assert!(!ok && err.contains("not a MAC"), "{err}");
+    let (ok, _, err) = gw.cli(&["course", "end", "999"]);
+    assert!(!ok && err.contains("no course with id 999"), "{err}");
+}

@@ -1,0 +1,264 @@
+//! DESIGN.md's invariants through the real kernel: the real daemon in a gateway namespace, real
+//! clients on a bridged guest link, a real HTTP server behind the gateway.
+
+use std::time::{Duration, Instant};
+
+use aupgate::store::Store;
+use jiff::{SignedDuration, Timestamp};
+
+use crate::harness::{Gateway, accept, accept_via, assert_blocked, assert_closed, get, reaches_internet};
+use crate::netns::{GW_V6, INTERNET_BODY, Lab, NET_V6};
+
+fn hours(h: i64) -> SignedDuration {
+    SignedDuration::from_hours(h)
+}
+
+fn wait_until(what: &str, limit: Duration, mut f: impl FnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    while !f() {
+        assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    start.elapsed()
+}
+
+/// Invariants 1–4: closed until accepted; wrong codes and the brute-force guard; accept opens
+/// exactly that device and records the consent; other clients stay closed.
+#[test]
+fn closed_until_accepted_then_only_that_device_opens() {
+    let Some(lab) = Lab::new(2) else { return };
+    let gw = Gateway::start(&lab);
+    let (c1, c2) = (&lab.clients[0], &lab.clients[1]);
+    let (course_id, code) = gw.add_course("Phonics training", hours(-1), hours(6), 40);
+
+    // 1. Unaccepted: HTTP redirected, other TCP reset at once, the portal page loads; IPv6 too.
+    assert_closed(c1);
+    let v6 = get(c1, &format!("http://[{NET_V6}]/"), &[]).unwrap();
+    assert_eq!(v6.status, 302, "IPv6 HTTP is redirected too");
+    assert_eq!(
+        get(c1, &format!("http://[{NET_V6}]:443/"), &["--connect-timeout", "3"]).err(),
+        Some(7)
+    );
+    let page = get(c1, "http://192.0.2.1:8080/", &[]).unwrap();
+    assert_eq!(page.status, 200);
+    assert!(page.body.contains("Wi-Fi Acceptable Use Policy"));
+
+    // 2. A wrong code: still closed. Five wrong codes lock the device out, even for the right one.
+    for _ in 0..5 {
+        let a = accept(c1, "WRNGWRNG", "Ann Smith");
+        assert_eq!(a.status, 422);
+        assert!(a.body.contains("access code isn"), "{}", a.body);
+    }
+    assert_closed(c1);
+    let locked = accept(c1, &code, "Ann Smith");
+    assert_eq!(locked.status, 429, "brute-force guard: {}", locked.body);
+    assert_closed(c1);
+    assert!(gw.log_text().contains("wrong access code"), "attempts are logged");
+
+    // 3. c2 accepts: the internet answers at once; the consent row is right.
+    let before = Timestamp::now();
+    let ok = accept(c2, &code, "Bob Jones");
+    assert_eq!(ok.status, 200, "{}", ok.body);
+    assert!(
+        ok.body.contains("You're connected") || ok.body.contains("You&#x27;re connected"),
+        "{}",
+        ok.body
+    );
+    assert!(
+        reaches_internet(c2),
+        "accepted client must reach the internet immediately"
+    );
+    let v6 = get(c2, &format!("http://[{NET_V6}]/"), &[]).unwrap();
+    assert!(v6.body.contains(INTERNET_BODY), "and over IPv6");
+    let store = Store::open_read_only(&gw.store).unwrap();
+    let sessions = store.sessions(Timestamp::now()).unwrap();
+    assert_eq!(sessions.len(), 1);
+    let s = &sessions[0];
+    assert_eq!(s.mac.to_string(), c2.mac);
+    assert_eq!(s.ip, c2.v4);
+    assert_eq!(s.course_id, course_id);
+    assert_eq!(s.name, "Bob Jones");
+    assert!(s.accepted_at >= before - SignedDuration::from_secs(1) && s.accepted_at <= Timestamp::now());
+    assert_eq!(s.policy_hash, aupgate::assets::Policy::load(None).unwrap().hash);
+    assert!(
+        store
+            .policy_text(&s.policy_hash)
+            .unwrap()
+            .unwrap()
+            .contains("training courses only")
+    );
+    let (ok, set, _) = lab.gw(&["nft", "list", "set", "inet", "aupgate", "allowed"]);
+    assert!(ok && set.contains(&c2.mac), "{set}");
+
+    // 4. c1 is still closed.
+    assert_closed(c1);
+}
+
+/// Invariant 5: access survives a clean restart and a crash; the closed stay closed while the
+/// daemon is down.
+#[test]
+fn access_survives_restart_and_kill_9_and_closed_stay_closed() {
+    let Some(lab) = Lab::new(2) else { return };
+    let mut gw = Gateway::start(&lab);
+    let (c1, c2) = (&lab.clients[0], &lab.clients[1]);
+    let (_, code) = gw.add_course("Course", hours(-1), hours(6), 40);
+    assert_eq!(accept(c1, &code, "Ann").status, 200);
+    assert!(reaches_internet(c1));
+
+    gw.stop();
+    assert!(reaches_internet(c1), "open while the daemon is stopped");
+    assert_blocked(c2);
+    gw.start_again();
+    assert!(reaches_internet(c1), "open after restart");
+    assert_closed(c2);
+
+    gw.crash();
+    assert!(reaches_internet(c1), "open after kill -9");
+    assert_blocked(c2);
+    gw.start_again();
+    assert!(reaches_internet(c1));
+    assert_closed(c2);
+    assert_eq!(gw.sessions().len(), 1);
+}
+
+/// Invariant 6: revoke closes within a second; a course that ends closes its devices by itself.
+/// Also: a guest who accepts over IPv6 is found through the ND table.
+#[test]
+fn revoke_and_course_end_close_devices() {
+    let Some(lab) = Lab::new(2) else { return };
+    let gw = Gateway::start(&lab);
+    let (c1, c2) = (&lab.clients[0], &lab.clients[1]);
+    let (_, code) = gw.add_course("All day", hours(-1), hours(6), 40);
+    assert_eq!(accept(c1, &code, "Ann").status, 200);
+    assert!(reaches_internet(c1));
+
+    let start = Instant::now();
+    gw.cli_ok(&["session", "revoke", &c1.mac]);
+    assert!(!reaches_internet(c1), "closed as soon as revoke returns");
+    let took = start.elapsed();
+    assert!(took < Duration::from_secs(1), "revoke took {took:?}");
+    assert_closed(c1);
+    assert!(gw.sessions().is_empty());
+
+    // A course ending in a few seconds; c2 accepts over IPv6.
+    let (_, short) = gw.add_course("Short", SignedDuration::from_secs(-60), SignedDuration::from_secs(4), 5);
+    let a = accept_via(c2, &format!("http://[{GW_V6}]:8080"), &short, "Bob");
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert!(reaches_internet(c2));
+    let sessions = gw.sessions();
+    assert_eq!(sessions.len(), 1);
+    assert_eq!(sessions[0]["ip"], c2.v6.as_str());
+    wait_until("course end closes c2", Duration::from_secs(10), || {
+        !reaches_internet(c2)
+    });
+    assert_closed(c2);
+    assert!(gw.sessions().is_empty(), "session list no longer shows it");
+    let (_, set, _) = lab.gw(&["nft", "list", "set", "inet", "aupgate", "allowed"]);
+    assert!(!set.contains(&c2.mac), "{set}");
+}
+
+/// `course end` closes the course's devices at once.
+#[test]
+fn ending_a_course_closes_its_devices() {
+    let Some(lab) = Lab::new(1) else { return };
+    let gw = Gateway::start(&lab);
+    let c1 = &lab.clients[0];
+    let (id, code) = gw.add_course("Ends early", hours(-1), hours(6), 40);
+    assert_eq!(accept(c1, &code, "Ann").status, 200);
+    assert!(reaches_internet(c1));
+    let out = gw.cli_ok(&["course", "end", &id.to_string()]);
+    assert!(out.contains("1 device"), "{out}");
+    assert!(!reaches_internet(c1));
+    let again = accept(c1, &code, "Ann");
+    assert!(again.body.contains("course has ended"), "{}", again.body);
+    assert_closed(c1);
+}
+
+/// Invariant 7: a table deleted from outside is back within 5 s, accepted clients still open.
+#[test]
+fn deleted_table_is_restored_with_accepted_clients() {
+    let Some(lab) = Lab::new(2) else { return };
+    let gw = Gateway::start(&lab);
+    let (c1, c2) = (&lab.clients[0], &lab.clients[1]);
+    let (_, code) = gw.add_course("Course", hours(-1), hours(6), 40);
+    assert_eq!(accept(c1, &code, "Ann").status, 200);
+    let (ok, _, err) = lab.gw(&["nft", "delete", "table", "inet", "aupgate"]);
+    assert!(ok, "{err}");
+    wait_until("table restored", Duration::from_secs(5), || {
+        gw.nft_list("inet", "aupgate").is_some()
+    });
+    assert!(reaches_internet(c1));
+    assert_closed(c2);
+    // An element slipped in from outside, without consent, is removed too.
+    lab.gw(&[
+        "nft",
+        "add",
+        "element",
+        "inet",
+        "aupgate",
+        "allowed",
+        &format!("{{ {} timeout 1h }}", c2.mac),
+    ]);
+    wait_until("stranger removed", Duration::from_secs(5), || {
+        !gw.nft_list("inet", "aupgate").unwrap().contains(&c2.mac)
+    });
+    assert_closed(c2);
+}
+
+/// Invariant 8: a table that was already there is byte-for-byte the same after start, accepts,
+/// revokes and stop.
+#[test]
+fn other_tables_are_never_touched() {
+    let Some(lab) = Lab::new(1) else { return };
+    let school = r#"table inet school {
+	set blocked {
+		type ipv4_addr
+		elements = { 203.0.113.9 }
+	}
+	chain forward {
+		type filter hook forward priority filter; policy accept;
+		ip daddr @blocked drop
+	}
+	chain input {
+		type filter hook input priority 0; policy accept;
+		tcp dport 22 accept
+	}
+}
+table ip schoolnat {
+	chain postrouting {
+		type nat hook postrouting priority srcnat; policy accept;
+		oifname "wan9" masquerade
+	}
+}
+"#;
+    let file = lab.path("school.nft");
+    std::fs::write(&file, school).unwrap();
+    let (ok, _, err) = lab.gw(&["nft", "-f", file.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    let snapshot = |gw: &Gateway<'_>| {
+        (
+            gw.nft_list("inet", "school").unwrap(),
+            gw.nft_list("ip", "schoolnat").unwrap(),
+        )
+    };
+    let mut gw = Gateway::start(&lab);
+    let before = snapshot(&gw);
+    let c1 = &lab.clients[0];
+    let (_, code) = gw.add_course("Course", hours(-1), hours(6), 40);
+    assert_eq!(accept(c1, &code, "Ann").status, 200);
+    assert!(
+        reaches_internet(c1),
+        "the school's own accept-policy rules still let it through"
+    );
+    assert_eq!(snapshot(&gw), before, "after accept");
+    gw.cli_ok(&["session", "revoke", &c1.mac]);
+    assert_eq!(snapshot(&gw), before, "after revoke");
+    gw.stop();
+    assert_eq!(snapshot(&gw), before, "after stop");
+    let (_, tables, _) = lab.gw(&["nft", "list", "tables"]);
+    assert_eq!(
+        tables.lines().count(),
+        3,
+        "school, schoolnat and ours, nothing else: {tables}"
+    );
+}

@@ -1,0 +1,128 @@
+//! A guest's path through the real portal over real TCP from a client namespace: bad input of
+//! every kind gets a clear page, nothing panics, nothing opens (invariant 9).
+
+use jiff::SignedDuration;
+
+use crate::harness::{Gateway, accept, assert_closed, get, policy_field, reaches_internet};
+use crate::netns::{GW_V4, Lab};
+
+#[test]
+fn bad_input_gets_a_clear_page_and_opens_nothing() {
+    let Some(lab) = Lab::new(1) else { return };
+    let gw = Gateway::start(&lab);
+    let c1 = &lab.clients[0];
+    let (_, code) = gw.add_course(
+        "Course",
+        SignedDuration::from_hours(-1),
+        SignedDuration::from_hours(6),
+        40,
+    );
+    let url = format!("http://{GW_V4}:8080/accept");
+    let page = get(c1, &format!("http://{GW_V4}:8080/"), &[]).unwrap();
+    let policy = policy_field(&page.body);
+    let big_name = "x".repeat(10_000);
+    let oversized = "a".repeat(20_000);
+    let cases: Vec<(&str, Vec<String>, u16, &str)> = vec![
+        (
+            "malformed",
+            vec!["--data-binary".into(), "%%%&&&==\u{1}garbage".into()],
+            400,
+            "couldn",
+        ),
+        (
+            "oversized",
+            vec!["--data-binary".into(), format!("name={oversized}")],
+            413,
+            "too much text",
+        ),
+        (
+            "missing fields",
+            vec!["--data-binary".into(), format!("policy={policy}")],
+            422,
+            "access code",
+        ),
+        (
+            "no agree",
+            vec!["--data-binary".into(), format!("code={code}&name=Ann&policy={policy}")],
+            422,
+            "tick the box",
+        ),
+        (
+            "no name",
+            vec!["--data-binary".into(), format!("code={code}&agree=yes&policy={policy}")],
+            422,
+            "enter your name",
+        ),
+        (
+            "non-UTF-8 name",
+            vec![
+                "--data-binary".into(),
+                format!("code={code}&name=%FF%FEAnn&agree=yes&policy={policy}"),
+            ],
+            400,
+            "not valid text",
+        ),
+        (
+            "10 kB name",
+            vec![
+                "--data-binary".into(),
+                format!("code={code}&name={big_name}&agree=yes&policy={policy}"),
+            ],
+            422,
+            "too long",
+        ),
+        (
+            "JSON instead of a form",
+            vec![
+                "-H".into(),
+                "Content-Type: application/json".into(),
+                "--data-binary".into(),
+                "{\"code\":1}".into(),
+            ],
+            422,
+            "access code",
+        ),
+    ];
+    for (what, args, status, text) in cases {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let a = get(c1, &url, &args).unwrap_or_else(|e| panic!("{what}: curl exit {e}"));
+        assert_eq!(a.status, status, "{what}: {}", a.body);
+        assert!(a.body.contains(text), "{what}: expected {text:?} in {}", a.body);
+        assert!(a.body.contains("<html"), "{what}: a page, not a bare error");
+    }
+    assert_closed(c1);
+    assert!(gw.sessions().is_empty());
+    // Still serving, and the right answer still works afterwards.
+    assert_eq!(accept(c1, &code, "Ann").status, 200);
+    assert!(reaches_internet(c1));
+    assert!(!gw.log_text().contains("panicked"));
+}
+
+#[test]
+fn full_course_and_unknown_device_are_refused_politely() {
+    let Some(lab) = Lab::new(2) else { return };
+    let gw = Gateway::start(&lab);
+    let (c1, c2) = (&lab.clients[0], &lab.clients[1]);
+    let (_, code) = gw.add_course(
+        "One seat",
+        SignedDuration::from_hours(-1),
+        SignedDuration::from_hours(6),
+        1,
+    );
+    assert_eq!(accept(c1, &code, "Ann").status, 200);
+    let full = accept(c2, &code, "Bob");
+    assert_eq!(full.status, 409);
+    assert!(full.body.contains("all taken"), "{}", full.body);
+    assert_closed(c2);
+    // Accepting twice from the same device does not use a second seat.
+    assert_eq!(accept(c1, &code, "Ann").status, 200);
+    let (_, upcoming) = gw.add_course(
+        "Tomorrow",
+        SignedDuration::from_hours(20),
+        SignedDuration::from_hours(26),
+        5,
+    );
+    let early = accept(c2, &upcoming, "Bob");
+    assert!(early.body.contains("starts at"), "{}", early.body);
+    assert_closed(c2);
+}
