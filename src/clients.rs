@@ -213,12 +213,23 @@ pub fn clean_text(field_label: &str, text: &str) -> Result<String, String> {
             "{field_label} is too long: please use at most {MAX_NAME_CHARS} characters."
         ));
     }
-    if text.chars().any(|c| c.is_control() || c == '\u{FFFD}') {
+    if text
+        .chars()
+        .any(|c| c.is_control() || c == '\u{FFFD}' || is_format_char(c))
+    {
         return Err(format!(
             "{field_label} contains characters we cannot store. Please type it again."
         ));
     }
     Ok(text.to_owned())
+}
+
+/// Invisible formatting characters (Unicode category Cf: bidi overrides, zero-width joiners and
+/// the like) that could make a name display as something else in staff listings.
+fn is_format_char(c: char) -> bool {
+    matches!(c, '\u{AD}' | '\u{600}'..='\u{605}' | '\u{61C}' | '\u{6DD}' | '\u{70F}' | '\u{180E}'
+        | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2064}'
+        | '\u{2066}'..='\u{206F}' | '\u{FEFF}' | '\u{FFF9}'..='\u{FFFB}' | '\u{E0001}' | '\u{E0020}'..='\u{E007F}')
 }
 
 #[cfg(test)]
@@ -292,6 +303,8 @@ mod tests {
         );
         assert!(clean_text("Name", "a\u{FFFD}b").is_err());
         assert!(clean_text("Name", "a\u{7}b").is_err());
+        assert!(clean_text("Name", "Ann\u{202E}nhoJ").is_err(), "bidi override");
+        assert!(clean_text("Name", "A\u{200B}nn").is_err(), "zero-width space");
         assert_eq!(clean_text("Name", "Zoë Ødegård").unwrap(), "Zoë Ødegård");
     }
 }

@@ -141,9 +141,13 @@ async fn bind_portal(port: u16) -> anyhow::Result<TcpListener> {
 }
 
 fn bind_control(path: &Path) -> anyhow::Result<UnixListener> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+    use std::os::unix::fs::FileTypeExt;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty() && !d.exists()) {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("creating {} (fix: check [control] socket)", dir.display()))?;
+        // Only root may reach the socket, even in the moment before its own mode is set.
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("restricting {} to root", dir.display()))?;
     }
     if std::os::unix::net::UnixStream::connect(path).is_ok() {
         anyhow::bail!(
@@ -151,8 +155,17 @@ fn bind_control(path: &Path) -> anyhow::Result<UnixListener> {
             path.display()
         );
     }
-    // A socket file left by a daemon that was killed: nobody answers on it, so it is safe to remove.
-    let _ = std::fs::remove_file(path);
+    match std::fs::symlink_metadata(path) {
+        // A socket left by a daemon that was killed: nobody answers on it, so it is safe to remove.
+        Ok(meta) if meta.file_type().is_socket() => {
+            let _ = std::fs::remove_file(path);
+        }
+        Ok(_) => anyhow::bail!(
+            "{} exists and is not a socket (fix: point [control] socket at another path)",
+            path.display()
+        ),
+        Err(_) => {}
+    }
     let listener = UnixListener::bind(path).with_context(|| {
         format!(
             "binding the control socket {} (fix: check [control] socket)",

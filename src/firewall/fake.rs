@@ -14,6 +14,8 @@ use crate::clients::MacAddr;
 #[derive(Debug, Default)]
 pub(crate) struct FakeState {
     pub(crate) table: bool,
+    /// Stands for the chains' listing; tests change it to simulate tampering.
+    pub(crate) chains: String,
     pub(crate) set: BTreeMap<MacAddr, SignedDuration>,
     pub(crate) forgotten: Vec<IpAddr>,
     pub(crate) replaced: usize,
@@ -33,12 +35,14 @@ impl Firewall for FakeFirewall {
     async fn replace(&self, ruleset: &Ruleset) -> Result<(), FirewallError> {
         let mut s = self.state();
         s.table = true;
+        s.chains = format!("chains for {}", ruleset.interface);
         s.replaced += 1;
         s.set = ruleset.allowed.iter().copied().collect();
         Ok(())
     }
-    async fn table_present(&self) -> Result<bool, FirewallError> {
-        Ok(self.state().table)
+    async fn fingerprint(&self) -> Result<Option<String>, FirewallError> {
+        let s = self.state();
+        Ok(s.table.then(|| s.chains.clone()))
     }
     async fn elements(&self) -> Result<BTreeSet<MacAddr>, FirewallError> {
         Ok(self.state().set.keys().copied().collect())

@@ -78,8 +78,10 @@ pub enum FirewallError {
 pub trait Firewall: Send + Sync + 'static {
     /// Replaces our table, atomically, with `ruleset`.
     fn replace(&self, ruleset: &Ruleset) -> impl Future<Output = Result<(), FirewallError>> + Send;
-    /// Whether our table exists.
-    fn table_present(&self) -> impl Future<Output = Result<bool, FirewallError>> + Send;
+    /// Our table's chains and set definitions as the kernel lists them (set elements left out),
+    /// or `None` if the table does not exist. Compared with the listing taken right after we
+    /// installed it, this shows any change made from outside.
+    fn fingerprint(&self) -> impl Future<Output = Result<Option<String>, FirewallError>> + Send;
     /// The MACs in the `allowed` set now.
     fn elements(&self) -> impl Future<Output = Result<BTreeSet<MacAddr>, FirewallError>> + Send;
     /// Puts `mac` in the set (or refreshes it) with `left` until it times out.
@@ -104,6 +106,7 @@ enum Command {
     Open {
         mac: MacAddr,
         ips: Vec<IpAddr>,
+        consent: i64,
         reply: oneshot::Sender<Result<(), FirewallError>>,
     },
     Sync {
@@ -120,14 +123,20 @@ pub struct FirewallHandle {
 
 impl FirewallHandle {
     /// Opens `mac` until its latest open consent ends, then forgets the connections each of
-    /// `ips` started. Returns only once the element is in the kernel.
+    /// `ips` started. Returns only once the element is in the kernel. If anything fails, the
+    /// writer withdraws `consent` and closes `mac` before answering: nothing stays open.
     ///
     /// # Errors
     /// If nft or conntrack fail, or the store has no open consent for `mac`.
-    pub async fn open(&self, mac: MacAddr, ips: Vec<IpAddr>) -> Result<(), FirewallError> {
+    pub async fn open(&self, mac: MacAddr, ips: Vec<IpAddr>, consent: i64) -> Result<(), FirewallError> {
         let (reply, rx) = oneshot::channel();
         self.tx
-            .send(Command::Open { mac, ips, reply })
+            .send(Command::Open {
+                mac,
+                ips,
+                consent,
+                reply,
+            })
             .await
             .map_err(|_| FirewallError::Stopped)?;
         rx.await.map_err(|_| FirewallError::Stopped)?
@@ -153,6 +162,8 @@ pub struct Writer<F> {
     store: Store,
     clock: Arc<dyn Clock>,
     spec: TableSpec,
+    /// The table's listing right after our last full install.
+    installed: std::sync::Mutex<Option<String>>,
 }
 
 impl<F: Firewall> Writer<F> {
@@ -163,6 +174,7 @@ impl<F: Firewall> Writer<F> {
             store,
             clock,
             spec,
+            installed: std::sync::Mutex::new(None),
         }
     }
 
@@ -184,6 +196,8 @@ impl<F: Firewall> Writer<F> {
                 .collect(),
         };
         self.firewall.replace(&ruleset).await?;
+        let listing = self.firewall.fingerprint().await?;
+        *self.installed.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = listing;
         Ok(n)
     }
 
@@ -196,7 +210,7 @@ impl<F: Firewall> Writer<F> {
             loop {
                 tokio::select! {
                     cmd = rx.recv() => match cmd {
-                        Some(Command::Open { mac, ips, reply }) => { let _ = reply.send(self.open(mac, &ips).await); }
+                        Some(Command::Open { mac, ips, consent, reply }) => { let _ = reply.send(self.open(mac, &ips, consent).await); }
                         Some(Command::Sync { macs, reply }) => { let _ = reply.send(self.sync(&macs).await); }
                         None => break,
                     },
@@ -224,21 +238,35 @@ impl<F: Firewall> Writer<F> {
             .map_err(FirewallError::from)
     }
 
-    async fn open(&self, mac: MacAddr, ips: &[IpAddr]) -> Result<(), FirewallError> {
+    async fn open(&self, mac: MacAddr, ips: &[IpAddr], consent: i64) -> Result<(), FirewallError> {
+        let result = self.try_open(mac, ips).await;
+        if let Err(e) = &result {
+            // Withdraw first, then close: done here, inside the one writer, so the periodic
+            // check cannot see the consent still open and re-add the device in between.
+            let now = self.clock.now();
+            if let Err(w) = self
+                .store_call(move |s| s.withdraw_consent(consent, now, "firewall error"))
+                .await
+            {
+                tracing::error!(%mac, error = %w, "could not withdraw the consent after {e}");
+            }
+            if let Err(d) = self.sync(&[mac]).await {
+                tracing::error!(%mac, error = %d, "could not close the device; the periodic check retries");
+            }
+        }
+        result
+    }
+
+    async fn try_open(&self, mac: MacAddr, ips: &[IpAddr]) -> Result<(), FirewallError> {
         let now = self.clock.now();
-        let until = self.store_call(move |s| s.allowed_until(mac, now)).await?;
-        let Some(until) = until else {
+        let Some(until) = self.store_call(move |s| s.allowed_until(mac, now)).await? else {
             return Err(FirewallError::Store(StoreError::NotFound(format!(
                 "open consent for {mac}"
             ))));
         };
         self.firewall.allow(mac, until.duration_since(now)).await?;
         for &ip in ips {
-            if let Err(e) = self.firewall.forget_connections(ip).await {
-                // Undo, so that a failure leaves nothing open.
-                let _ = self.firewall.deny(mac).await;
-                return Err(e);
-            }
+            self.firewall.forget_connections(ip).await?;
         }
         tracing::info!(%mac, until = %until, "device allowed");
         Ok(())
@@ -251,6 +279,7 @@ impl<F: Firewall> Writer<F> {
                 Some(until) => self.firewall.allow(mac, until.duration_since(now)).await?,
                 None => {
                     self.firewall.deny(mac).await?;
+                    self.forget_device(mac).await;
                     tracing::info!(%mac, "device closed");
                 }
             }
@@ -258,12 +287,37 @@ impl<F: Firewall> Writer<F> {
         Ok(())
     }
 
+    /// Ends the connections of every address `mac` accepted from, so nothing it had open keeps
+    /// flowing (e.g. through a flowtable in the school's own rules). Best effort: the element
+    /// is already gone, and our forward chain refuses its packets either way.
+    async fn forget_device(&self, mac: MacAddr) {
+        let addresses = match self.store_call(move |s| s.addresses_of(mac)).await {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!(%mac, error = %e, "cannot list the device's addresses");
+                return;
+            }
+        };
+        for ip in addresses.iter().filter_map(|a| a.parse::<IpAddr>().ok()) {
+            if let Err(e) = self.firewall.forget_connections(ip).await {
+                tracing::warn!(%mac, %ip, error = %e, "could not forget the device's connections");
+            }
+        }
+    }
+
     /// The periodic check: table present, set equal to the store.
     async fn watch(&self) -> Result<(), FirewallError> {
-        if !self.firewall.table_present().await? {
+        let listed = self.firewall.fingerprint().await?;
+        let expected = self
+            .installed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        if listed.is_none() || listed != expected {
+            let what = if listed.is_none() { "deleted" } else { "changed" };
             tracing::warn!(
                 table = TABLE,
-                "our nftables table was deleted from outside; restoring it"
+                "our nftables table was {what} from outside; restoring it"
             );
             let n = self.reconcile_all().await?;
             tracing::info!(devices = n, "table restored");

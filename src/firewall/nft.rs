@@ -170,19 +170,14 @@ impl Firewall for NftFirewall {
         }
     }
 
-    async fn table_present(&self) -> Result<bool, FirewallError> {
-        // -t (terse) leaves out set elements, so this stays cheap with many guests.
-        let out = self
-            .nft(
-                "listing table inet aupgate",
-                &["-t", "list", "table", "inet", TABLE],
-                None,
-            )
-            .await?;
+    async fn fingerprint(&self) -> Result<Option<String>, FirewallError> {
+        const WHAT: &str = "listing table inet aupgate";
+        // -t (terse) leaves out set elements: cheap with many guests, and unaffected by them.
+        let out = self.nft(WHAT, &["-t", "list", "table", "inet", TABLE], None).await?;
         match out.ok {
-            true => Ok(true),
-            false if missing(&out.stderr) => Ok(false),
-            false => Err(failed("listing table inet aupgate", out)),
+            true => Ok(Some(out.stdout)),
+            false if missing(&out.stderr) => Ok(None),
+            false => Err(failed(WHAT, out)),
         }
     }
 
@@ -313,7 +308,7 @@ mod tests {
     #[tokio::test]
     async fn missing_programs_are_named() {
         let fw = NftFirewall::with_programs("/nonexistent/nft".into(), "/nonexistent/conntrack".into());
-        assert!(matches!(fw.table_present().await, Err(FirewallError::NftMissing)));
+        assert!(matches!(fw.fingerprint().await, Err(FirewallError::NftMissing)));
         assert!(matches!(
             fw.forget_connections("192.0.2.1".parse().unwrap()).await,
             Err(FirewallError::ConntrackMissing)

@@ -59,11 +59,12 @@ table inet {TABLE} {{
 		flags timeout{elements}
 	}}
 
-	# Guests may reach only DHCP, DNS, ICMP/ND and the portal on the router itself.
+	# Guests may reach only DHCP, DNS, ICMP/ND and the portal on the router itself. There is no
+	# blanket "established" accept: a connection opened while the table was missing ends when
+	# the table is back.
 	chain input {{
 		type filter hook input priority filter - 10; policy accept;
 		iifname != "{guest}" accept
-		ct state established,related accept
 		meta l4proto {{ icmp, ipv6-icmp }} accept
 		udp dport {{ 67, 547 }} accept
 		meta l4proto {{ tcp, udp }} th dport 53 accept
@@ -73,8 +74,9 @@ table inet {TABLE} {{
 	}}
 
 	# Until a device has accepted, its plain HTTP goes to the portal and its DNS to the router.
+	# Before dstnat: the first NAT mapping wins, so ours must not tie with the school's chains.
 	chain prerouting {{
-		type nat hook prerouting priority dstnat; policy accept;
+		type nat hook prerouting priority dstnat - 10; policy accept;
 		iifname != "{guest}" accept
 		ether saddr @{SET} accept
 		tcp dport 80 redirect to :{port}

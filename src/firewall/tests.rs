@@ -81,6 +81,7 @@ async fn open_needs_a_consent_and_forgets_connections() {
         .open(
             "02:00:00:00:00:01".parse().unwrap(),
             vec!["192.0.2.10".parse().unwrap()],
+            1,
         )
         .await
         .unwrap();
@@ -92,6 +93,7 @@ async fn open_needs_a_consent_and_forgets_connections() {
         .open(
             "02:00:00:00:00:02".parse().unwrap(),
             vec!["192.0.2.11".parse().unwrap()],
+            99,
         )
         .await;
     assert!(matches!(err, Err(FirewallError::Store(StoreError::NotFound(_)))));
@@ -111,15 +113,13 @@ async fn open_needs_a_consent_and_forgets_connections() {
 async fn failed_conntrack_leaves_nothing_open() {
     let (store, clock, fake, writer) = setup();
     writer.reconcile_all().await.unwrap();
-    let mac = "02:00:00:00:00:01".parse().unwrap();
-    store.revoke(mac, clock.now(), "t").unwrap();
-    fake.0.lock().unwrap().set.clear();
+    let mac = "02:00:00:00:00:02".parse().unwrap();
     store
         .record_consent(&NewConsent {
             course_id: 1,
             max_devices: 5,
             mac,
-            ip: "192.0.2.10".into(),
+            ip: "192.0.2.11".into(),
             accepted_at: clock.now(),
             expires_at: t("2026-11-23T16:00:00Z"),
             name: "n".into(),
@@ -131,8 +131,11 @@ async fn failed_conntrack_leaves_nothing_open() {
     fake.0.lock().unwrap().fail_conntrack = true;
     let (_tx, rx) = watch::channel(false);
     let (handle, _task) = writer.spawn(rx);
-    assert!(handle.open(mac, vec!["192.0.2.10".parse().unwrap()]).await.is_err());
-    assert!(fake.0.lock().unwrap().set.is_empty());
+    assert!(handle.open(mac, vec!["192.0.2.11".parse().unwrap()], 2).await.is_err());
+    assert!(!fake.0.lock().unwrap().set.contains_key(&mac));
+    assert_eq!(fake.0.lock().unwrap().set.len(), 1, "the other device is untouched");
+    // The writer withdrew the consent itself, so nothing will re-open the device later.
+    assert!(store.allowed_until(mac, clock.now()).unwrap().is_none());
 }
 
 #[tokio::test]
@@ -147,6 +150,13 @@ async fn watch_restores_a_deleted_table_and_removes_unconsented() {
     writer.watch().await.unwrap();
     assert!(fake.0.lock().unwrap().table);
     assert_eq!(fake.0.lock().unwrap().set.len(), 1);
+    // A chain flushed from outside: the listing differs, so the table is replaced.
+    let replaced = fake.0.lock().unwrap().replaced;
+    fake.0.lock().unwrap().chains = "flushed".into();
+    writer.watch().await.unwrap();
+    assert_eq!(fake.0.lock().unwrap().replaced, replaced + 1);
+    writer.watch().await.unwrap();
+    assert_eq!(fake.0.lock().unwrap().replaced, replaced + 1, "no change, no replace");
     fake.0
         .lock()
         .unwrap()

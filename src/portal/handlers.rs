@@ -169,11 +169,17 @@ pub(super) async fn accept(
     let device = mac.to_string();
     let now = st.clock.now();
 
-    // 2. Brute-force guard: too many wrong codes lately means wait, whatever was typed now.
+    // 2. Brute-force guard: too many wrong codes lately means wait, whatever was typed now. The
+    // check and the recording of this attempt are one transaction, so parallel guesses count.
     let since = now - WRONG_CODE_WINDOW;
-    let dev = device.clone();
-    match blocking(&st.store, move |s| s.failed_attempts_since(&dev, since)).await {
-        Ok((n, oldest)) if n >= MAX_WRONG_CODES => {
+    let (dev, at) = (device.clone(), ip.to_string());
+    let attempt = match blocking(&st.store, move |s| {
+        s.begin_code_attempt(&dev, &at, now, since, MAX_WRONG_CODES)
+    })
+    .await
+    {
+        Ok(Ok(id)) => id,
+        Ok(Err((n, oldest))) => {
             let free_at = oldest.unwrap_or(now) + WRONG_CODE_WINDOW;
             let minutes = (free_at.duration_since(now).as_secs() + 59) / 60;
             tracing::warn!(%mac, %ip, failures = n, "code attempt refused: device is locked out");
@@ -184,19 +190,10 @@ pub(super) async fn accept(
                 true,
             );
         }
-        Ok(_) => {}
         Err(e) => return store_failed(&st, mac, &e),
-    }
+    };
 
-    // 3. The form. The policy shown must be the policy in force now.
-    if field("policy") != st.policy.hash {
-        typed.agree = false;
-        return terms_page(
-            &st,
-            &typed,
-            "The policy has been updated since this page was loaded. Please read it again and accept.",
-        );
-    }
+    // 3. The code. Only a wrong one counts towards the lock-out (an empty one does not).
     let code = AccessCode::normalise(field("code"));
     let course = match &code {
         Some(code) => {
@@ -208,20 +205,36 @@ pub(super) async fn accept(
         }
         None => None,
     };
+    let empty = field("code").trim().is_empty();
+    let outcome = match (&course, empty) {
+        (Some(_), _) => "right-code",
+        (None, true) => "empty",
+        (None, false) => "wrong-code",
+    };
+    if let Err(e) = blocking(&st.store, move |s| s.finish_code_attempt(attempt, outcome)).await {
+        return store_failed(&st, mac, &e);
+    }
     let Some(course) = course else {
-        let dev = device.clone();
-        let at = ip.to_string();
-        if let Err(e) = blocking(&st.store, move |s| s.record_code_attempt(&dev, &at, now, "wrong-code")).await {
-            return store_failed(&st, mac, &e);
+        if empty {
+            return terms_page(&st, &typed, "Please enter your course access code.");
         }
         tracing::warn!(%mac, %ip, "wrong access code");
-        let msg = if field("code").trim().is_empty() {
-            "Please enter your course access code."
-        } else {
-            "That access code isn't right. Please check it (8 letters and numbers) and try again."
-        };
-        return terms_page(&st, &typed, msg);
+        return terms_page(
+            &st,
+            &typed,
+            "That access code isn't right. Please check it (8 letters and numbers) and try again.",
+        );
     };
+
+    // 4. The rest of the form. The policy shown must be the policy in force now.
+    if field("policy") != st.policy.hash {
+        typed.agree = false;
+        return terms_page(
+            &st,
+            &typed,
+            "The policy has been updated since this page was loaded. Please read it again and accept.",
+        );
+    }
     let local = |t: Timestamp, fmt: &str| t.to_zoned(st.config.school.timezone.clone()).strftime(fmt).to_string();
     match course.state(now) {
         CourseState::Running => {}
@@ -277,7 +290,7 @@ pub(super) async fn accept(
         );
     }
 
-    // 4. Consent, committed durably before anything is opened.
+    // 5. Consent, committed durably before anything is opened.
     let user_agent: String = headers
         .get(header::USER_AGENT)
         .map(|v| {
@@ -311,26 +324,35 @@ pub(super) async fn accept(
                 true,
             );
         }
+        Err(StoreError::CourseNotRunning) => {
+            return terms_page(
+                &st,
+                &typed,
+                "That course has ended, so its access code no longer works.",
+            );
+        }
+        Err(StoreError::RevokedForCourse) => {
+            tracing::info!(%mac, course = course.id, "revoked device tried to accept again");
+            return pages.message(StatusCode::FORBIDDEN, "Access withdrawn", "Staff have withdrawn this device's Wi-Fi access for this course. Please speak to reception or your course organiser.", false);
+        }
         Err(e) => return store_failed(&st, mac, &e),
     };
 
-    // 5. Open the firewall for this MAC, and make its existing connections start afresh. Every
+    // 6. Open the firewall for this MAC, and make its existing connections start afresh. Every
     // address the device has on the guest network is forgotten, not only this request's.
     let mut addresses = neighbour.addresses.clone();
     if !addresses.contains(&ip) {
         addresses.push(ip);
     }
-    if let Err(e) = st.firewall.open(mac, addresses).await {
-        tracing::error!(%mac, error = %e, "could not open the firewall; withdrawing the consent");
-        let _ = blocking(&st.store, move |s| {
-            s.withdraw_consent(consent_id, now, "firewall error")
-        })
-        .await;
+    // On failure the writer has already withdrawn the consent and closed the MAC, before
+    // answering, so its periodic check cannot re-open it behind the guest's back.
+    if let Err(e) = st.firewall.open(mac, addresses, consent_id).await {
+        tracing::error!(%mac, error = %e, "could not open the firewall; consent withdrawn");
         return pages.message(StatusCode::SERVICE_UNAVAILABLE, "We couldn't connect your device", "Your acceptance was received, but connecting failed, so nothing has been opened. Please try again in a minute, or ask a member of staff.", true);
     }
     tracing::info!(%mac, %ip, course = course.id, consent = consent_id, "consent recorded and device opened");
 
-    // 6. Only now: the short confirmation (pop-ups often close as soon as the internet answers).
+    // 7. Only now: the short confirmation (pop-ups often close as soon as the internet answers).
     st.pages.render(
         StatusCode::OK,
         "accepted.html",

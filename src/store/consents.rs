@@ -57,6 +57,24 @@ impl Store {
         let mut conn = self.lock();
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let now = ts(c.accepted_at);
+        // Re-read the course inside the transaction: staff may have ended it since the caller
+        // looked, and an ended course must never gain a device.
+        let running: bool = tx.query_row(
+            "SELECT ended_early_at IS NULL AND starts_at <= ?2 AND ends_at > ?2 FROM courses WHERE id = ?1",
+            params![c.course_id, now],
+            |r| r.get(0),
+        )?;
+        if !running {
+            return Err(StoreError::CourseNotRunning);
+        }
+        let revoked: bool = tx.query_row(
+            "SELECT EXISTS (SELECT 1 FROM consents WHERE course_id = ?1 AND mac = ?2 AND end_reason = 'revoked')",
+            params![c.course_id, c.mac.to_string()],
+            |r| r.get(0),
+        )?;
+        if revoked {
+            return Err(StoreError::RevokedForCourse);
+        }
         let (devices, already_in): (u32, bool) = tx.query_row(
             "SELECT count(DISTINCT mac), coalesce(max(mac = ?3), 0) FROM consents
              WHERE course_id = ?1 AND ended_at IS NULL AND expires_at > ?2",
@@ -197,32 +215,61 @@ impl Store {
         .collect()
     }
 
-    /// Records a failed code attempt from `device` (a MAC, or the IP when no MAC was known).
+    /// Brute-force guard, atomically: if `device` has fewer than `max` counted attempts since
+    /// `since`, records a new pending one and returns its id; otherwise returns how many there
+    /// were and the oldest. Pending attempts count, so parallel guesses cannot slip past.
     ///
     /// # Errors
     /// On a database failure.
-    pub fn record_code_attempt(&self, device: &str, ip: &str, now: Timestamp, outcome: &str) -> Result<(), StoreError> {
+    pub fn begin_code_attempt(
+        &self,
+        device: &str,
+        ip: &str,
+        now: Timestamp,
+        since: Timestamp,
+        max: u32,
+    ) -> Result<Result<i64, (u32, Option<Timestamp>)>, StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let (n, oldest): (u32, Option<String>) = tx.query_row(
+            "SELECT count(*), min(at) FROM code_attempts
+             WHERE device = ?1 AND at > ?2 AND outcome IN ('pending', 'wrong-code')",
+            params![device, ts(since)],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        if n >= max {
+            return Ok(Err((n, oldest.as_deref().map(parse_ts).transpose()?)));
+        }
+        tx.execute(
+            "INSERT INTO code_attempts (device, ip, at, outcome) VALUES (?1, ?2, ?3, 'pending')",
+            params![device, ip, ts(now)],
+        )?;
+        let id = tx.last_insert_rowid();
+        tx.commit()?;
+        Ok(Ok(id))
+    }
+
+    /// Records how an attempt begun with `begin_code_attempt` ended: `wrong-code` counts towards
+    /// the lock-out; anything else (`right-code`, `empty`) does not.
+    ///
+    /// # Errors
+    /// On a database failure.
+    pub fn finish_code_attempt(&self, id: i64, outcome: &str) -> Result<(), StoreError> {
         self.lock().execute(
-            "INSERT INTO code_attempts (device, ip, at, outcome) VALUES (?1, ?2, ?3, ?4)",
-            params![device, ip, ts(now), outcome],
+            "UPDATE code_attempts SET outcome = ?2 WHERE id = ?1",
+            params![id, outcome],
         )?;
         Ok(())
     }
 
-    /// How many failed attempts `device` made since `since`, and the oldest of them.
+    /// Every address `mac` accepted from (to forget its connections when it is closed).
     ///
     /// # Errors
     /// On a database failure.
-    pub fn failed_attempts_since(
-        &self,
-        device: &str,
-        since: Timestamp,
-    ) -> Result<(u32, Option<Timestamp>), StoreError> {
-        let (n, oldest): (u32, Option<String>) = self.lock().query_row(
-            "SELECT count(*), min(at) FROM code_attempts WHERE device = ?1 AND at > ?2",
-            params![device, ts(since)],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )?;
-        Ok((n, oldest.as_deref().map(parse_ts).transpose()?))
+    pub fn addresses_of(&self, mac: MacAddr) -> Result<Vec<String>, StoreError> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare("SELECT DISTINCT ip FROM consents WHERE mac = ?1")?;
+        let rows = stmt.query_map([mac.to_string()], |r| r.get(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 }

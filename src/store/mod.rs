@@ -23,6 +23,12 @@ pub enum StoreError {
     /// The course already has its maximum number of devices.
     #[error("the course is full")]
     CourseFull,
+    /// The course is not running (ended, perhaps just now, or not started).
+    #[error("the course is not running")]
+    CourseNotRunning,
+    /// Staff revoked this device's access for this course; it may not accept again.
+    #[error("staff revoked this device for this course")]
+    RevokedForCourse,
     /// The disk holding the database is full; nothing was written.
     #[error("the disk holding the store is full (fix: free space on that filesystem)")]
     DiskFull,

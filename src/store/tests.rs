@@ -123,17 +123,67 @@ fn revoke_and_end_course() {
 }
 
 #[test]
-fn failed_attempts_are_counted_per_device_in_window() {
+fn code_attempts_lock_out_atomically_per_device_in_window() {
     let s = Store::open_in_memory().unwrap();
-    for m in 0..3 {
-        s.record_code_attempt("dev", "ip", t(&format!("2026-11-23T09:0{m}:00Z")), "wrong-code")
+    let since = t("2026-11-23T08:59:00Z");
+    for m in 0..4 {
+        let id = s
+            .begin_code_attempt("dev", "ip", t(&format!("2026-11-23T09:0{m}:00Z")), since, 5)
+            .unwrap()
             .unwrap();
+        s.finish_code_attempt(id, "wrong-code").unwrap();
     }
-    s.record_code_attempt("other", "ip", t("2026-11-23T09:00:00Z"), "wrong-code")
+    // Right or empty codes do not count.
+    let ok = s
+        .begin_code_attempt("dev", "ip", t("2026-11-23T09:04:30Z"), since, 5)
+        .unwrap()
         .unwrap();
-    let (n, oldest) = s.failed_attempts_since("dev", t("2026-11-23T09:00:30Z")).unwrap();
-    assert_eq!(n, 2);
-    assert_eq!(oldest, Some(t("2026-11-23T09:01:00Z")));
+    s.finish_code_attempt(ok, "right-code").unwrap();
+    // A pending (unfinished) attempt counts: the fifth slot is taken until it finishes.
+    s.begin_code_attempt("dev", "ip", t("2026-11-23T09:05:00Z"), since, 5)
+        .unwrap()
+        .unwrap();
+    let (n, oldest) = s
+        .begin_code_attempt("dev", "ip", t("2026-11-23T09:06:00Z"), since, 5)
+        .unwrap()
+        .unwrap_err();
+    assert_eq!((n, oldest), (5, Some(t("2026-11-23T09:00:00Z"))));
+    // Other devices and later windows are unaffected.
+    assert!(
+        s.begin_code_attempt("other", "ip", t("2026-11-23T09:06:00Z"), since, 5)
+            .unwrap()
+            .is_ok()
+    );
+    assert!(
+        s.begin_code_attempt("dev", "ip", t("2026-11-23T09:20:00Z"), t("2026-11-23T09:10:00Z"), 5)
+            .unwrap()
+            .is_ok()
+    );
+}
+
+#[test]
+fn ended_course_and_revoked_device_cannot_consent() {
+    let (s, c) = setup(5);
+    let mac = "02:00:00:00:00:01";
+    s.record_consent(&consent(&c, mac, "2026-11-23T09:05:00Z")).unwrap();
+    s.revoke(mac.parse().unwrap(), t("2026-11-23T09:10:00Z"), "t").unwrap();
+    assert!(matches!(
+        s.record_consent(&consent(&c, mac, "2026-11-23T09:11:00Z")),
+        Err(StoreError::RevokedForCourse)
+    ));
+    assert!(matches!(
+        s.record_consent(&consent(&c, "02:00:00:00:00:02", "2026-11-23T08:00:00Z")),
+        Err(StoreError::CourseNotRunning)
+    ));
+    s.end_course(c.id, t("2026-11-23T10:00:00Z")).unwrap();
+    assert!(matches!(
+        s.record_consent(&consent(&c, "02:00:00:00:00:02", "2026-11-23T10:01:00Z")),
+        Err(StoreError::CourseNotRunning)
+    ));
+    assert_eq!(
+        s.addresses_of(mac.parse().unwrap()).unwrap(),
+        vec!["192.0.2.10".to_owned()]
+    );
 }
 
 #[test]

@@ -139,6 +139,11 @@ fn revoke_and_course_end_close_devices() {
     assert!(took < Duration::from_secs(1), "revoke took {took:?}");
     assert_closed(c1);
     assert!(gw.sessions().is_empty());
+    // Revoked for this course: the same code does not bring it back.
+    let again = accept(c1, &code, "Ann");
+    assert_eq!(again.status, 403, "{}", again.body);
+    assert!(again.body.contains("withdrawn"));
+    assert_closed(c1);
 
     // A course ending in a few seconds; c2 accepts over IPv6.
     let (_, short) = gw.add_course("Short", SignedDuration::from_secs(-60), SignedDuration::from_secs(4), 5);
@@ -189,6 +194,16 @@ fn deleted_table_is_restored_with_accepted_clients() {
     });
     assert!(reaches_internet(c1));
     assert_closed(c2);
+    // A chain flushed from outside (which would let every guest through) is put back too.
+    let (ok, _, err) = lab.gw(&["nft", "flush", "chain", "inet", "aupgate", "forward"]);
+    assert!(ok, "{err}");
+    wait_until("flushed chain restored", Duration::from_secs(5), || {
+        gw.nft_list("inet", "aupgate")
+            .is_some_and(|t| t.contains("reject with tcp reset") && t.matches("reject with tcp reset").count() == 2)
+    });
+    assert!(gw.log_text().contains("was changed from outside"));
+    assert_closed(c2);
+    assert!(reaches_internet(c1));
     // An element slipped in from outside, without consent, is removed too.
     lab.gw(&[
         "nft",
