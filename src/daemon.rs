@@ -88,16 +88,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         neighbours: Arc::new(KernelNeighbours::new(config.guest.interface.clone())),
         clock: clock.clone(),
     };
-    let app = portal::router(portal_state).into_make_service_with_connect_info::<SocketAddr>();
-    let mut portal_shutdown = shutdown_rx.clone();
-    let portal_task = tokio::spawn(async move {
-        let stop = async move {
-            let _ = portal_shutdown.changed().await;
-        };
-        if let Err(e) = axum::serve(portal_listener, app).with_graceful_shutdown(stop).await {
-            tracing::error!(error = %e, "portal server failed");
-        }
-    });
+    let portal_task = tokio::spawn(portal::serve(
+        portal_listener,
+        portal::router(portal_state),
+        shutdown_rx.clone(),
+    ));
     let admin = AdminState {
         store: store.clone(),
         firewall,

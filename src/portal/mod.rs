@@ -4,6 +4,9 @@
 
 mod form;
 mod handlers;
+mod serve;
+
+pub use serve::{HEADER_TIMEOUT, MAX_PER_CLIENT, MAX_TOTAL, serve};
 
 use std::sync::Arc;
 use std::time::Duration;

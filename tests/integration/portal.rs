@@ -126,3 +126,61 @@ fn full_course_and_unknown_device_are_refused_politely() {
     assert!(early.body.contains("starts at"), "{}", early.body);
     assert_closed(c2);
 }
+
+/// One guest holding many half-sent requests: connections over its cap are dropped at once,
+/// the rest are closed after the header timeout, and another guest is served all along.
+#[test]
+fn idle_connections_cannot_starve_the_portal() {
+    let Some(lab) = Lab::new(2) else { return };
+    let _gw = Gateway::start(&lab);
+    let (c1, c2) = (&lab.clients[0], &lab.clients[1]);
+    let script = format!(
+        r#"
+import socket, time
+socks = []
+for i in range(100):
+    s = socket.create_connection(("{GW_V4}", 8080), timeout=5)
+    s.send(b"GET / HTTP/1.1\r\nHost: x\r\n")
+    socks.append(s)
+def closed(s):
+    try:
+        s.settimeout(0.05)
+        return s.recv(100) == b""
+    except socket.timeout:
+        return False
+    except OSError:
+        return True
+time.sleep(1.5)
+print("early", sum(closed(s) for s in socks), flush=True)
+time.sleep({wait})
+print("late", sum(closed(s) for s in socks), flush=True)
+"#,
+        wait = aupgate::portal::HEADER_TIMEOUT.as_secs() + 2
+    );
+    let flood = std::process::Command::new("ip")
+        .args(["netns", "exec", &c1.ns, "python3", "-c", &script])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(800));
+    let page = get(c2, &format!("http://{GW_V4}:8080/"), &[]).expect("another guest is still served");
+    assert_eq!(page.status, 200);
+    let out = flood.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let count = |k: &str| -> usize {
+        text.lines()
+            .find_map(|l| l.strip_prefix(k))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    assert!(count("early ") >= 100 - aupgate::portal::MAX_PER_CLIENT, "{text}");
+    assert_eq!(
+        count("late "),
+        100,
+        "every idle connection closed after the header timeout: {text}"
+    );
+    // And the flooding guest itself can use the portal again.
+    assert_eq!(get(c1, &format!("http://{GW_V4}:8080/"), &[]).unwrap().status, 200);
+}
