@@ -13,6 +13,7 @@ use jiff::tz::TimeZone;
 use crate::admin::control::{self, Request};
 use crate::assets::{self, Policy};
 use crate::clients::{Course, CourseState, MacAddr, Session};
+use crate::clock::{Clock as _, SystemClock};
 use crate::config::{self, Config, ConfigError};
 use crate::firewall::NftFirewall;
 use crate::store::Store;
@@ -224,7 +225,7 @@ fn course(path: &Path, json: bool, cmd: CourseCommand) -> anyhow::Result<()> {
             if json {
                 return print_json(&courses);
             }
-            let now = Timestamp::now();
+            let now = SystemClock.now();
             let rows = courses
                 .iter()
                 .map(|c| {
@@ -262,7 +263,7 @@ fn session(path: &Path, json: bool, cmd: SessionCommand) -> anyhow::Result<()> {
     let tz = &config.school.timezone;
     match cmd {
         SessionCommand::List => {
-            let sessions: Vec<Session> = read_store(&config)?.sessions(Timestamp::now())?;
+            let sessions: Vec<Session> = read_store(&config)?.sessions(SystemClock.now())?;
             if json {
                 return print_json(&sessions);
             }
@@ -328,10 +329,16 @@ fn check(path: &Path) -> anyhow::Result<()> {
     if let Err(e) = check_store(&config.store_path) {
         config_problems.push(format!("config key store.path: {e:#}"));
     }
-    if let Some(dir) = config.control_socket.parent() {
-        if !dir.exists() && dir.parent().is_some_and(|p| !p.exists()) {
-            config_problems.push(format!("config key control.socket: folder {} does not exist and cannot be created (fix: choose a path under /run)", dir.display()));
-        }
+    // The daemon creates the socket's folder, but not a whole missing tree above it.
+    if let Some(dir) = config
+        .control_socket
+        .parent()
+        .filter(|d| !d.exists() && d.parent().is_some_and(|p| !p.exists()))
+    {
+        config_problems.push(format!(
+            "config key control.socket: folder {} does not exist and cannot be created (fix: choose a path under /run)",
+            dir.display()
+        ));
     }
     let probe = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -138,10 +138,10 @@ fn new_code() -> AccessCode {
     loop {
         let mut buf = [0u8; 32];
         // getrandom only fails if the kernel's RNG is unavailable; then retrying is all we can do.
-        if getrandom::fill(&mut buf).is_ok() {
-            if let Some(code) = AccessCode::from_random(&buf) {
-                return code;
-            }
+        if getrandom::fill(&mut buf).is_ok()
+            && let Some(code) = AccessCode::from_random(&buf)
+        {
+            return code;
         }
     }
 }

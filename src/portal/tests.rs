@@ -226,7 +226,7 @@ async fn form_problems_reshow_the_form_and_open_nothing() {
         (form(&l, "ZZZZZZZZ", "Ann", true), "starts at"),
         (form(&l, "", "Ann", true), "enter your course access code"),
         (
-            format!("code=ABCDEFGH&name=Ann&agree=yes&policy=old"),
+            "code=ABCDEFGH&name=Ann&agree=yes&policy=old".to_owned(),
             "policy has been updated",
         ),
         (form(&l, "ABCDEFGH", &"x".repeat(10_000), true), "too long"),

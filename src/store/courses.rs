@@ -9,7 +9,10 @@ use crate::clients::{AccessCode, Course, MacAddr};
 
 const COLUMNS: &str = "id, title, code, starts_at, ends_at, max_devices, ended_early_at";
 
-fn course_from_row(r: &Row<'_>) -> rusqlite::Result<(i64, String, String, String, String, u32, Option<String>)> {
+/// A course row as stored: id, title, code, starts, ends, max devices, ended early.
+type RawCourse = (i64, String, String, String, String, u32, Option<String>);
+
+fn course_from_row(r: &Row<'_>) -> rusqlite::Result<RawCourse> {
     Ok((
         r.get(0)?,
         r.get(1)?,
@@ -21,7 +24,7 @@ fn course_from_row(r: &Row<'_>) -> rusqlite::Result<(i64, String, String, String
     ))
 }
 
-fn course(raw: (i64, String, String, String, String, u32, Option<String>)) -> Result<Course, StoreError> {
+fn course(raw: RawCourse) -> Result<Course, StoreError> {
     let (id, title, code, starts, ends, max_devices, ended) = raw;
     Ok(Course {
         id,

@@ -8,7 +8,13 @@
 //!
 //! Tests that need root skip with a message when not root; with AUPGATE_REQUIRE_NETNS=1 (set by
 //! .ci/run) they fail instead, so CI can never pass by skipping them.
-#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
+// These tests drive a real daemon in real time, so they read the wall clock directly.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::disallowed_methods,
+    unreachable_pub
+)]
 
 mod cli;
 mod firewall;
