@@ -123,16 +123,6 @@ fn err(message: impl Into<String>) -> Reply {
     }
 }
 
-async fn blocking<T: Send + 'static>(
-    store: &Store,
-    f: impl FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
-) -> Result<T, StoreError> {
-    let store = store.clone();
-    tokio::task::spawn_blocking(move || f(&store))
-        .await
-        .unwrap_or_else(|_| Err(StoreError::Corrupt("store task panicked".into())))
-}
-
 /// A fresh random access code.
 fn new_code() -> AccessCode {
     loop {
@@ -168,10 +158,10 @@ async fn handle(req: Request, st: &AdminState) -> Reply {
             if !(1..=10_000).contains(&max_devices) {
                 return err("--max-devices must be between 1 and 10000");
             }
-            match blocking(&st.store, move |s| {
-                s.add_course(&title, starts_at, ends_at, max_devices, now, new_code)
-            })
-            .await
+            match st
+                .store
+                .run(move |s| s.add_course(&title, starts_at, ends_at, max_devices, now, new_code))
+                .await
             {
                 Ok(course) => {
                     tracing::info!(course = course.id, title = %course.title, "course added");
@@ -181,7 +171,7 @@ async fn handle(req: Request, st: &AdminState) -> Reply {
             }
         }
         Request::CourseEnd { id } => {
-            let (course, macs) = match blocking(&st.store, move |s| s.end_course(id, now)).await {
+            let (course, macs) = match st.store.run(move |s| s.end_course(id, now)).await {
                 Ok(r) => r,
                 Err(StoreError::NotFound(_)) => {
                     return err(format!("no course with id {id} (see `aupgate course list`)"));
@@ -200,7 +190,7 @@ async fn handle(req: Request, st: &AdminState) -> Reply {
             }
         }
         Request::SessionRevoke { mac } => {
-            let revoked = match blocking(&st.store, move |s| s.revoke(mac, now, "control socket")).await {
+            let revoked = match st.store.run(move |s| s.revoke(mac, now, "control socket")).await {
                 Ok(n) => n,
                 Err(e) => return err(format!("could not revoke {mac}: {e}")),
             };

@@ -231,11 +231,7 @@ impl<F: Firewall> Writer<F> {
         &self,
         f: impl FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, FirewallError> {
-        let store = self.store.clone();
-        tokio::task::spawn_blocking(move || f(&store))
-            .await
-            .map_err(|_| FirewallError::Stopped)?
-            .map_err(FirewallError::from)
+        Ok(self.store.run(f).await?)
     }
 
     async fn open(&self, mac: MacAddr, ips: &[IpAddr], consent: i64) -> Result<(), FirewallError> {

@@ -13,7 +13,7 @@ use serde::Serialize;
 use super::PortalState;
 use super::form;
 use crate::clients::{self, AccessCode, CourseState, MAX_NAME_CHARS, MAX_WRONG_CODES, WRONG_CODE_WINDOW};
-use crate::store::{NewConsent, Store, StoreError};
+use crate::store::{NewConsent, StoreError};
 use crate::web::guest_headers;
 
 /// What the guest typed, echoed back into the form after an error.
@@ -80,16 +80,6 @@ fn terms_page(st: &PortalState, typed: &Typed, error: &str) -> Response {
             max_name => MAX_NAME_CHARS,
         },
     )
-}
-
-async fn blocking<T: Send + 'static>(
-    store: &Store,
-    f: impl FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
-) -> Result<T, StoreError> {
-    let store = store.clone();
-    tokio::task::spawn_blocking(move || f(&store))
-        .await
-        .unwrap_or_else(|_| Err(StoreError::Corrupt("store task panicked".into())))
 }
 
 /// POST /accept. In order: who is this device, brute-force guard, the form, the course; then
@@ -173,10 +163,10 @@ pub(super) async fn accept(
     // check and the recording of this attempt are one transaction, so parallel guesses count.
     let since = now - WRONG_CODE_WINDOW;
     let (dev, at) = (device.clone(), ip.to_string());
-    let attempt = match blocking(&st.store, move |s| {
-        s.begin_code_attempt(&dev, &at, now, since, MAX_WRONG_CODES)
-    })
-    .await
+    let attempt = match st
+        .store
+        .run(move |s| s.begin_code_attempt(&dev, &at, now, since, MAX_WRONG_CODES))
+        .await
     {
         Ok(Ok(id)) => id,
         Ok(Err((n, oldest))) => {
@@ -198,7 +188,7 @@ pub(super) async fn accept(
     let course = match &code {
         Some(code) => {
             let code = code.clone();
-            match blocking(&st.store, move |s| s.course_by_code(&code)).await {
+            match st.store.run(move |s| s.course_by_code(&code)).await {
                 Ok(c) => c,
                 Err(e) => return store_failed(&st, mac, &e),
             }
@@ -211,7 +201,7 @@ pub(super) async fn accept(
         (None, true) => "empty",
         (None, false) => "wrong-code",
     };
-    if let Err(e) = blocking(&st.store, move |s| s.finish_code_attempt(attempt, outcome)).await {
+    if let Err(e) = st.store.run(move |s| s.finish_code_attempt(attempt, outcome)).await {
         return store_failed(&st, mac, &e);
     }
     let Some(course) = course else {
@@ -313,7 +303,7 @@ pub(super) async fn accept(
         user_agent,
         policy_hash: st.policy.hash.clone(),
     };
-    let consent_id = match blocking(&st.store, move |s| s.record_consent(&consent)).await {
+    let consent_id = match st.store.run(move |s| s.record_consent(&consent)).await {
         Ok(id) => id,
         Err(StoreError::CourseFull) => {
             tracing::info!(%mac, course = course.id, "course full");

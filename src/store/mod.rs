@@ -111,6 +111,21 @@ impl Store {
         }
     }
 
+    /// Runs `f` on the blocking pool, for callers on the async side: SQLite calls (FULL sync
+    /// included) must never stall a Tokio worker.
+    ///
+    /// # Errors
+    /// Whatever `f` returns; `Corrupt` if `f` panicked.
+    pub async fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || f(&store))
+            .await
+            .unwrap_or_else(|_| Err(StoreError::Corrupt("a store call panicked".into())))
+    }
+
     fn lock(&self) -> MutexGuard<'_, Connection> {
         // A panic while holding the lock cannot leave SQLite half-written (transactions roll back
         // on drop), so a poisoned lock is safe to keep using.
