@@ -7,7 +7,7 @@ use aupgate::store::Store;
 use jiff::{SignedDuration, Timestamp};
 
 use crate::harness::{Gateway, accept, accept_via, assert_blocked, assert_closed, get, reaches_internet};
-use crate::netns::{GW_V6, INTERNET_BODY, Lab, NET_V6};
+use crate::netns::{GW_V6, INTERNET_BODY, Lab, NET_V4, NET_V6};
 
 fn hours(h: i64) -> SignedDuration {
     SignedDuration::from_hours(h)
@@ -55,9 +55,27 @@ fn closed_until_accepted_then_only_that_device_opens() {
     assert_closed(c1);
     assert!(gw.log_text().contains("wrong access code"), "attempts are logged");
 
-    // 3. c2 accepts: the internet answers at once; the consent row is right.
+    // 3. c2 accepts: the internet answers at once; the consent row is right. Beforehand c2's
+    // redirected connection left a conntrack entry (TIME_WAIT, NATed to the portal); accepting
+    // must remove it, so nothing of c2's is still bound to the portal.
+    assert_closed(c2);
+    let entries = |c: &crate::netns::Client| {
+        let (_, out, err) = lab.gw(&[
+            "conntrack",
+            "-L",
+            "-f",
+            "ipv4",
+            "--orig-src",
+            &c.v4,
+            "--orig-dst",
+            NET_V4,
+        ]);
+        out.lines().count() + err.lines().filter(|l| l.contains("tcp") || l.contains("udp")).count()
+    };
+    assert!(entries(c2) > 0, "precondition: the redirected connection is tracked");
     let before = Timestamp::now();
     let ok = accept(c2, &code, "Bob Jones");
+    assert_eq!(entries(c2), 0, "accept removed the client's old conntrack entries");
     assert_eq!(ok.status, 200, "{}", ok.body);
     assert!(
         ok.body.contains("You're connected") || ok.body.contains("You&#x27;re connected"),

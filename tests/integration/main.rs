@@ -5,6 +5,7 @@
 //!   restarts and crashes, revoke, expiry, table restore, other tables untouched).
 //! - `portal`: a guest's path through the portal over real TCP, bad input included.
 //! - `cli`: `check` and the CLI's own errors.
+//! - `browser`: the guest flow in Debian's Chromium with JavaScript off, at 360 px.
 //!
 //! Tests that need root skip with a message when not root; with AUPGATE_REQUIRE_NETNS=1 (set by
 //! .ci/run) they fail instead, so CI can never pass by skipping them.
@@ -16,6 +17,7 @@
     unreachable_pub
 )]
 
+mod browser;
 mod cli;
 mod firewall;
 mod harness;
