@@ -117,3 +117,46 @@ fn check_passes_on_a_good_gateway_and_cli_needs_the_daemon() {
     let (ok, _, err) = gw.cli(&["course", "end", "999"]);
     assert!(!ok && err.contains("no course with id 999"), "{err}");
 }
+
+#[test]
+fn missing_nft_is_one_line_naming_the_package() {
+    let Some(lab) = Lab::new(1) else { return };
+    let config = lab.path("aupgate.toml");
+    std::fs::write(&config, config_text(&lab)).unwrap();
+    // A PATH without nft or conntrack, as on a machine where nftables was never installed.
+    let bare = lab.path("bin");
+    std::fs::create_dir_all(&bare).unwrap();
+    // Setting PATH on the command also changes how `ip` itself is found: name it in full.
+    let ip = ["/usr/sbin/ip", "/sbin/ip", "/usr/bin/ip", "/bin/ip"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .unwrap();
+    let run = |args: &[&str]| {
+        let out = Command::new(ip)
+            .args(["netns", "exec", &lab.gw, BIN])
+            .args(args)
+            .arg("--config")
+            .arg(&config)
+            .env("PATH", &bare)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, out, _) = run(&["check"]);
+    assert_eq!(code, Some(69), "machine not ready: {out}");
+    assert!(out.contains("apt-get install nftables"), "{out}");
+    let (code, _, err) = run(&["run"]);
+    assert_eq!(code, Some(1), "{err}");
+    let last = err.trim().lines().last().unwrap();
+    assert!(
+        last.starts_with("aupgate: ") && last.contains("apt-get install nftables"),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"));
+    let (ok, tables, _) = lab.gw(&["nft", "list", "tables"]);
+    assert!(ok && tables.trim().is_empty(), "nothing installed: {tables}");
+}

@@ -184,3 +184,57 @@ print("late", sum(closed(s) for s in socks), flush=True)
     // And the flooding guest itself can use the portal again.
     assert_eq!(get(c1, &format!("http://{GW_V4}:8080/"), &[]).unwrap().status, 200);
 }
+
+/// A full disk: the consent cannot be recorded, so nothing is opened and the guest is told what
+/// to do; once there is space again, accepting works.
+#[test]
+fn full_disk_opens_nothing_and_recovers() {
+    let Some(lab) = Lab::new(1) else { return };
+    // The store lives on a small tmpfs of its own, mounted before the daemon starts.
+    let state = lab.path("state");
+    std::fs::create_dir_all(&state).unwrap();
+    let (ok, _, err) = crate::netns::sh(&[
+        "mount",
+        "-t",
+        "tmpfs",
+        "-o",
+        "size=2m",
+        "aupgate-test",
+        state.to_str().unwrap(),
+    ]);
+    assert!(ok, "mount tmpfs: {err}");
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            crate::netns::sh(&["umount", "-l", self.0.to_str().unwrap()]);
+        }
+    }
+    let _unmount = Unmount(state.clone());
+    let gw = Gateway::start(&lab);
+    let c1 = &lab.clients[0];
+    let (_, code) = gw.add_course(
+        "Course",
+        SignedDuration::from_hours(-1),
+        SignedDuration::from_hours(6),
+        40,
+    );
+    // Fill the filesystem to the last byte.
+    let filler = state.join("filler");
+    let (_, _, _) = crate::netns::sh(&["dd", "if=/dev/zero", &format!("of={}", filler.display()), "bs=64k"]);
+    let a = accept(c1, &code, "Ann");
+    assert_eq!(a.status, 503, "{}", a.body);
+    assert!(
+        a.body.contains("couldn") && a.body.contains("Nothing has been opened"),
+        "{}",
+        a.body
+    );
+    assert_closed(c1);
+    assert!(
+        gw.log_text().contains("disk holding the store is full"),
+        "{}",
+        gw.log_text()
+    );
+    std::fs::remove_file(&filler).unwrap();
+    assert_eq!(accept(c1, &code, "Ann").status, 200);
+    assert!(reaches_internet(c1));
+}
