@@ -296,7 +296,7 @@ impl<F: Firewall> Writer<F> {
         };
         for ip in addresses.iter().filter_map(|a| a.parse::<IpAddr>().ok()) {
             if let Err(e) = self.firewall.forget_connections(ip).await {
-                tracing::warn!(%mac, %ip, error = %e, "could not forget the device's connections");
+                tracing::warn!(%mac, error = %e, "could not forget the device's connections");
             }
         }
     }

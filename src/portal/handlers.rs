@@ -91,11 +91,14 @@ pub(super) async fn accept(
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let ip = peer.ip().to_canonical();
+    // DESIGN.md: no personal data above info beyond MAC and course, so the client's address
+    // is logged here, at debug, and warnings below name only the MAC.
+    tracing::debug!(%ip, "accept request");
     let pages = &st.pages;
     let body = match body {
         Ok(b) => b,
         Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-            tracing::warn!(%ip, "oversized form refused");
+            tracing::warn!("oversized form refused");
             return pages.message(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "That was too much text",
@@ -104,7 +107,7 @@ pub(super) async fn accept(
             );
         }
         Err(e) => {
-            tracing::warn!(%ip, error = %e, "unreadable form body");
+            tracing::warn!(error = %e, "unreadable form body");
             return pages.message(
                 StatusCode::BAD_REQUEST,
                 "We couldn't read the form",
@@ -116,7 +119,7 @@ pub(super) async fn accept(
     let fields = match form::parse(&body) {
         Ok(f) => f,
         Err(e) => {
-            tracing::warn!(%ip, error = %e, "malformed form refused");
+            tracing::warn!(error = %e, "malformed form refused");
             return pages.message(
                 StatusCode::BAD_REQUEST,
                 "We couldn't read the form",
@@ -137,7 +140,7 @@ pub(super) async fn accept(
     let neighbour = match st.neighbours.lookup(ip).await {
         Ok(Some(n)) => n,
         Ok(None) => {
-            tracing::warn!(%ip, "no neighbour entry for the client; asked it to retry");
+            tracing::warn!("no neighbour entry for the client; asked it to retry");
             return pages.message(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "We couldn't recognise your device",
@@ -146,7 +149,7 @@ pub(super) async fn accept(
             );
         }
         Err(e) => {
-            tracing::error!(%ip, error = %e, "neighbour lookup failed");
+            tracing::error!(error = %e, "neighbour lookup failed");
             return pages.message(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "Something went wrong on our side",
@@ -172,7 +175,7 @@ pub(super) async fn accept(
         Ok(Err((n, oldest))) => {
             let free_at = oldest.unwrap_or(now) + WRONG_CODE_WINDOW;
             let minutes = (free_at.duration_since(now).as_secs() + 59) / 60;
-            tracing::warn!(%mac, %ip, failures = n, "code attempt refused: device is locked out");
+            tracing::warn!(%mac, failures = n, "code attempt refused: device is locked out");
             return pages.message(
                 StatusCode::TOO_MANY_REQUESTS,
                 "Please wait before trying again",
@@ -208,7 +211,7 @@ pub(super) async fn accept(
         if empty {
             return terms_page(&st, &typed, "Please enter your course access code.");
         }
-        tracing::warn!(%mac, %ip, "wrong access code");
+        tracing::warn!(%mac, "wrong access code");
         return terms_page(
             &st,
             &typed,

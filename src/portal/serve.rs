@@ -82,7 +82,8 @@ pub async fn serve(listener: TcpListener, app: Router, mut shutdown: watch::Rece
         };
         let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
         let Ok(permit) = total.clone().try_acquire_owned() else {
-            tracing::warn!(client = %peer.ip(), "portal connection refused: {MAX_TOTAL} connections open");
+            tracing::warn!("portal connection refused: {MAX_TOTAL} connections open");
+            tracing::debug!(client = %peer.ip(), "refused over the total limit");
             continue;
         };
         let Some(slot) = Slot::take(&counts, peer.ip()) else {
