@@ -52,6 +52,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     store
         .record_policy(&policy.hash, &policy.markdown, clock.now())
         .context("recording the policy text in the store")?;
+    // A changed policy means everyone accepts again. Their consents end here, before the table
+    // is built from the store, so the reconcile below closes them.
+    let outdated = store
+        .end_consents_to_other_policies(&policy.hash, clock.now())
+        .context("ending consents given to an earlier policy")?;
+    if !outdated.is_empty() {
+        tracing::info!(devices = outdated.len(), policy = %&policy.hash[..12], "policy changed: accepted devices must accept the new policy");
+    }
 
     let portal_listener = bind_portal(config.portal.port).await?;
     let control_listener = bind_control(&config.control_socket)?;

@@ -126,6 +126,37 @@ impl Store {
         Ok(())
     }
 
+    /// Ends every open consent given to a policy other than `current`: when the policy text
+    /// changes, devices must accept again (DESIGN.md, Data). Returns the MACs affected.
+    ///
+    /// # Errors
+    /// On a database failure.
+    pub fn end_consents_to_other_policies(&self, current: &str, now: Timestamp) -> Result<Vec<MacAddr>, StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        let macs = {
+            let mut stmt = tx.prepare(
+                "UPDATE consents SET ended_at = ?2, end_reason = 'policy changed'
+                 WHERE ended_at IS NULL AND expires_at > ?2 AND policy_hash != ?1 RETURNING mac",
+            )?;
+            let rows = stmt.query_map(params![current, ts(now)], |r| r.get::<_, String>(0))?;
+            let mut macs = rows.map(|m| mac(m?)).collect::<Result<Vec<_>, _>>()?;
+            macs.sort();
+            macs.dedup();
+            macs
+        };
+        if !macs.is_empty() {
+            insert_event(
+                &tx,
+                now,
+                "policy-changed",
+                &json!({"policy": current, "devices_closed": macs.len()}),
+            )?;
+        }
+        tx.commit()?;
+        Ok(macs)
+    }
+
     /// Ends every open consent of `mac`. Returns how many ended (0: it had no access).
     ///
     /// # Errors

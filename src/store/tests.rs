@@ -212,3 +212,25 @@ fn file_store_survives_reopen_and_reads_read_only() {
         .unwrap();
     assert_eq!(sync, 2, "synchronous must be FULL");
 }
+
+#[test]
+fn a_new_policy_ends_consents_to_the_old_one() {
+    let (s, c) = setup(5);
+    s.record_consent(&consent(&c, "02:00:00:00:00:01", "2026-11-23T09:05:00Z"))
+        .unwrap();
+    let now = t("2026-11-23T10:00:00Z");
+    assert!(
+        s.end_consents_to_other_policies("abc", now).unwrap().is_empty(),
+        "same policy: nothing ends"
+    );
+    s.record_policy("def", "# Policy v2", now).unwrap();
+    assert_eq!(
+        s.end_consents_to_other_policies("def", now).unwrap(),
+        vec!["02:00:00:00:00:01".parse().unwrap()]
+    );
+    assert!(s.allowed(now).unwrap().is_empty());
+    // Accepting the new policy is allowed (this is not a staff revocation).
+    let mut again = consent(&c, "02:00:00:00:00:01", "2026-11-23T10:01:00Z");
+    again.policy_hash = "def".into();
+    s.record_consent(&again).unwrap();
+}

@@ -295,3 +295,44 @@ table ip schoolnat {
         "school, schoolnat and ours, nothing else: {tables}"
     );
 }
+
+/// DESIGN.md, Data: when the policy text changes, devices must accept again. A restart with a
+/// new policy closes devices that accepted the old one; accepting the new one opens them again
+/// and the consent names the new version.
+#[test]
+fn a_changed_policy_must_be_accepted_again() {
+    let Some(lab) = Lab::new(1) else { return };
+    let mut gw = Gateway::start(&lab);
+    let c1 = &lab.clients[0];
+    let (_, code) = gw.add_course("Course", hours(-1), hours(6), 40);
+    assert_eq!(accept(c1, &code, "Ann").status, 200);
+    assert!(reaches_internet(c1));
+
+    gw.stop();
+    let policy = lab.path("policy-v2.md");
+    std::fs::write(
+        &policy,
+        "# Wi-Fi Acceptable Use Policy\n\nVersion 2: guest Wi-Fi is for training courses only.\n",
+    )
+    .unwrap();
+    let text = std::fs::read_to_string(&gw.config).unwrap().replace(
+        "port = 8080",
+        &format!("port = 8080\npolicy = \"{}\"", policy.display()),
+    );
+    std::fs::write(&gw.config, text).unwrap();
+    gw.start_again();
+    assert_closed(c1);
+    assert!(gw.sessions().is_empty());
+    let page = get(c1, "http://192.0.2.1:8080/", &[]).unwrap();
+    assert!(page.body.contains("Version 2"), "the new policy is shown");
+    assert_eq!(accept(c1, &code, "Ann").status, 200);
+    assert!(reaches_internet(c1));
+    let sessions = gw.sessions();
+    assert_eq!(sessions.len(), 1);
+    assert_eq!(
+        sessions[0]["policy_hash"],
+        aupgate::assets::Policy::new(std::fs::read_to_string(&policy).unwrap())
+            .hash
+            .as_str()
+    );
+}
