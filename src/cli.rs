@@ -2,6 +2,7 @@
 //! daemon; mutating subcommands ask the running daemon over the control socket (it alone owns the
 //! firewall); listings read the store directly, read-only, so they work even when it is down.
 
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
@@ -317,8 +318,28 @@ fn check(path: &Path) -> anyhow::Result<()> {
     let mut config_problems: Vec<String> = Vec::new();
     let mut machine_problems: Vec<String> = Vec::new();
     let iface = &config.guest.interface;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
     if !Path::new("/sys/class/net").join(iface).exists() {
         config_problems.push(format!("config key guest.interface: no interface {iface:?} on this machine (fix: use a name `ip link` shows, or bring the interface up first)"));
+    } else if let Ok(have) = runtime.block_on(crate::neighbours::interface_addresses(iface)) {
+        // Guests are sent to http://ADDRESS:PORT/; an address the router does not have there
+        // would send every guest nowhere.
+        let wanted = [
+            ("guest.address", Some(IpAddr::V4(config.guest.address))),
+            ("guest.address6", config.guest.address6.map(IpAddr::V6)),
+        ];
+        for (key, want) in wanted.iter().filter_map(|(k, w)| w.map(|w| (k, w))) {
+            if !have.contains(&want) {
+                let list: Vec<String> = have.iter().map(ToString::to_string).collect();
+                config_problems.push(format!(
+                    "config key {key}: {want} is not an address of {iface} (it has: {}) (fix: give the router's own address on the guest network)",
+                    if list.is_empty() { "none".to_owned() } else { list.join(", ") }
+                ));
+            }
+        }
     }
     if let Err(e) = Policy::load(config.portal.policy.as_deref()) {
         config_problems.push(e.to_string());
@@ -340,11 +361,7 @@ fn check(path: &Path) -> anyhow::Result<()> {
             dir.display()
         ));
     }
-    let probe = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?
-        .block_on(NftFirewall::default().probe());
+    let probe = runtime.block_on(NftFirewall::default().probe());
     if let Err(e) = probe {
         machine_problems.push(format!("firewall: {e}"));
     }

@@ -7,7 +7,7 @@ use std::future::Future;
 use std::net::IpAddr;
 use std::pin::Pin;
 
-pub use netlink::KernelNeighbours;
+pub use netlink::{KernelNeighbours, interface_addresses};
 
 use crate::clients::MacAddr;
 

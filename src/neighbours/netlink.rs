@@ -4,6 +4,7 @@
 use std::net::IpAddr;
 
 use futures_util::TryStreamExt;
+use netlink_packet_route::address::AddressAttribute;
 use netlink_packet_route::neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourMessage, NeighbourState};
 
 use super::{Lookup, Neighbour, NeighbourError, Neighbours};
@@ -63,6 +64,38 @@ fn entry(msg: &NeighbourMessage, ifindex: u32) -> Option<(IpAddr, MacAddr)> {
     }
     let mac = mac.filter(|m| m.is_unicast())?;
     Some((ip?, mac))
+}
+
+/// The addresses configured on `interface` (for `aupgate check`: the portal URL must be one of
+/// the router's own addresses on the guest side).
+///
+/// # Errors
+/// `NoInterface` if it does not exist; `Netlink` if the kernel cannot be asked.
+pub async fn interface_addresses(interface: &str) -> Result<Vec<IpAddr>, NeighbourError> {
+    let index = KernelNeighbours::new(interface.to_owned()).ifindex()?;
+    let (conn, handle, _) = rtnetlink::new_connection().map_err(|e| NeighbourError::Netlink(e.to_string()))?;
+    let task = tokio::spawn(conn);
+    let result: Result<Vec<_>, _> = handle
+        .address()
+        .get()
+        .set_link_index_filter(index)
+        .execute()
+        .try_collect()
+        .await;
+    task.abort();
+    let messages = result.map_err(|e| NeighbourError::Netlink(e.to_string()))?;
+    let mut addresses: Vec<IpAddr> = messages
+        .iter()
+        .filter(|m| m.header.index == index)
+        .flat_map(|m| m.attributes.iter())
+        .filter_map(|a| match a {
+            AddressAttribute::Address(ip) | AddressAttribute::Local(ip) => Some(*ip),
+            _ => None,
+        })
+        .collect();
+    addresses.sort();
+    addresses.dedup();
+    Ok(addresses)
 }
 
 impl Neighbours for KernelNeighbours {

@@ -57,6 +57,23 @@ fn check_passes_on_a_good_gateway_and_cli_needs_the_daemon() {
     let (ok, out, err) = lab.gw(&[BIN, "check", "--config", config.to_str().unwrap()]);
     assert!(ok, "check on a good gateway: {out}{err}");
     assert!(out.contains("OK"), "{out}");
+    // An address the guest interface does not have is caught, naming the key and what it has.
+    let wrong = lab.path("wrong.toml");
+    std::fs::write(
+        &wrong,
+        config_text(&lab).replace("address = \"192.0.2.1\"", "address = \"192.0.2.9\""),
+    )
+    .unwrap();
+    let (ok, out, _) = lab.gw(&[BIN, "check", "--config", wrong.to_str().unwrap()]);
+    assert!(!ok);
+    let line = out
+        .lines()
+        .find(|l| l.contains("guest.address:"))
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(
+        line.contains("192.0.2.9 is not an address of guest0") && line.contains("192.0.2.1"),
+        "{line}"
+    );
     // Mutating commands need the running daemon and say so in one line.
     let (code, _, err) = run(&[
         "--config",
