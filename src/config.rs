@@ -16,7 +16,7 @@ pub const DEFAULT_PATH: &str = "/etc/aupgate/aupgate.toml";
 pub enum ConfigError {
     /// The file could not be read at all.
     #[error(
-        "cannot read config file {path}: {source} (fix: create it, e.g. from /usr/share/doc/aupgate/aupgate.toml, or pass --config FILE)"
+        "cannot read config file {path}: {source} (fix: create it, from deploy/aupgate.toml in the aupgate source, or pass --config FILE)"
     )]
     Unreadable {
         /// The path that was tried.

@@ -32,6 +32,9 @@ pub struct NewConsent {
     pub policy_hash: String,
 }
 
+/// How long an unfinished code attempt counts towards the lock-out.
+const PENDING_COUNTS_FOR: jiff::SignedDuration = jiff::SignedDuration::from_mins(1);
+
 fn mac(text: String) -> Result<MacAddr, StoreError> {
     text.parse()
         .map_err(|e: crate::clients::MacParseError| StoreError::Corrupt(e.to_string()))
@@ -246,7 +249,8 @@ impl Store {
         .collect()
     }
 
-    /// Brute-force guard, atomically: if `device` has fewer than `max` counted attempts since
+    /// Brute-force guard, atomically (a pending attempt counts for a minute at most, so one
+    /// whose request failed half-way does not lock a guest out for the whole window): if `device` has fewer than `max` counted attempts since
     /// `since`, records a new pending one and returns its id; otherwise returns how many there
     /// were and the oldest. Pending attempts count, so parallel guesses cannot slip past.
     ///
@@ -264,8 +268,8 @@ impl Store {
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let (n, oldest): (u32, Option<String>) = tx.query_row(
             "SELECT count(*), min(at) FROM code_attempts
-             WHERE device = ?1 AND at > ?2 AND outcome IN ('pending', 'wrong-code')",
-            params![device, ts(since)],
+             WHERE device = ?1 AND at > ?2 AND (outcome = 'wrong-code' OR (outcome = 'pending' AND at > ?3))",
+            params![device, ts(since), ts(now - PENDING_COUNTS_FOR)],
             |r| Ok((r.get(0)?, r.get(1)?)),
         )?;
         if n >= max {

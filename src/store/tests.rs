@@ -144,10 +144,16 @@ fn code_attempts_lock_out_atomically_per_device_in_window() {
         .unwrap()
         .unwrap();
     let (n, oldest) = s
-        .begin_code_attempt("dev", "ip", t("2026-11-23T09:06:00Z"), since, 5)
+        .begin_code_attempt("dev", "ip", t("2026-11-23T09:05:30Z"), since, 5)
         .unwrap()
         .unwrap_err();
     assert_eq!((n, oldest), (5, Some(t("2026-11-23T09:00:00Z"))));
+    // A pending attempt older than a minute (its request died) no longer counts.
+    assert!(
+        s.begin_code_attempt("dev", "ip", t("2026-11-23T09:06:30Z"), since, 5)
+            .unwrap()
+            .is_ok()
+    );
     // Other devices and later windows are unaffected.
     assert!(
         s.begin_code_attempt("other", "ip", t("2026-11-23T09:06:00Z"), since, 5)

@@ -27,6 +27,14 @@ fn check_rejects_bad_configs_with_78_and_names_the_key() {
             format!("{good}[portal]\npolicy = \"/nonexistent/policy.md\"\n"),
             "portal.policy",
         ),
+        (
+            format!("{good}[portal]\nassets = \"/nonexistent/assets\"\n"),
+            "portal.assets",
+        ),
+        (
+            format!("{good}[store]\npath = \"/proc/version/aupgate.db\"\n"),
+            "store.path",
+        ),
         ("not toml at all [".to_owned(), "config"),
     ];
     for (text, key) in cases {

@@ -6,7 +6,9 @@ use std::time::{Duration, Instant};
 use aupgate::store::Store;
 use jiff::{SignedDuration, Timestamp};
 
-use crate::harness::{Gateway, accept, accept_via, assert_blocked, assert_closed, get, reaches_internet};
+use crate::harness::{
+    Gateway, accept, accept_via, assert_blocked, assert_closed, get, reaches_internet, udp_refused_at_once,
+};
 use crate::netns::{GW_V6, INTERNET_BODY, Lab, NET_V4, NET_V6};
 
 fn hours(h: i64) -> SignedDuration {
@@ -31,8 +33,13 @@ fn closed_until_accepted_then_only_that_device_opens() {
     let (c1, c2) = (&lab.clients[0], &lab.clients[1]);
     let (course_id, code) = gw.add_course("Phonics training", hours(-1), hours(6), 40);
 
-    // 1. Unaccepted: HTTP redirected, other TCP reset at once, the portal page loads; IPv6 too.
+    // 1. Unaccepted: HTTP redirected, other TCP reset at once, UDP refused with ICMP
+    // admin-prohibited, the portal page loads; IPv6 too.
     assert_closed(c1);
+    assert!(
+        udp_refused_at_once(c1),
+        "non-TCP traffic gets ICMP admin-prohibited, not silence"
+    );
     let v6 = get(c1, &format!("http://[{NET_V6}]/"), &[]).unwrap();
     assert_eq!(v6.status, 302, "IPv6 HTTP is redirected too");
     assert_eq!(
@@ -54,6 +61,15 @@ fn closed_until_accepted_then_only_that_device_opens() {
     assert_eq!(locked.status, 429, "brute-force guard: {}", locked.body);
     assert_closed(c1);
     assert!(gw.log_text().contains("wrong access code"), "attempts are logged");
+    let db = rusqlite::Connection::open_with_flags(&gw.store, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
+    let stored: i64 = db
+        .query_row(
+            "SELECT count(*) FROM code_attempts WHERE device = ?1 AND outcome = 'wrong-code'",
+            [&c1.mac],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(stored, 5, "and stored");
 
     // 3. c2 accepts: the internet answers at once; the consent row is right. Beforehand c2's
     // redirected connection left a conntrack entry (TIME_WAIT, NATed to the portal); accepting
@@ -107,6 +123,11 @@ fn closed_until_accepted_then_only_that_device_opens() {
     );
     let (ok, set, _) = lab.gw(&["nft", "list", "set", "inet", "aupgate", "allowed"]);
     assert!(ok && set.contains(&c2.mac), "{set}");
+    // Its timeout ends with the course (created to end 6 h from now, to the second).
+    assert!(
+        set.contains("expires 5h59m") || set.contains("expires 6h"),
+        "timeout ends with the course: {set}"
+    );
 
     // 4. c1 is still closed.
     assert_closed(c1);
@@ -144,7 +165,7 @@ fn access_survives_restart_and_kill_9_and_closed_stay_closed() {
 #[test]
 fn revoke_and_course_end_close_devices() {
     let Some(lab) = Lab::new(2) else { return };
-    let gw = Gateway::start(&lab);
+    let mut gw = Gateway::start(&lab);
     let (c1, c2) = (&lab.clients[0], &lab.clients[1]);
     let (_, code) = gw.add_course("All day", hours(-1), hours(6), 40);
     assert_eq!(accept(c1, &code, "Ann").status, 200);
@@ -152,9 +173,9 @@ fn revoke_and_course_end_close_devices() {
 
     let start = Instant::now();
     gw.cli_ok(&["session", "revoke", &c1.mac]);
-    assert!(!reaches_internet(c1), "closed as soon as revoke returns");
     let took = start.elapsed();
     assert!(took < Duration::from_secs(1), "revoke took {took:?}");
+    assert!(!reaches_internet(c1), "closed as soon as revoke returns");
     assert_closed(c1);
     assert!(gw.sessions().is_empty());
     // Revoked for this course: the same code does not bring it back.
@@ -164,16 +185,32 @@ fn revoke_and_course_end_close_devices() {
     assert_closed(c1);
 
     // A course ending in a few seconds; c2 accepts over IPv6.
-    let (_, short) = gw.add_course("Short", SignedDuration::from_secs(-60), SignedDuration::from_secs(4), 5);
+    let (_, short) = gw.add_course(
+        "Short",
+        SignedDuration::from_secs(-60),
+        SignedDuration::from_secs(10),
+        5,
+    );
     let a = accept_via(c2, &format!("http://[{GW_V6}]:8080"), &short, "Bob");
     assert_eq!(a.status, 200, "{}", a.body);
     assert!(reaches_internet(c2));
     let sessions = gw.sessions();
     assert_eq!(sessions.len(), 1);
     assert_eq!(sessions[0]["ip"], c2.v6.as_str());
-    wait_until("course end closes c2", Duration::from_secs(10), || {
-        !reaches_internet(c2)
-    });
+    // The kernel itself closes it when the course ends: stop the daemon first, so nobody acts.
+    let (_, set, _) = lab.gw(&["nft", "list", "set", "inet", "aupgate", "allowed"]);
+    assert!(
+        set.contains(&c2.mac) && set.contains("expires"),
+        "element with a timeout: {set}"
+    );
+    gw.stop();
+    wait_until(
+        "course end closes c2 with the daemon stopped",
+        Duration::from_secs(20),
+        || !reaches_internet(c2),
+    );
+    assert_blocked(c2);
+    gw.start_again();
     assert_closed(c2);
     assert!(gw.sessions().is_empty(), "session list no longer shows it");
     let (_, set, _) = lab.gw(&["nft", "list", "set", "inet", "aupgate", "allowed"]);
@@ -223,7 +260,7 @@ fn deleted_table_is_restored_with_accepted_clients() {
     assert_closed(c2);
     assert!(reaches_internet(c1));
     // An element slipped in from outside, without consent, is removed too.
-    lab.gw(&[
+    let (ok, _, err) = lab.gw(&[
         "nft",
         "add",
         "element",
@@ -232,6 +269,7 @@ fn deleted_table_is_restored_with_accepted_clients() {
         "allowed",
         &format!("{{ {} timeout 1h }}", c2.mac),
     ]);
+    assert!(ok, "{err}");
     wait_until("stranger removed", Duration::from_secs(5), || {
         !gw.nft_list("inet", "aupgate").unwrap().contains(&c2.mac)
     });
@@ -268,14 +306,14 @@ table ip schoolnat {
     std::fs::write(&file, school).unwrap();
     let (ok, _, err) = lab.gw(&["nft", "-f", file.to_str().unwrap()]);
     assert!(ok, "{err}");
-    let snapshot = |gw: &Gateway<'_>| {
-        (
-            gw.nft_list("inet", "school").unwrap(),
-            gw.nft_list("ip", "schoolnat").unwrap(),
-        )
+    let snapshot = || {
+        let list = |family: &str, table: &str| lab.gw(&["nft", "list", "table", family, table]).1;
+        (list("inet", "school"), list("ip", "schoolnat"))
     };
+    let before = snapshot();
+    assert!(before.0.contains("203.0.113.9") && before.1.contains("masquerade"));
     let mut gw = Gateway::start(&lab);
-    let before = snapshot(&gw);
+    assert_eq!(snapshot(), before, "after start");
     let c1 = &lab.clients[0];
     let (_, code) = gw.add_course("Course", hours(-1), hours(6), 40);
     assert_eq!(accept(c1, &code, "Ann").status, 200);
@@ -283,11 +321,11 @@ table ip schoolnat {
         reaches_internet(c1),
         "the school's own accept-policy rules still let it through"
     );
-    assert_eq!(snapshot(&gw), before, "after accept");
+    assert_eq!(snapshot(), before, "after accept");
     gw.cli_ok(&["session", "revoke", &c1.mac]);
-    assert_eq!(snapshot(&gw), before, "after revoke");
+    assert_eq!(snapshot(), before, "after revoke");
     gw.stop();
-    assert_eq!(snapshot(&gw), before, "after stop");
+    assert_eq!(snapshot(), before, "after stop");
     let (_, tables, _) = lab.gw(&["nft", "list", "tables"]);
     assert_eq!(
         tables.lines().count(),
@@ -335,4 +373,42 @@ fn a_changed_policy_must_be_accepted_again() {
             .hash
             .as_str()
     );
+}
+
+/// A helper that fails for real during accept (here conntrack): the guest is told, the consent
+/// is withdrawn and the device stays closed, with the real kernel's set checked.
+#[test]
+fn a_failing_step_during_accept_opens_nothing() {
+    let Some(lab) = Lab::new(1) else { return };
+    let bin = lab.path("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let real_nft = ["/usr/sbin/nft", "/sbin/nft", "/usr/bin/nft"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .unwrap();
+    std::os::unix::fs::symlink(real_nft, bin.join("nft")).unwrap();
+    let fake = bin.join("conntrack");
+    std::fs::write(
+        &fake,
+        "#!/bin/sh\necho 'conntrack v1.4.7 (conntrack-tools): Operation failed: simulated' >&2\nexit 1\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let mut gw = Gateway::start(&lab);
+    gw.stop();
+    gw.path = Some(format!("{}:/usr/bin:/bin", bin.display()));
+    gw.start_again();
+    let c1 = &lab.clients[0];
+    let (_, code) = gw.add_course("Course", hours(-1), hours(6), 40);
+    let a = accept(c1, &code, "Ann");
+    assert_eq!(a.status, 503, "{}", a.body);
+    assert!(a.body.contains("nothing has been opened"), "{}", a.body);
+    assert_closed(c1);
+    let (_, set, _) = lab.gw(&["nft", "list", "set", "inet", "aupgate", "allowed"]);
+    assert!(!set.contains(&c1.mac), "{set}");
+    assert!(gw.sessions().is_empty());
+    // Still closed a few watch cycles later: nothing re-opens it behind the guest's back.
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_closed(c1);
+    assert!(gw.log_text().contains("simulated"), "the tool's own message is logged");
 }

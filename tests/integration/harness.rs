@@ -19,6 +19,8 @@ pub struct Gateway<'a> {
     pub store: PathBuf,
     log: PathBuf,
     child: Option<Child>,
+    /// PATH for the daemon, to stand in broken helper programs; `None` keeps ours.
+    pub path: Option<String>,
 }
 
 /// A config for the lab's gateway; `extra` is appended verbatim.
@@ -59,6 +61,7 @@ impl<'a> Gateway<'a> {
             store: lab.path("state/aupgate.db"),
             log: lab.path("daemon.log"),
             child: None,
+            path: None,
         };
         gw.start_again();
         gw
@@ -73,9 +76,13 @@ impl<'a> Gateway<'a> {
             .open(&self.log)
             .unwrap();
         let start_len = std::fs::metadata(&self.log).map(|m| m.len()).unwrap_or(0);
-        let child = Command::new("ip")
-            .args(["netns", "exec", &self.lab.gw, BIN, "run", "--config"])
-            .arg(&self.config)
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.lab.gw, BIN, "run", "--config"])
+            .arg(&self.config);
+        if let Some(path) = &self.path {
+            cmd.env("PATH", path);
+        }
+        let child = cmd
             .env("AUPGATE_LOG", "info,aupgate=debug")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -251,6 +258,17 @@ pub fn assert_blocked(client: &Client) {
     }
     let refused = get(client, &format!("http://{NET_V4}:443/"), &["--connect-timeout", "3"]);
     assert_eq!(refused.err(), Some(7));
+}
+
+/// True if a UDP datagram from `client` to the internet host is refused at once with an ICMP
+/// error (admin-prohibited), rather than vanishing.
+pub fn udp_refused_at_once(client: &Client) -> bool {
+    let script = format!(
+        "import socket\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\ns.settimeout(3)\ns.connect(('{NET_V4}', 9999))\ns.send(b'x')\ntry:\n    s.recv(10)\n    print('answered')\nexcept socket.timeout:\n    print('timeout')\nexcept OSError as e:\n    print('refused', e.errno)\n"
+    );
+    let (_, out, _) = client.run(&["python3", "-c", &script]);
+    // ICMP admin-prohibited (type 3 code 13) surfaces as EHOSTUNREACH (113) on Linux.
+    out.trim() == "refused 113"
 }
 
 /// The policy version on the portal page, as a browser would submit it.
