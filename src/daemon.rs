@@ -61,7 +61,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         tracing::info!(devices = outdated.len(), policy = %&policy.hash[..12], "policy changed: accepted devices must accept the new policy");
     }
 
-    let portal_listener = bind_portal(config.portal.port).await?;
+    let portal_listeners = bind_portal(config.portal.port).await?;
     let control_listener = bind_control(&config.control_socket)?;
 
     let writer = Writer::new(
@@ -96,11 +96,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         neighbours: Arc::new(KernelNeighbours::new(config.guest.interface.clone())),
         clock: clock.clone(),
     };
-    let portal_task = tokio::spawn(portal::serve(
-        portal_listener,
-        portal::router(portal_state),
-        shutdown_rx.clone(),
-    ));
+    let portal_app = portal::router(portal_state);
+    let portal_tasks: Vec<_> = portal_listeners
+        .into_iter()
+        .map(|l| tokio::spawn(portal::serve(l, portal_app.clone(), shutdown_rx.clone())))
+        .collect();
     let admin = AdminState {
         store: store.clone(),
         firewall,
@@ -122,7 +122,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     let _ = shutdown_tx.send(true);
     let all = async {
-        let _ = tokio::join!(portal_task, control_task, firewall_task);
+        for task in portal_tasks {
+            let _ = task.await;
+        }
+        let _ = tokio::join!(control_task, firewall_task);
     };
     if tokio::time::timeout(DRAIN, all).await.is_err() {
         tracing::warn!("requests still running after {} s; stopping anyway", DRAIN.as_secs());
@@ -131,16 +134,35 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn bind_portal(port: u16) -> anyhow::Result<TcpListener> {
-    // Dual-stack where IPv6 exists; plain IPv4 where the kernel has IPv6 disabled.
-    match TcpListener::bind(SocketAddr::from((Ipv6Addr::UNSPECIFIED, port))).await {
-        Ok(l) => Ok(l),
-        Err(_) => TcpListener::bind(SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)))
-            .await
-            .with_context(|| {
-                format!("binding the portal to port {port} (fix: stop whatever uses it, or change [portal] port)")
-            }),
+/// The portal's listeners: IPv4 on all addresses, and IPv6 (v6-only, so this does not depend
+/// on the system's `bindv6only`) where the kernel has IPv6. The firewall refuses the port on
+/// every interface but the guest one and loopback.
+async fn bind_portal(port: u16) -> anyhow::Result<Vec<TcpListener>> {
+    let fix = || format!("binding the portal to port {port} (fix: stop whatever uses it, or change [portal] port)");
+    let v4 = TcpListener::bind(SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)))
+        .await
+        .with_context(fix)?;
+    let mut listeners = vec![v4];
+    match bind_v6_only(port) {
+        Ok(v6) => listeners.push(v6),
+        // EAFNOSUPPORT / EADDRNOTAVAIL: this kernel or namespace has no IPv6.
+        Err(e) if matches!(e.raw_os_error(), Some(97 | 99)) => {
+            tracing::info!("IPv6 is not available here; the portal listens on IPv4 only");
+        }
+        Err(e) => return Err(e).with_context(fix),
     }
+    Ok(listeners)
+}
+
+fn bind_v6_only(port: u16) -> std::io::Result<TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::IPV6, Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_only_v6(true)?;
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&SocketAddr::from((Ipv6Addr::UNSPECIFIED, port)).into())?;
+    socket.listen(1024)?;
+    TcpListener::from_std(socket.into())
 }
 
 fn bind_control(path: &Path) -> anyhow::Result<UnixListener> {

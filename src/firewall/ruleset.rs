@@ -59,11 +59,13 @@ table inet {TABLE} {{
 		flags timeout{elements}
 	}}
 
+	# The portal port is for guests (and loopback) only: the WAN and staff sides are refused.
 	# Guests may reach only DHCP, DNS, ICMP/ND and the portal on the router itself. There is no
 	# blanket "established" accept: a connection opened while the table was missing ends when
 	# the table is back.
 	chain input {{
 		type filter hook input priority filter - 10; policy accept;
+		iifname != {{ "{guest}", "lo" }} tcp dport {port} reject with tcp reset
 		iifname != "{guest}" accept
 		meta l4proto {{ icmp, ipv6-icmp }} accept
 		udp dport {{ 67, 547 }} accept

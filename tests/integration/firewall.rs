@@ -253,8 +253,8 @@ fn deleted_table_is_restored_with_accepted_clients() {
     let (ok, _, err) = lab.gw(&["nft", "flush", "chain", "inet", "aupgate", "forward"]);
     assert!(ok, "{err}");
     wait_until("flushed chain restored", Duration::from_secs(5), || {
-        gw.nft_list("inet", "aupgate")
-            .is_some_and(|t| t.contains("reject with tcp reset") && t.matches("reject with tcp reset").count() == 2)
+        let (_, chain, _) = lab.gw(&["nft", "list", "chain", "inet", "aupgate", "forward"]);
+        chain.contains("reject with tcp reset")
     });
     assert!(gw.log_text().contains("was changed from outside"));
     assert_closed(c2);
@@ -411,4 +411,38 @@ fn a_failing_step_during_accept_opens_nothing() {
     std::thread::sleep(Duration::from_millis(2500));
     assert_closed(c1);
     assert!(gw.log_text().contains("simulated"), "the tool's own message is logged");
+}
+
+/// Invariant 6's sibling: the portal is for the guest side only. From the "internet" (the WAN
+/// side) neither the router's WAN nor its guest address answers on the portal port, while
+/// guests still reach it and the router's own loopback does too.
+#[test]
+fn the_portal_is_not_reachable_from_other_interfaces() {
+    let Some(lab) = Lab::new(1) else { return };
+    let _gw = Gateway::start(&lab);
+    for target in ["198.51.100.1", "192.0.2.1"] {
+        let (ok, _, _) = crate::netns::sh(&[
+            "ip",
+            "netns",
+            "exec",
+            &lab.net,
+            "curl",
+            "-s",
+            "--max-time",
+            "5",
+            &format!("http://{target}:8080/"),
+        ]);
+        assert!(!ok, "portal answered the WAN side on {target}");
+    }
+    assert_eq!(get(&lab.clients[0], "http://192.0.2.1:8080/", &[]).unwrap().status, 200);
+    let (ok, _, _) = lab.gw(&[
+        "curl",
+        "-s",
+        "-o",
+        "/dev/null",
+        "--max-time",
+        "5",
+        "http://127.0.0.1:8080/",
+    ]);
+    assert!(ok, "loopback on the router still reaches the portal");
 }
