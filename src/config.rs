@@ -88,6 +88,7 @@ struct RawGuest {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawPortal {
+    hostname: Option<String>,
     port: Option<u16>,
     assets: Option<PathBuf>,
     policy: Option<PathBuf>,
@@ -149,6 +150,9 @@ pub struct Guest {
 /// The portal web server.
 #[derive(Debug, Clone)]
 pub struct Portal {
+    /// The portal's DNS name on the guest network (lower-case), used in every URL aupgate hands
+    /// out; `None` means URLs use `[guest] address`.
+    pub hostname: Option<String>,
     /// TCP port the portal listens on; guests' tcp/80 is redirected here.
     pub port: u16,
     /// Optional folder whose files override the built-in assets.
@@ -243,6 +247,20 @@ impl Config {
                 )
             })?),
         };
+        let hostname = match raw.portal.hostname {
+            None => None,
+            Some(h) => {
+                let h = h.trim().trim_end_matches('.').to_ascii_lowercase();
+                if !valid_hostname(&h) {
+                    return Err(ConfigError::invalid(
+                        "portal.hostname",
+                        format!("{h:?} is not a DNS name"),
+                        "use the name your guest DNS (dnsmasq) answers with the router's guest address, e.g. \"wifi.claremont.sch.uk\"",
+                    ));
+                }
+                Some(h)
+            }
+        };
         let port = raw.portal.port.unwrap_or(Portal::DEFAULT_PORT);
         if port == 0 {
             return Err(ConfigError::invalid(
@@ -264,6 +282,7 @@ impl Config {
                 address6,
             },
             portal: Portal {
+                hostname,
                 port,
                 assets: raw.portal.assets,
                 policy: raw.portal.policy,
@@ -281,11 +300,20 @@ impl Config {
 
     /// The portal's own URL as guests are redirected to it.
     pub fn portal_url(&self) -> String {
+        let host = self.portal_host();
         if self.portal.port == 80 {
-            format!("http://{}/", self.guest.address)
+            format!("http://{host}/")
         } else {
-            format!("http://{}:{}/", self.guest.address, self.portal.port)
+            format!("http://{host}:{}/", self.portal.port)
         }
+    }
+
+    /// The host part of every URL aupgate hands out: `[portal] hostname`, else the address.
+    pub fn portal_host(&self) -> String {
+        self.portal
+            .hostname
+            .clone()
+            .unwrap_or_else(|| self.guest.address.to_string())
     }
 }
 
@@ -296,6 +324,21 @@ fn valid_interface_name(name: &str) -> bool {
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'@' | b':'))
+}
+
+/// RFC 1123 host names: dot-separated labels of letters, digits and inner hyphens, at least two
+/// labels (a bare name would not resolve everywhere), at most 253 bytes.
+fn valid_hostname(name: &str) -> bool {
+    let labels: Vec<&str> = name.split('.').collect();
+    name.len() <= 253
+        && labels.len() >= 2
+        && labels.iter().all(|l| {
+            (1..=63).contains(&l.len())
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+        })
+        && !labels.last().is_some_and(|l| l.bytes().all(|b| b.is_ascii_digit()))
 }
 
 fn one_line(message: &str) -> String {
@@ -353,6 +396,22 @@ address = "10.50.0.1"
                 .to_string();
             assert!(e.contains(key), "{e}");
             assert!(e.contains("fix"), "{e}");
+        }
+    }
+
+    #[test]
+    fn hostname_is_used_in_urls_and_validated() {
+        let c = Config::parse(
+            &format!("{GOOD}[portal]\nhostname = \"WiFi.Claremont.sch.uk.\"\n"),
+            Path::new("t"),
+        )
+        .unwrap();
+        assert_eq!(c.portal_url(), "http://wifi.claremont.sch.uk:8080/");
+        for bad in ["portal", "-a.example", "a..example", "a b.example", "10.0.0.1"] {
+            let e = Config::parse(&format!("{GOOD}[portal]\nhostname = \"{bad}\"\n"), Path::new("t"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("portal.hostname"), "{bad}: {e}");
         }
     }
 

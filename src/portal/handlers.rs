@@ -57,6 +57,15 @@ fn for_portal(st: &PortalState, headers: &HeaderMap) -> bool {
         _ => host,
     };
     let host = host.trim_start_matches('[').trim_end_matches(']');
+    if st
+        .config
+        .portal
+        .hostname
+        .as_deref()
+        .is_some_and(|name| host.trim_end_matches('.').eq_ignore_ascii_case(name))
+    {
+        return true;
+    }
     match host.parse::<IpAddr>() {
         Ok(ip) => ip == IpAddr::V4(st.config.guest.address) || Some(ip) == st.config.guest.address6.map(IpAddr::V6),
         Err(_) => false,

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use jiff::{SignedDuration, Timestamp};
 use serde_json::Value;
 
-use crate::netns::{Client, GW_V4, INTERNET_BODY, Lab, NET_V4, sh};
+use crate::netns::{Client, GW_V4, GW_V6, INTERNET_BODY, Lab, NET_V4, sh};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_aupgate");
 
@@ -34,7 +34,7 @@ dsl_contact = "Jenny James (DSL), via the school office"
 [guest]
 interface = "guest0"
 address = "{GW_V4}"
-address6 = "2001:db8:2::1"
+address6 = "{GW_V6}"
 
 [portal]
 port = 8080

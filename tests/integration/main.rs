@@ -5,6 +5,7 @@
 //!   restarts and crashes, revoke, expiry, table restore, other tables untouched).
 //! - `portal`: a guest's path through the portal over real TCP, bad input included.
 //! - `cli`: `check` and the CLI's own errors.
+//! - `probes`: the OS captive-portal probes through real DNS, v4 and v6, before and after.
 //! - `browser`: the guest flow in Debian's Chromium with JavaScript off, at 360 px.
 //!
 //! Tests that need root skip with a message when not root; with AUPGATE_REQUIRE_NETNS=1 (set by
@@ -23,3 +24,4 @@ mod firewall;
 mod harness;
 mod netns;
 mod portal;
+mod probes;

@@ -5,7 +5,9 @@
 //!  c2 (02:00:00:00:00:12, .12) ─┼─ ap (bridge br0) ── guest0 ┌─ gw ─┐ wan0 ── eth0  net 198.51.100.2
 //!  c3 (02:00:00:00:00:13, .13) ─┘                    192.0.2.1└──────┘198.51.100.1   (HTTP on :80)
 //! ```
-//! IPv6 alike: guests 2001:db8:2::/64 (gateway ::1), internet 2001:db8:51::/64.
+//! IPv6 alike, on ULA prefixes: guests fd00:aa:2::/64 (gateway ::1), internet fd00:aa:51::/64.
+//! The internet host answers as the OS captive-probe hosts too (internet.py); `start_dns` adds
+//! real DNS (dnsmasq) on the gateway.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -13,9 +15,9 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 pub const GW_V4: &str = "192.0.2.1";
-pub const GW_V6: &str = "2001:db8:2::1";
+pub const GW_V6: &str = "fd00:aa:2::1";
 pub const NET_V4: &str = "198.51.100.2";
-pub const NET_V6: &str = "2001:db8:51::2";
+pub const NET_V6: &str = "fd00:aa:51::2";
 pub const INTERNET_BODY: &str = "INTERNET-OK";
 
 /// Runs `args` and returns (success, stdout, stderr).
@@ -72,7 +74,8 @@ pub struct Lab {
     pub net: String,
     pub clients: Vec<Client>,
     namespaces: Vec<String>,
-    http: Option<Child>,
+    children: Vec<Child>,
+    etc_netns: Vec<PathBuf>,
     pub dir: tempfile::TempDir,
 }
 
@@ -97,7 +100,8 @@ impl Lab {
             net: format!("{prefix}net"),
             clients: Vec::new(),
             namespaces: Vec::new(),
-            http: None,
+            children: Vec::new(),
+            etc_netns: Vec::new(),
             dir: tempfile::tempdir().unwrap(),
             prefix,
         };
@@ -132,7 +136,7 @@ impl Lab {
             (
                 &gw,
                 "wan0",
-                ["198.51.100.1/24".to_owned(), "2001:db8:51::1/64".to_owned()],
+                ["198.51.100.1/24".to_owned(), "fd00:aa:51::1/64".to_owned()],
             ),
             (&net, "eth0", [format!("{NET_V4}/24"), format!("{NET_V6}/64")]),
         ] {
@@ -159,9 +163,9 @@ impl Lab {
             "-6",
             "route",
             "add",
-            "2001:db8:2::/64",
+            "fd00:aa:2::/64",
             "via",
-            "2001:db8:51::1",
+            "fd00:aa:51::1",
         ]);
         // The access point: a plain bridge.
         must(&["ip", "-n", &ap, "link", "add", "br0", "type", "bridge"]);
@@ -179,7 +183,7 @@ impl Lab {
                 ns: ns.clone(),
                 mac: format!("02:00:00:00:00:{:02x}", 0x10 + i),
                 v4: format!("192.0.2.{}", 10 + i),
-                v6: format!("2001:db8:2::{}", 10 + i),
+                v6: format!("fd00:aa:2::{}", 10 + i),
             };
             must(&["ip", "-n", &ns, "link", "set", "eth0", "address", &c.mac]);
             must(&["ip", "-n", &ns, "addr", "add", &format!("{}/24", c.v4), "dev", "eth0"]);
@@ -203,28 +207,15 @@ impl Lab {
     }
 
     fn start_internet(&mut self) {
-        let www = self.dir.path().join("www");
-        std::fs::create_dir_all(&www).unwrap();
-        std::fs::write(www.join("index.html"), INTERNET_BODY).unwrap();
+        let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/integration/internet.py");
         let child = Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &self.net,
-                "python3",
-                "-m",
-                "http.server",
-                "80",
-                "--bind",
-                "::",
-                "--directory",
-            ])
-            .arg(&www)
+            .args(["netns", "exec", &self.net, "python3"])
+            .arg(&script)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .expect("python3 http.server");
-        self.http = Some(child);
+            .expect("python3 internet.py");
+        self.children.push(child);
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
             let (ok, body, _) = sh(&[
@@ -246,6 +237,57 @@ impl Lab {
         panic!("the internet namespace's HTTP server did not start");
     }
 
+    /// Starts dnsmasq on the gateway's guest interface as the guests' DNS server: `names` resolve
+    /// to the internet host (v4 and v6), `portal` to the gateway; every client's resolv.conf
+    /// (per namespace, under /etc/netns, removed on drop) points at it.
+    pub fn start_dns(&mut self, names: &[&str], portal: &str) {
+        let mut args: Vec<String> = [
+            "netns",
+            "exec",
+            &self.gw,
+            "dnsmasq",
+            "--keep-in-foreground",
+            "--conf-file=/dev/null",
+            "--no-resolv",
+            "--no-hosts",
+            "--bind-interfaces",
+            "--interface=guest0",
+            "--log-facility=-",
+        ]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+        args.push(format!("--pid-file={}", self.path("dnsmasq.pid").display()));
+        for name in names {
+            args.push(format!("--address=/{name}/{NET_V4}"));
+            args.push(format!("--address=/{name}/{NET_V6}"));
+        }
+        args.push(format!("--address=/{portal}/{GW_V4}"));
+        args.push(format!("--address=/{portal}/{GW_V6}"));
+        let child = Command::new("ip")
+            .args(&args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("dnsmasq");
+        self.children.push(child);
+        for c in &self.clients {
+            let dir = PathBuf::from("/etc/netns").join(&c.ns);
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(dir.join("resolv.conf"), format!("nameserver {GW_V4}\n")).unwrap();
+            self.etc_netns.push(dir);
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            let (ok, out, _) = self.clients[0].run(&["getent", "ahostsv4", portal]);
+            if ok && out.contains(GW_V4) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("dnsmasq on the gateway does not answer");
+    }
+
     /// Runs a command in the gateway namespace.
     pub fn gw(&self, args: &[&str]) -> (bool, String, String) {
         let mut full = vec!["ip", "netns", "exec", &self.gw];
@@ -261,9 +303,12 @@ impl Lab {
 
 impl Drop for Lab {
     fn drop(&mut self) {
-        if let Some(mut child) = self.http.take() {
+        for child in &mut self.children {
             let _ = child.kill();
             let _ = child.wait();
+        }
+        for dir in &self.etc_netns {
+            let _ = std::fs::remove_dir_all(dir);
         }
         for ns in self.namespaces.iter().rev() {
             let _ = Command::new("ip").args(["netns", "del", ns]).status();
