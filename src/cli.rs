@@ -317,6 +317,7 @@ fn check(path: &Path) -> anyhow::Result<()> {
     };
     let mut config_problems: Vec<String> = Vec::new();
     let mut machine_problems: Vec<String> = Vec::new();
+    let mut warnings: Vec<String> = Vec::new();
     let iface = &config.guest.interface;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -331,6 +332,19 @@ fn check(path: &Path) -> anyhow::Result<()> {
             ("guest.address", Some(IpAddr::V4(config.guest.address))),
             ("guest.address6", config.guest.address6.map(IpAddr::V6)),
         ];
+        // A dual-stack guest network the config is silent about: guests can use IPv6 (they stay
+        // closed over it, but the portal cannot be named there), so say so.
+        let global_v6: Vec<String> = have
+            .iter()
+            .filter(|ip| matches!(ip, IpAddr::V6(v6) if (v6.segments()[0] & 0xffc0) != 0xfe80))
+            .map(ToString::to_string)
+            .collect();
+        if config.guest.address6.is_none() && !global_v6.is_empty() {
+            warnings.push(format!(
+                "warning: config key guest.address6 is not set, but {iface} has IPv6 ({}) (fix: set guest.address6 to the router's address there, so guests on IPv6 are sent to the portal by it)",
+                global_v6.join(", ")
+            ));
+        }
         for (key, want) in wanted.iter().filter_map(|(k, w)| w.map(|w| (k, w))) {
             if !have.contains(&want) {
                 let list: Vec<String> = have.iter().map(ToString::to_string).collect();
@@ -365,7 +379,7 @@ fn check(path: &Path) -> anyhow::Result<()> {
     if let Err(e) = probe {
         machine_problems.push(format!("firewall: {e}"));
     }
-    for p in config_problems.iter().chain(&machine_problems) {
+    for p in config_problems.iter().chain(&machine_problems).chain(&warnings) {
         println!("{p}");
     }
     let problems = config_problems.len() + machine_problems.len();

@@ -65,6 +65,24 @@ fn check_passes_on_a_good_gateway_and_cli_needs_the_daemon() {
     let (ok, out, err) = lab.gw(&[BIN, "check", "--config", config.to_str().unwrap()]);
     assert!(ok, "check on a good gateway: {out}{err}");
     assert!(out.contains("OK"), "{out}");
+    // A dual-stack guest interface with no address6 configured: a warning, not a failure.
+    let v4_only = lab.path("v4only.toml");
+    std::fs::write(
+        &v4_only,
+        config_text(&lab)
+            .lines()
+            .filter(|l| !l.starts_with("address6"))
+            .collect::<Vec<_>>()
+            .join("\n"),
+    )
+    .unwrap();
+    let (ok, out, err) = lab.gw(&[BIN, "check", "--config", v4_only.to_str().unwrap()]);
+    assert!(ok, "{out}{err}");
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("warning: config key guest.address6") && l.contains("fd00:aa:2::1")),
+        "{out}"
+    );
     // An address the guest interface does not have is caught, naming the key and what it has.
     let wrong = lab.path("wrong.toml");
     std::fs::write(
