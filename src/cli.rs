@@ -361,6 +361,9 @@ fn check(path: &Path) -> anyhow::Result<()> {
     if let Err(e) = assets::templates(config.portal.assets.as_deref()) {
         config_problems.push(e.to_string());
     }
+    if let Some(Err(e)) = config.portal.tls.as_ref().map(crate::portal::tls::server_config) {
+        config_problems.push(e.to_string());
+    }
     if let Err(e) = check_store(&config.store_path) {
         config_problems.push(format!("config key store.path: {e:#}"));
     }
@@ -428,7 +431,10 @@ pub fn exit_status(e: &anyhow::Error) -> u8 {
     if let Some(c) = e.downcast_ref::<CheckFailed>() {
         return if c.config { 78 } else { 69 };
     }
-    if e.downcast_ref::<ConfigError>().is_some() || e.downcast_ref::<assets::AssetError>().is_some() {
+    if e.downcast_ref::<ConfigError>().is_some()
+        || e.downcast_ref::<assets::AssetError>().is_some()
+        || e.downcast_ref::<crate::portal::tls::TlsError>().is_some()
+    {
         return 78;
     }
     if e.downcast_ref::<UsageError>().is_some() {

@@ -90,6 +90,9 @@ struct RawGuest {
 struct RawPortal {
     hostname: Option<String>,
     port: Option<u16>,
+    https_port: Option<u16>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
     assets: Option<PathBuf>,
     policy: Option<PathBuf>,
 }
@@ -155,13 +158,28 @@ pub struct Portal {
     pub hostname: Option<String>,
     /// TCP port the portal listens on; guests' tcp/80 is redirected here.
     pub port: u16,
+    /// HTTPS for the portal and the captive-portal API; `None` when no certificate is set.
+    pub tls: Option<Tls>,
     /// Optional folder whose files override the built-in assets.
     pub assets: Option<PathBuf>,
     /// Optional policy Markdown file; `None` means the built-in example policy.
     pub policy: Option<PathBuf>,
 }
 
+/// The portal's HTTPS listener.
+#[derive(Debug, Clone)]
+pub struct Tls {
+    /// TCP port (default 443).
+    pub port: u16,
+    /// PEM certificate chain for `[portal] hostname`.
+    pub cert: PathBuf,
+    /// PEM private key.
+    pub key: PathBuf,
+}
+
 impl Portal {
+    /// Default HTTPS port.
+    pub const DEFAULT_HTTPS_PORT: u16 = 443;
     /// Default portal port.
     pub const DEFAULT_PORT: u16 = 8080;
 }
@@ -269,6 +287,45 @@ impl Config {
                 "choose a free TCP port such as 8080",
             ));
         }
+        let tls = match (raw.portal.tls_cert, raw.portal.tls_key) {
+            (None, None) => None,
+            (Some(_), None) => {
+                return Err(ConfigError::invalid(
+                    "portal.tls_key",
+                    "is missing while portal.tls_cert is set",
+                    "set both, or neither to leave HTTPS off",
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(ConfigError::invalid(
+                    "portal.tls_cert",
+                    "is missing while portal.tls_key is set",
+                    "set both, or neither to leave HTTPS off",
+                ));
+            }
+            (Some(cert), Some(key)) => {
+                if hostname.is_none() {
+                    return Err(ConfigError::invalid(
+                        "portal.hostname",
+                        "is needed for HTTPS (certificates name a host, not an address)",
+                        "set it to the name in the certificate",
+                    ));
+                }
+                let https_port = raw.portal.https_port.unwrap_or(Portal::DEFAULT_HTTPS_PORT);
+                if https_port == 0 || https_port == port {
+                    return Err(ConfigError::invalid(
+                        "portal.https_port",
+                        format!("{https_port} cannot be used"),
+                        "choose a free port other than portal.port, normally 443",
+                    ));
+                }
+                Some(Tls {
+                    port: https_port,
+                    cert,
+                    key,
+                })
+            }
+        };
         Ok(Self {
             school: School {
                 name,
@@ -284,6 +341,7 @@ impl Config {
             portal: Portal {
                 hostname,
                 port,
+                tls,
                 assets: raw.portal.assets,
                 policy: raw.portal.policy,
             },
@@ -305,6 +363,15 @@ impl Config {
             format!("http://{host}/")
         } else {
             format!("http://{host}:{}/", self.portal.port)
+        }
+    }
+
+    /// The portal page over HTTPS (for the captive-portal API), or plain HTTP when HTTPS is off.
+    pub fn portal_https_url(&self, path: &str) -> String {
+        match &self.portal.tls {
+            Some(tls) if tls.port == 443 => format!("https://{}{path}", self.portal_host()),
+            Some(tls) => format!("https://{}:{}{path}", self.portal_host(), tls.port),
+            None => format!("{}{}", self.portal_url().trim_end_matches('/'), path),
         }
     }
 
@@ -413,6 +480,27 @@ address = "10.50.0.1"
                 .to_string();
             assert!(e.contains("portal.hostname"), "{bad}: {e}");
         }
+    }
+
+    #[test]
+    fn tls_keys_come_in_pairs_and_need_a_hostname() {
+        let with = |extra: &str| Config::parse(&format!("{GOOD}[portal]\n{extra}"), Path::new("t"));
+        let c = with("hostname = \"wifi.school.test\"\ntls_cert = \"c.pem\"\ntls_key = \"k.pem\"\n").unwrap();
+        assert_eq!(c.portal.tls.as_ref().unwrap().port, 443);
+        assert_eq!(
+            c.portal_https_url("/api/captive"),
+            "https://wifi.school.test/api/captive"
+        );
+        let e = with("hostname = \"wifi.school.test\"\ntls_cert = \"c.pem\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("portal.tls_key"), "{e}");
+        let e = with("tls_cert = \"c.pem\"\ntls_key = \"k.pem\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("portal.hostname"), "{e}");
+        assert!(with("").unwrap().portal.tls.is_none());
+        assert_eq!(with("").unwrap().portal_https_url("/x"), "http://10.50.0.1:8080/x");
     }
 
     #[test]

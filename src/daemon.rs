@@ -61,7 +61,24 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         tracing::info!(devices = outdated.len(), policy = %&policy.hash[..12], "policy changed: accepted devices must accept the new policy");
     }
 
-    let portal_listeners = bind_portal(config.portal.port).await?;
+    // TLS first: a bad certificate is a configuration error, found before anything is bound.
+    let tls = match &config.portal.tls {
+        Some(tls) => Some((
+            tls.port,
+            tokio_rustls::TlsAcceptor::from(portal::tls::server_config(tls)?),
+        )),
+        None => None,
+    };
+    let mut portal_listeners: Vec<_> = bind_portal(config.portal.port)
+        .await?
+        .into_iter()
+        .map(|l| (l, None))
+        .collect();
+    if let Some((port, acceptor)) = &tls {
+        for l in bind_portal(*port).await? {
+            portal_listeners.push((l, Some(acceptor.clone())));
+        }
+    }
     let control_listener = bind_control(&config.control_socket)?;
 
     let writer = Writer::new(
@@ -71,6 +88,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         TableSpec {
             interface: config.guest.interface.clone(),
             portal_port: config.portal.port,
+            https_port: config.portal.tls.as_ref().map(|t| t.port),
         },
     );
     let devices = writer
@@ -99,7 +117,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let portal_app = portal::router(portal_state);
     let portal_tasks: Vec<_> = portal_listeners
         .into_iter()
-        .map(|l| tokio::spawn(portal::serve(l, portal_app.clone(), shutdown_rx.clone())))
+        .map(|(l, tls)| tokio::spawn(portal::serve(l, portal_app.clone(), tls, shutdown_rx.clone())))
         .collect();
     let admin = AdminState {
         store: store.clone(),

@@ -100,6 +100,8 @@ pub struct TableSpec {
     pub interface: String,
     /// The portal port.
     pub portal_port: u16,
+    /// The portal's HTTPS port, if HTTPS is on.
+    pub https_port: Option<u16>,
 }
 
 enum Command {
@@ -190,6 +192,7 @@ impl<F: Firewall> Writer<F> {
         let ruleset = Ruleset {
             interface: self.spec.interface.clone(),
             portal_port: self.spec.portal_port,
+            https_port: self.spec.https_port,
             allowed: allowed
                 .into_iter()
                 .map(|(mac, until)| (mac, until.duration_since(now)))

@@ -19,6 +19,8 @@ pub struct Ruleset {
     pub interface: String,
     /// Portal port; guests' tcp/80 is redirected here.
     pub portal_port: u16,
+    /// The portal's HTTPS port, if HTTPS is on.
+    pub https_port: Option<u16>,
     /// Accepted devices and how long each has left.
     pub allowed: Vec<(MacAddr, SignedDuration)>,
 }
@@ -38,8 +40,13 @@ impl Ruleset {
         let Self {
             interface: guest,
             portal_port: port,
+            https_port,
             allowed,
         } = self;
+        let ports = match https_port {
+            Some(https) => format!("{{ {port}, {https} }}"),
+            None => port.to_string(),
+        };
         let mut elements = String::new();
         if !allowed.is_empty() {
             let list: Vec<String> = allowed
@@ -65,12 +72,12 @@ table inet {TABLE} {{
 	# the table is back.
 	chain input {{
 		type filter hook input priority filter - 10; policy accept;
-		iifname != {{ "{guest}", "lo" }} tcp dport {port} reject with tcp reset
+		iifname != {{ "{guest}", "lo" }} tcp dport {ports} reject with tcp reset
 		iifname != "{guest}" accept
 		meta l4proto {{ icmp, ipv6-icmp }} accept
 		udp dport {{ 67, 547 }} accept
 		meta l4proto {{ tcp, udp }} th dport 53 accept
-		tcp dport {port} accept
+		tcp dport {ports} accept
 		meta l4proto tcp reject with tcp reset
 		reject with icmpx admin-prohibited
 	}}
@@ -108,6 +115,7 @@ mod tests {
         let mut r = Ruleset {
             interface: "guest0".into(),
             portal_port: 8080,
+            https_port: None,
             allowed: vec![],
         };
         assert_eq!(r.script(), include_str!("../../tests/fixtures/ruleset-empty.nft"));
@@ -116,6 +124,24 @@ mod tests {
             ("02:00:00:00:00:12".parse().unwrap(), SignedDuration::from_millis(10)),
         ];
         assert_eq!(r.script(), include_str!("../../tests/fixtures/ruleset-two.nft"));
+    }
+
+    #[test]
+    fn https_port_is_open_to_guests_and_refused_elsewhere() {
+        let r = Ruleset {
+            interface: "guest0".into(),
+            portal_port: 8080,
+            https_port: Some(443),
+            allowed: vec![],
+        };
+        let script = r.script();
+        assert!(
+            script.contains("iifname != { \"guest0\", \"lo\" } tcp dport { 8080, 443 } reject with tcp reset"),
+            "{script}"
+        );
+        assert!(script.contains("\t\ttcp dport { 8080, 443 } accept"), "{script}");
+        // Guests' own port 443 traffic to the internet is not redirected, only refused.
+        assert!(!script.contains("dport 443 redirect"));
     }
 
     #[test]
@@ -134,6 +160,7 @@ fn write_golden_files() {
     let mut r = Ruleset {
         interface: "guest0".into(),
         portal_port: 8080,
+        https_port: None,
         allowed: vec![],
     };
     std::fs::write("tests/fixtures/ruleset-empty.nft", r.script()).unwrap();

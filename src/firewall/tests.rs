@@ -49,6 +49,7 @@ fn setup() -> (Store, ManualClock, FakeFirewall, Writer<FakeFirewall>) {
         TableSpec {
             interface: "guest0".into(),
             portal_port: 8080,
+            https_port: None,
         },
     );
     (store, clock, fake, writer)

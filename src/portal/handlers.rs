@@ -34,6 +34,15 @@ pub(super) async fn terms(State(st): State<PortalState>, headers: HeaderMap) -> 
     terms_page(&st, &Typed::default(), "")
 }
 
+/// GET /policy: the policy alone (the API's `venue-info-url`).
+pub(super) async fn policy(State(st): State<PortalState>) -> Response {
+    st.pages.render(
+        StatusCode::OK,
+        "policy.html",
+        minijinja::context! { policy_html => minijinja::Value::from_safe_string(st.policy.html.clone()) },
+    )
+}
+
 /// Everything else: 302 to the portal page (what every OS's captive-portal check expects).
 pub(super) async fn to_portal(State(st): State<PortalState>) -> Response {
     redirect(&st)

@@ -2,9 +2,11 @@
 //! shows the policy and one form; POST /accept records consent and only then opens the firewall.
 //! It never reaches admin state: `PortalState` holds only what guests' requests need.
 
+pub mod api;
 mod form;
 mod handlers;
 mod serve;
+pub mod tls;
 
 pub use serve::{HEADER_TIMEOUT, MAX_PER_CLIENT, MAX_TOTAL, serve};
 
@@ -51,6 +53,8 @@ pub struct PortalState {
 pub fn router(state: PortalState) -> Router {
     Router::new()
         .route("/", get(handlers::terms))
+        .route("/policy", get(handlers::policy))
+        .route("/api/captive", get(api::captive))
         .route("/accept", get(handlers::to_portal).post(handlers::accept))
         .fallback(handlers::to_portal)
         .layer(DefaultBodyLimit::max(MAX_BODY))

@@ -13,9 +13,10 @@ use axum::extract::ConnectInfo;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
+use tokio_rustls::TlsAcceptor;
 use tower::Service as _;
 
 /// A client must send a complete request head within this time.
@@ -28,6 +29,23 @@ pub const MAX_TOTAL: usize = 512;
 const DRAIN: Duration = Duration::from_secs(5);
 
 type Counts = Arc<Mutex<HashMap<IpAddr, usize>>>;
+
+/// Serves one HTTP/1.1 connection (plain or TLS) with the header-read timeout, until it ends
+/// or a graceful shutdown finishes it.
+async fn run_connection<I>(io: I, app: Router, peer: SocketAddr, watcher: Watcher) -> Result<(), hyper::Error>
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
+        req.extensions_mut().insert(ConnectInfo(peer));
+        app.clone().call(req)
+    });
+    let conn = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT)
+        .serve_connection(TokioIo::new(io), service);
+    watcher.watch(conn).await
+}
 
 /// One client's slot; frees itself on drop.
 struct Slot {
@@ -62,8 +80,9 @@ impl Drop for Slot {
     }
 }
 
-/// Serves `app` on `listener` until `shutdown` turns true, then drains for up to 5 s.
-pub async fn serve(listener: TcpListener, app: Router, mut shutdown: watch::Receiver<bool>) {
+/// Serves `app` on `listener` (over TLS when `tls` is given) until `shutdown` turns true, then
+/// drains for up to 5 s. The TLS handshake counts against the same header timeout.
+pub async fn serve(listener: TcpListener, app: Router, tls: Option<TlsAcceptor>, mut shutdown: watch::Receiver<bool>) {
     let graceful = GracefulShutdown::new();
     let total = Arc::new(Semaphore::new(MAX_TOTAL));
     let counts: Counts = Arc::default();
@@ -91,18 +110,22 @@ pub async fn serve(listener: TcpListener, app: Router, mut shutdown: watch::Rece
             continue;
         };
         let app = app.clone();
-        let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
-            req.extensions_mut().insert(ConnectInfo(peer));
-            app.clone().call(req)
-        });
-        let conn = http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(HEADER_TIMEOUT)
-            .serve_connection(TokioIo::new(stream), service);
-        let conn = graceful.watch(conn);
+        let watcher = graceful.watcher();
+        let tls = tls.clone();
         tokio::spawn(async move {
-            // Errors here are the client's (reset, timeout, malformed HTTP): nothing to log above debug.
-            if let Err(e) = conn.await {
+            // Errors here are the client's (reset, timeout, bad TLS or HTTP): nothing above debug.
+            let result = match tls {
+                None => run_connection(stream, app, peer, watcher).await,
+                Some(acceptor) => match tokio::time::timeout(HEADER_TIMEOUT, acceptor.accept(stream)).await {
+                    Ok(Ok(stream)) => run_connection(stream, app, peer, watcher).await,
+                    Ok(Err(e)) => {
+                        tracing::debug!(client = %peer.ip(), error = %e, "TLS handshake failed");
+                        Ok(())
+                    }
+                    Err(_) => Ok(()),
+                },
+            };
+            if let Err(e) = result {
                 tracing::debug!(client = %peer.ip(), error = %e, "portal connection ended");
             }
             drop((permit, slot));

@@ -75,6 +75,7 @@ async fn lab() -> Lab {
         TableSpec {
             interface: "guest0".into(),
             portal_port: 8080,
+            https_port: None,
         },
     );
     writer.reconcile_all().await.unwrap();

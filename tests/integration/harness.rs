@@ -234,9 +234,14 @@ pub fn reaches_internet(client: &Client) -> bool {
 
 /// Asserts `client` is closed: plain HTTP goes to the portal, other TCP is reset at once.
 pub fn assert_closed(client: &Client) {
+    assert_closed_to(client, &format!("http://{GW_V4}:8080/"));
+}
+
+/// `assert_closed`, for a gateway whose portal URL is `portal`.
+pub fn assert_closed_to(client: &Client, portal: &str) {
     let a = get(client, &format!("http://{NET_V4}/"), &[]).expect("HTTP from a closed client must be answered");
     assert_eq!(a.status, 302, "closed client's HTTP must be redirected: {a:?}");
-    assert_eq!(a.location, format!("http://{GW_V4}:8080/"));
+    assert_eq!(a.location, portal);
     assert!(!a.body.contains(INTERNET_BODY));
     let refused = get(client, &format!("http://{NET_V4}:443/"), &["--connect-timeout", "3"]);
     assert_eq!(

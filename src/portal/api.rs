@@ -1,0 +1,108 @@
+//! The captive-portal API (RFC 8908) at /api/captive: what this device's state is, as JSON, for
+//! the OS to show the portal and the time left without guessing from probe answers.
+
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use super::PortalState;
+
+/// The API's media type.
+pub const MEDIA_TYPE: &str = "application/captive+json";
+
+/// Whether an `Accept` header allows `application/captive+json`: a list of media ranges with
+/// parameters, where `q=0` refuses and the most specific matching range decides (RFC 9110).
+pub fn accepts_captive_json(accept: Option<&str>) -> bool {
+    let Some(accept) = accept.map(str::trim).filter(|a| !a.is_empty()) else {
+        return true;
+    };
+    // (specificity, q) of the best-matching range.
+    let mut best: Option<(u8, f32)> = None;
+    for range in accept.split(',') {
+        let mut parts = range.split(';').map(str::trim);
+        let media = parts.next().unwrap_or("").to_ascii_lowercase();
+        let mut q = 1.0_f32;
+        for param in parts {
+            if let Some((k, v)) = param.split_once('=')
+                && k.trim().eq_ignore_ascii_case("q")
+            {
+                q = v.trim().parse().unwrap_or(0.0);
+            }
+        }
+        let specificity = match media.as_str() {
+            MEDIA_TYPE => 3,
+            "application/*" => 2,
+            "*/*" => 1,
+            _ => continue,
+        };
+        if best.is_none_or(|(s, _)| specificity > s) {
+            best = Some((specificity, q));
+        }
+    }
+    best.is_some_and(|(_, q)| q > 0.0)
+}
+
+/// GET /api/captive.
+pub(super) async fn captive(
+    State(st): State<PortalState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Response {
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    if !accepts_captive_json(accept) {
+        return (
+            StatusCode::NOT_ACCEPTABLE,
+            [(header::CACHE_CONTROL, "private")],
+            format!("this resource is {MEDIA_TYPE}\n"),
+        )
+            .into_response();
+    }
+    let ip = peer.ip().to_canonical();
+    let now = st.clock.now();
+    // Unknown device, lookup failure or no open consent: captive (never open by mistake).
+    let until = match st.neighbours.lookup(ip).await {
+        Ok(Some(n)) => st.store.run(move |s| s.allowed_until(n.mac, now)).await.ok().flatten(),
+        _ => None,
+    };
+    let config = &st.config;
+    let mut body = json!({
+        "captive": until.is_none(),
+        "user-portal-url": config.portal_https_url("/"),
+        "venue-info-url": config.portal_https_url("/policy"),
+    });
+    if let Some(until) = until {
+        let left = until.duration_since(now).as_secs().max(0);
+        body["seconds-remaining"] = json!(left);
+        body["can-extend-session"] = json!(false);
+    }
+    let mut response = (StatusCode::OK, body.to_string()).into_response();
+    let h = response.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(MEDIA_TYPE));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("private"));
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::accepts_captive_json as ok;
+
+    #[test]
+    fn accept_header_is_parsed_not_compared() {
+        assert!(ok(None));
+        assert!(ok(Some("application/captive+json")));
+        assert!(ok(Some("Application/Captive+JSON; charset=utf-8")));
+        assert!(ok(Some("text/html, application/captive+json;q=0.5")));
+        assert!(ok(Some("application/json;q=0.9, */*;q=0.1")));
+        assert!(ok(Some("application/*")));
+        assert!(!ok(Some("text/html")));
+        assert!(!ok(Some("application/captive+json;q=0")));
+        assert!(!ok(Some("*/*;q=0")));
+        // The most specific range decides: refused by name even though */* is allowed.
+        assert!(!ok(Some("*/*, application/captive+json;q=0")));
+        assert!(ok(Some("application/*;q=0, application/captive+json")));
+        assert!(!ok(Some("application/captive+json;q=nonsense")));
+    }
+}
