@@ -5,6 +5,7 @@
 //!   restarts and crashes, revoke, expiry, table restore, other tables untouched).
 //! - `portal`: a guest's path through the portal over real TCP, bad input included.
 //! - `cli`: `check` and the CLI's own errors.
+//! - `dhcp`: the shipped dnsmasq snippet hands out the API URL (RFC 8910) to a real client.
 //! - `https`: HTTPS and the RFC 8908 API with a throwaway CA.
 //! - `probes`: the OS captive-portal probes through real DNS, v4 and v6, before and after.
 //! - `browser`: the guest flow in Debian's Chromium with JavaScript off, at 360 px.
@@ -21,6 +22,7 @@
 
 mod browser;
 mod cli;
+mod dhcp;
 mod firewall;
 mod harness;
 mod https;
