@@ -1,6 +1,7 @@
 //! RFC 8910: the shipped dnsmasq snippet (deploy/dnsmasq-guest.conf), with the lab's names and
 //! addresses put in, runs as the gateway's DHCP server; a real DHCP client (dhclient) in a
-//! client namespace receives the captive-portal API URL as DHCPv4 option 114.
+//! client namespace receives the captive-portal API URL as DHCPv4 option 114 and as DHCPv6
+//! option 103.
 
 use std::process::{Command, Stdio};
 
@@ -9,7 +10,7 @@ use crate::netns::{Lab, sh};
 const NAME: &str = "wifi.school.test";
 
 #[test]
-fn the_dnsmasq_snippet_sends_the_api_url_by_dhcp() {
+fn the_dnsmasq_snippet_sends_the_api_url_by_dhcp_v4_and_v6() {
     let Some(lab) = Lab::new(1) else { return };
     let shipped = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/dnsmasq-guest.conf")).unwrap();
     let conf = shipped
@@ -80,8 +81,60 @@ fn the_dnsmasq_snippet_sends_the_api_url_by_dhcp() {
         "-pf",
         lab.path("dhclient.pid").to_str().unwrap(),
     ]);
+    // DHCPv6 (stateless information request): option 103. dhclient writes no lease in this
+    // mode, so its script (which only records what it was given) shows what arrived.
+    let conf6 = lab.path("dhclient6.conf");
+    std::fs::write(
+        &conf6,
+        "option dhcp6.captive-portal code 103 = string;\nalso request dhcp6.captive-portal;\ntimeout 15;\n",
+    )
+    .unwrap();
+    let script = lab.path("record.sh");
+    let seen = lab.path("dhclient6.env");
+    std::fs::write(&script, format!("#!/bin/sh\nenv >> {}\n", seen.display())).unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let pid6 = lab.path("dhclient6.pid");
+    let (ok6, _, err6) = sh(&[
+        "ip",
+        "netns",
+        "exec",
+        &c1.ns,
+        "dhclient",
+        "-6",
+        "-S",
+        "-1",
+        "-v",
+        "-sf",
+        script.to_str().unwrap(),
+        "-cf",
+        conf6.to_str().unwrap(),
+        "-lf",
+        lab.path("dhclient6.leases").to_str().unwrap(),
+        "-pf",
+        pid6.to_str().unwrap(),
+        "eth0",
+    ]);
+    let _ = sh(&[
+        "ip",
+        "netns",
+        "exec",
+        &c1.ns,
+        "dhclient",
+        "-6",
+        "-x",
+        "-pf",
+        pid6.to_str().unwrap(),
+    ]);
     let _ = server.kill();
     let _ = server.wait();
+    let env6 = std::fs::read_to_string(&seen).unwrap_or_default();
+    assert!(ok6, "dhclient -6 failed: {err6}");
+    assert!(
+        env6.lines()
+            .any(|l| l == format!("new_dhcp6_captive_portal=https://{NAME}/api/captive")),
+        "option 103 missing:\n{env6}\n--- dnsmasq ---\n{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
     let leases = std::fs::read_to_string(&lease).unwrap_or_default();
     assert!(
         ok,
