@@ -346,19 +346,13 @@ fn a_changed_policy_must_be_accepted_again() {
     assert_eq!(accept(c1, &code, "Ann").status, 200);
     assert!(reaches_internet(c1));
 
-    gw.stop();
     let policy = lab.path("policy-v2.md");
     std::fs::write(
         &policy,
         "# Wi-Fi Acceptable Use Policy\n\nVersion 2: guest Wi-Fi is for training courses only.\n",
     )
     .unwrap();
-    let text = std::fs::read_to_string(&gw.config).unwrap().replace(
-        "port = 8080",
-        &format!("port = 8080\npolicy = \"{}\"", policy.display()),
-    );
-    std::fs::write(&gw.config, text).unwrap();
-    gw.start_again();
+    gw.restart_with_portal(&format!("policy = \"{}\"", policy.display()));
     assert_closed(c1);
     assert!(gw.sessions().is_empty());
     let page = get(c1, "http://192.0.2.1:8080/", &[]).unwrap();

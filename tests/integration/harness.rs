@@ -108,6 +108,16 @@ impl<'a> Gateway<'a> {
         }
     }
 
+    /// Stops the daemon, adds `lines` to the config's `[portal]` table, and starts it again.
+    pub fn restart_with_portal(&mut self, lines: &str) {
+        self.stop();
+        let text = std::fs::read_to_string(&self.config)
+            .unwrap()
+            .replace("[portal]\n", &format!("[portal]\n{lines}\n"));
+        std::fs::write(&self.config, text).unwrap();
+        self.start_again();
+    }
+
     pub fn log_text(&self) -> String {
         String::from_utf8_lossy(&std::fs::read(&self.log).unwrap_or_default()).into_owned()
     }

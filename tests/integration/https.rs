@@ -100,13 +100,9 @@ fn https_portal_and_captive_api_follow_the_device() {
     let (ca, cert, key) = throwaway_ca(lab.dir.path());
     lab.start_dns(&[], NAME);
     let mut gw = Gateway::start(&lab);
-    gw.stop();
-    let text = std::fs::read_to_string(&gw.config).unwrap().replace(
-        "[portal]\n",
-        &format!("[portal]\nhostname = \"{NAME}\"\nhttps_port = 443\ntls_cert = \"{cert}\"\ntls_key = \"{key}\"\n"),
-    );
-    std::fs::write(&gw.config, text).unwrap();
-    gw.start_again();
+    gw.restart_with_portal(&format!(
+        "hostname = \"{NAME}\"\nhttps_port = 443\ntls_cert = \"{cert}\"\ntls_key = \"{key}\""
+    ));
     let c1 = &lab.clients[0];
     let api = format!("https://{NAME}/api/captive");
 

@@ -100,12 +100,7 @@ fn every_os_probe_is_redirected_before_and_online_after_accepting() {
         .collect();
     lab.start_dns(&hosts, PORTAL_NAME);
     let mut gw = Gateway::start(&lab);
-    gw.stop();
-    let text = std::fs::read_to_string(&gw.config)
-        .unwrap()
-        .replace("[portal]\n", &format!("[portal]\nhostname = \"{PORTAL_NAME}\"\n"));
-    std::fs::write(&gw.config, text).unwrap();
-    gw.start_again();
+    gw.restart_with_portal(&format!("hostname = \"{PORTAL_NAME}\""));
     let c1 = &lab.clients[0];
     let portal = format!("http://{PORTAL_NAME}:8080/");
 
