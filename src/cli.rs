@@ -17,7 +17,7 @@ use crate::clients::{Course, CourseState, MacAddr, Session};
 use crate::clock::{Clock as _, SystemClock};
 use crate::config::{self, Config, ConfigError};
 use crate::firewall::NftFirewall;
-use crate::store::Store;
+use crate::store::{Role, Store};
 
 /// aupgate: guest Wi-Fi stays closed until a training-course guest accepts the Wi-Fi AUP.
 #[derive(Debug, Parser)]
@@ -47,6 +47,32 @@ pub enum Command {
     /// Devices that have accepted and are connected.
     #[command(subcommand)]
     Session(SessionCommand),
+    /// Staff accounts for the admin web UI.
+    #[command(subcommand)]
+    Admin(AdminCommand),
+}
+
+/// `aupgate admin …`
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Create an account; asks for the password twice on a terminal.
+    Add {
+        /// Sign-in name.
+        user: String,
+        /// staff (courses, live guests, revoke) or auditor (also the audit pages).
+        #[arg(long, default_value = "staff")]
+        role: String,
+        /// Read the password from standard input (one line) instead of the terminal.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// List accounts.
+    List,
+    /// Remove an account; it is signed out everywhere.
+    Remove {
+        /// Sign-in name.
+        user: String,
+    },
 }
 
 /// `aupgate course …`
@@ -121,6 +147,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Check => check(&cli.config),
         Command::Course(cmd) => course(&cli.config, cli.json, cmd),
         Command::Session(cmd) => session(&cli.config, cli.json, cmd),
+        Command::Admin(cmd) => admin(&cli.config, cli.json, cmd),
     }
 }
 
@@ -200,6 +227,9 @@ fn course(path: &Path, json: bool, cmd: CourseCommand) -> anyhow::Result<()> {
         } => {
             let starts_at = parse_time(&starts, tz, "--starts")?;
             let ends_at = parse_time(&ends, tz, "--ends")?;
+            if ends_at <= starts_at {
+                return Err(UsageError("--ends must be after --starts".into()).into());
+            }
             let req = Request::CourseAdd {
                 title,
                 starts_at,
@@ -298,6 +328,69 @@ fn session(path: &Path, json: bool, cmd: SessionCommand) -> anyhow::Result<()> {
                 Some(0) => println!("{mac} had no open session; it is closed."),
                 _ => println!("{mac} revoked and closed."),
             }
+        }
+    }
+    Ok(())
+}
+
+fn read_password(from_stdin: bool) -> anyhow::Result<String> {
+    if from_stdin {
+        let mut line = String::new();
+        std::io::stdin()
+            .read_line(&mut line)
+            .context("reading the password from standard input")?;
+        return Ok(line.trim_end_matches(['\r', '\n']).to_owned());
+    }
+    let first = rpassword::prompt_password("New password: ")
+        .context("reading the password (use --password-stdin without a terminal)")?;
+    let second = rpassword::prompt_password("Again: ").context("reading the password")?;
+    if first != second {
+        return Err(UsageError("the two passwords differ; nothing was changed".into()).into());
+    }
+    Ok(first)
+}
+
+fn admin(path: &Path, json: bool, cmd: AdminCommand) -> anyhow::Result<()> {
+    let config = Config::load(path)?;
+    match cmd {
+        AdminCommand::Add {
+            user,
+            role,
+            password_stdin,
+        } => {
+            let role: Role = role.parse().map_err(|e: String| UsageError(format!("--role: {e}")))?;
+            let password = read_password(password_stdin)?;
+            let data = control::call(
+                &config.control_socket,
+                &Request::AdminAdd {
+                    name: user.clone(),
+                    role,
+                    password,
+                },
+            )?;
+            if json {
+                return print_json(&data);
+            }
+            println!("Account {} created ({role}).", term_safe(&user));
+        }
+        AdminCommand::List => {
+            let admins = read_store(&config)?.admins()?;
+            if json {
+                return print_json(&admins);
+            }
+            let tz = &config.school.timezone;
+            let rows = admins
+                .iter()
+                .map(|a| vec![term_safe(&a.name), a.role.to_string(), local(a.created_at, tz)])
+                .collect();
+            table(&["NAME", "ROLE", "CREATED"], rows);
+        }
+        AdminCommand::Remove { user } => {
+            let data = control::call(&config.control_socket, &Request::AdminRemove { name: user.clone() })?;
+            if json {
+                return print_json(&data);
+            }
+            println!("Account {} removed.", term_safe(&user));
         }
     }
     Ok(())

@@ -5,7 +5,6 @@
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
 use jiff::Timestamp;
@@ -15,10 +14,10 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixListener;
 use tokio::sync::watch;
 
-use crate::clients::{AccessCode, MacAddr};
-use crate::clock::Clock;
-use crate::firewall::FirewallHandle;
-use crate::store::{Store, StoreError};
+pub use super::actions::AdminState;
+use super::actions::{self, Outcome};
+use crate::clients::MacAddr;
+use crate::store::Role;
 
 /// Longest request line accepted.
 const MAX_LINE: usize = 64 * 1024;
@@ -48,6 +47,20 @@ pub enum Request {
         /// The device.
         mac: MacAddr,
     },
+    /// Create a staff account.
+    AdminAdd {
+        /// Sign-in name.
+        name: String,
+        /// Role.
+        role: Role,
+        /// The password, over the root-only socket; hashed by the daemon, never stored.
+        password: String,
+    },
+    /// Remove a staff account.
+    AdminRemove {
+        /// Sign-in name.
+        name: String,
+    },
 }
 
 /// The daemon's answer.
@@ -64,17 +77,6 @@ pub enum Reply {
         /// What went wrong and how to fix it.
         message: String,
     },
-}
-
-/// What the control server needs.
-#[derive(Debug, Clone)]
-pub struct AdminState {
-    /// The store.
-    pub store: Store,
-    /// The firewall writer.
-    pub firewall: FirewallHandle,
-    /// Time.
-    pub clock: Arc<dyn Clock>,
 }
 
 /// Serves `listener` until `shutdown` turns true.
@@ -117,93 +119,41 @@ async fn connection(stream: tokio::net::UnixStream, state: AdminState) -> std::i
     write.write_all(&out).await
 }
 
-fn err(message: impl Into<String>) -> Reply {
-    Reply::Error {
-        message: message.into(),
-    }
-}
-
-/// A fresh random access code.
-fn new_code() -> AccessCode {
-    loop {
-        let mut buf = [0u8; 32];
-        // getrandom only fails if the kernel's RNG is unavailable; then retrying is all we can do.
-        if getrandom::fill(&mut buf).is_ok()
-            && let Some(code) = AccessCode::from_random(&buf)
-        {
-            return code;
-        }
-    }
-}
+/// Who the control socket acts as, in the events it records: root, through the CLI.
+const BY: &str = "root (cli)";
 
 async fn handle(req: Request, st: &AdminState) -> Reply {
-    let now = st.clock.now();
+    let done = |r: Outcome<Value>| match r {
+        Ok(data) => Reply::Ok { data },
+        Err(message) => Reply::Error { message },
+    };
     match req {
         Request::CourseAdd {
             title,
             starts_at,
             ends_at,
             max_devices,
-        } => {
-            let title = title.trim().to_owned();
-            if title.is_empty() || title.chars().count() > 200 || title.chars().any(char::is_control) {
-                return err("--title must be 1 to 200 printable characters");
-            }
-            if ends_at <= starts_at {
-                return err("--ends must be after --starts");
-            }
-            if ends_at <= now {
-                return err("--ends is in the past: a course must end in the future");
-            }
-            if !(1..=10_000).contains(&max_devices) {
-                return err("--max-devices must be between 1 and 10000");
-            }
-            match st
-                .store
-                .run(move |s| s.add_course(&title, starts_at, ends_at, max_devices, now, new_code))
+        } => done(
+            actions::add_course(st, &title, starts_at, ends_at, max_devices, BY)
                 .await
-            {
-                Ok(course) => {
-                    tracing::info!(course = course.id, title = %course.title, "course added");
-                    Reply::Ok { data: json!(course) }
-                }
-                Err(e) => err(format!("could not add the course: {e}")),
-            }
-        }
-        Request::CourseEnd { id } => {
-            let (course, macs) = match st.store.run(move |s| s.end_course(id, now)).await {
-                Ok(r) => r,
-                Err(StoreError::NotFound(_)) => {
-                    return err(format!("no course with id {id} (see `aupgate course list`)"));
-                }
-                Err(e) => return err(format!("could not end the course: {e}")),
-            };
-            let closed = macs.len();
-            if let Err(e) = st.firewall.sync(macs).await {
-                return err(format!(
-                    "course {id} ended in the store, but closing its devices failed: {e}; the daemon retries every second"
-                ));
-            }
-            tracing::info!(course = id, devices = closed, "course ended");
-            Reply::Ok {
-                data: json!({"course": course, "devices_closed": closed}),
-            }
-        }
-        Request::SessionRevoke { mac } => {
-            let revoked = match st.store.run(move |s| s.revoke(mac, now, "control socket")).await {
-                Ok(n) => n,
-                Err(e) => return err(format!("could not revoke {mac}: {e}")),
-            };
-            if let Err(e) = st.firewall.sync(vec![mac]).await {
-                return err(format!(
-                    "{mac} revoked in the store, but closing it failed: {e}; the daemon retries every second"
-                ));
-            }
-            tracing::info!(%mac, consents = revoked, "device revoked");
-            Reply::Ok {
-                data: json!({"mac": mac, "sessions_ended": revoked}),
-            }
-        }
+                .map(|c| json!(c)),
+        ),
+        Request::CourseEnd { id } => done(
+            actions::end_course(st, id, BY)
+                .await
+                .map(|(course, closed)| json!({"course": course, "devices_closed": closed})),
+        ),
+        Request::SessionRevoke { mac } => done(
+            actions::revoke(st, mac, BY)
+                .await
+                .map(|n| json!({"mac": mac, "sessions_ended": n})),
+        ),
+        Request::AdminAdd { name, role, password } => done(
+            actions::add_admin(st, &name, role, password)
+                .await
+                .map(|()| json!({"name": name, "role": role})),
+        ),
+        Request::AdminRemove { name } => done(actions::remove_admin(st, &name).await.map(|()| json!({"name": name}))),
     }
 }
 

@@ -24,6 +24,7 @@ fn setup() -> (Store, ManualClock, FakeFirewall, Writer<FakeFirewall>) {
             t("2026-11-23T16:00:00Z"),
             5,
             clock.now(),
+            "test",
             || AccessCode::normalise("ABCDEFGH").unwrap(),
         )
         .unwrap();

@@ -54,6 +54,7 @@ async fn lab() -> Lab {
             t("2026-11-23T16:00:00Z"),
             1,
             clock.now(),
+            "test",
             || AccessCode::normalise("ABCDEFGH").unwrap(),
         )
         .unwrap();
@@ -64,6 +65,7 @@ async fn lab() -> Lab {
             t("2026-11-24T16:00:00Z"),
             5,
             clock.now(),
+            "test",
             || AccessCode::normalise("ZZZZZZZZ").unwrap(),
         )
         .unwrap();

@@ -2,6 +2,7 @@
 //! One connection behind a mutex; callers on the async side go through `spawn_blocking`. Every
 //! write that records consent is committed with `synchronous=FULL` before it returns.
 
+mod admins;
 mod consents;
 mod courses;
 mod schema;
@@ -12,6 +13,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use jiff::Timestamp;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
+pub use admins::{Admin, AdminSession, Role};
 pub use consents::NewConsent;
 
 /// What can go wrong in the store.
@@ -23,6 +25,9 @@ pub enum StoreError {
     /// The course already has its maximum number of devices.
     #[error("the course is full")]
     CourseFull,
+    /// An account with this name exists already.
+    #[error("an account named {0:?} exists already")]
+    AdminExists(String),
     /// The course is not running (ended, perhaps just now, or not started).
     #[error("the course is not running")]
     CourseNotRunning,

@@ -5,8 +5,10 @@ use rusqlite_migration::{M, Migrations};
 
 /// All migrations, oldest first.
 pub(super) fn migrations() -> Migrations<'static> {
-    Migrations::new(vec![M::up(
-        r#"
+    Migrations::new(vec![
+        // 1: courses, consents, code attempts, policies, events.
+        M::up(
+            r#"
 CREATE TABLE settings (
     key   TEXT PRIMARY KEY,
     value TEXT NOT NULL
@@ -67,7 +69,38 @@ CREATE TABLE events (
     detail TEXT NOT NULL
 ) STRICT;
 "#,
-    )])
+        ),
+        // 2: staff accounts for the admin web UI, their sessions, and sign-in attempts.
+        M::up(
+            r#"
+CREATE TABLE admins (
+    name          TEXT PRIMARY KEY,
+    role          TEXT NOT NULL CHECK (role IN ('staff', 'auditor')),
+    password_hash TEXT NOT NULL,
+    created_at    TEXT NOT NULL
+) STRICT;
+
+-- Only a hash of the session id is stored: a copy of the database does not sign anyone in.
+CREATE TABLE admin_sessions (
+    id_hash    TEXT PRIMARY KEY,
+    admin      TEXT NOT NULL REFERENCES admins(name) ON DELETE CASCADE,
+    csrf       TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    last_seen  TEXT NOT NULL
+) STRICT;
+
+CREATE TABLE login_attempts (
+    id       INTEGER PRIMARY KEY,
+    username TEXT NOT NULL,
+    address  TEXT NOT NULL,
+    at       TEXT NOT NULL,
+    ok       INTEGER NOT NULL
+) STRICT;
+CREATE INDEX login_attempts_by_user ON login_attempts(username, at);
+CREATE INDEX login_attempts_by_address ON login_attempts(address, at);
+"#,
+        ),
+    ])
 }
 
 #[cfg(test)]

@@ -42,6 +42,7 @@ fn setup(max: u32) -> (Store, Course) {
             t("2026-11-23T16:00:00Z"),
             max,
             t("2026-11-23T08:00:00Z"),
+            "test",
             codes(),
         )
         .unwrap();
@@ -62,10 +63,10 @@ fn codes_never_repeat() {
     let s = Store::open_in_memory().unwrap();
     let now = t("2026-11-23T08:00:00Z");
     let same = || AccessCode::normalise("ABCDEFGH").unwrap();
-    s.add_course("a", now, now, 1, now, same).unwrap();
+    s.add_course("a", now, now, 1, now, "test", same).unwrap();
     let mut n = 0;
     let second = s
-        .add_course("b", now, now, 1, now, || {
+        .add_course("b", now, now, 1, now, "test", || {
             n += 1;
             if n == 1 {
                 AccessCode::normalise("ABCDEFGH").unwrap()
@@ -75,7 +76,7 @@ fn codes_never_repeat() {
         })
         .unwrap();
     assert_eq!(second.code.as_str(), "ABCDEFGJ");
-    assert!(s.add_course("c", now, now, 1, now, same).is_err());
+    assert!(s.add_course("c", now, now, 1, now, "test", same).is_err());
     assert_eq!(s.course_by_code(&same()).unwrap().unwrap().title, "a");
 }
 
@@ -115,11 +116,11 @@ fn revoke_and_end_course() {
     let now = t("2026-11-23T10:00:00Z");
     assert_eq!(s.revoke("02:00:00:00:00:01".parse().unwrap(), now, "test").unwrap(), 1);
     assert_eq!(s.revoke("02:00:00:00:00:01".parse().unwrap(), now, "test").unwrap(), 0);
-    let (ended, macs) = s.end_course(c.id, now).unwrap();
+    let (ended, macs) = s.end_course(c.id, now, "test").unwrap();
     assert_eq!(ended.ended_early_at, Some(now));
     assert_eq!(macs, vec!["02:00:00:00:00:02".parse().unwrap()]);
     assert!(s.allowed(now).unwrap().is_empty());
-    assert!(matches!(s.end_course(99, now), Err(StoreError::NotFound(_))));
+    assert!(matches!(s.end_course(99, now, "test"), Err(StoreError::NotFound(_))));
 }
 
 #[test]
@@ -181,7 +182,7 @@ fn ended_course_and_revoked_device_cannot_consent() {
         s.record_consent(&consent(&c, "02:00:00:00:00:02", "2026-11-23T08:00:00Z")),
         Err(StoreError::CourseNotRunning)
     ));
-    s.end_course(c.id, t("2026-11-23T10:00:00Z")).unwrap();
+    s.end_course(c.id, t("2026-11-23T10:00:00Z"), "test").unwrap();
     assert!(matches!(
         s.record_consent(&consent(&c, "02:00:00:00:00:02", "2026-11-23T10:01:00Z")),
         Err(StoreError::CourseNotRunning)
@@ -204,6 +205,7 @@ fn file_store_survives_reopen_and_reads_read_only() {
             t("2026-11-23T16:00:00Z"),
             1,
             t("2026-11-23T08:00:00Z"),
+            "test",
             codes(),
         )
         .unwrap();

@@ -203,3 +203,65 @@ fn missing_nft_is_one_line_naming_the_package() {
     let (ok, tables, _) = lab.gw(&["nft", "list", "tables"]);
     assert!(ok && tables.trim().is_empty(), "nothing installed: {tables}");
 }
+
+/// Staff accounts: added through the daemon (password from stdin, hashed with argon2id, never
+/// stored in clear), listed without it, refused when weak or duplicate, removed.
+#[test]
+fn admin_accounts_are_added_listed_and_removed() {
+    let Some(lab) = Lab::new(1) else { return };
+    let gw = Gateway::start(&lab);
+    let add = |user: &str, role: &str, password: &str| {
+        let mut child = Command::new(BIN)
+            .args([
+                "--config",
+                gw.config.to_str().unwrap(),
+                "admin",
+                "add",
+                user,
+                "--role",
+                role,
+                "--password-stdin",
+            ])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::io::Write::write_all(child.stdin.as_mut().unwrap(), format!("{password}\n").as_bytes()).unwrap();
+        let out = child.wait_with_output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, out, err) = add("office", "staff", "correct horse battery");
+    assert!(ok && out.contains("created (staff)"), "{out}{err}");
+    let (ok, _, err) = add("dsl", "auditor", "another long secret");
+    assert!(ok, "{err}");
+    let (ok, _, err) = add("office", "staff", "correct horse battery");
+    assert!(!ok && err.contains("exists already"), "{err}");
+    let (ok, _, err) = add("short", "staff", "tiny");
+    assert!(!ok && err.contains("at least 10 characters"), "{err}");
+    let (ok, _, err) = add("bad", "owner", "long enough password");
+    assert!(!ok && err.contains("not a role"), "{err}");
+    let list: serde_json::Value = serde_json::from_str(&gw.cli_ok(&["admin", "list", "--json"])).unwrap();
+    let names: Vec<(&str, &str)> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| (a["name"].as_str().unwrap(), a["role"].as_str().unwrap()))
+        .collect();
+    assert_eq!(names, vec![("dsl", "auditor"), ("office", "staff")]);
+    let db = rusqlite::Connection::open_with_flags(&gw.store, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
+    let hash: String = db
+        .query_row("SELECT password_hash FROM admins WHERE name = 'office'", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert!(hash.starts_with("$argon2id$") && !hash.contains("battery"), "{hash}");
+    gw.cli_ok(&["admin", "remove", "office"]);
+    let (ok, _, err) = gw.cli(&["admin", "remove", "office"]);
+    assert!(!ok && err.contains("no account named"), "{err}");
+    assert!(!gw.cli_ok(&["admin", "list"]).contains("office"));
+}
