@@ -17,7 +17,34 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("message.html", include_str!("../portal-assets/templates/message.html")),
     ("policy.html", include_str!("../portal-assets/templates/policy.html")),
     ("portal.css", include_str!("../portal-assets/templates/portal.css")),
+    (
+        "admin/base.html",
+        include_str!("../portal-assets/templates/admin/base.html"),
+    ),
+    (
+        "admin/login.html",
+        include_str!("../portal-assets/templates/admin/login.html"),
+    ),
+    (
+        "admin/message.html",
+        include_str!("../portal-assets/templates/admin/message.html"),
+    ),
+    (
+        "admin/dashboard.html",
+        include_str!("../portal-assets/templates/admin/dashboard.html"),
+    ),
+    (
+        "admin/courses.html",
+        include_str!("../portal-assets/templates/admin/courses.html"),
+    ),
+    (
+        "admin/guests.html",
+        include_str!("../portal-assets/templates/admin/guests.html"),
+    ),
 ];
+
+/// The admin stylesheet (served as a file: the admin's CSP allows no inline style).
+pub const ADMIN_CSS: &str = include_str!("../portal-assets/templates/admin/admin.css");
 
 /// The built-in example policy.
 pub const DEFAULT_POLICY: &str = include_str!("../portal-assets/policy.md");

@@ -471,11 +471,42 @@ fn check(path: &Path) -> anyhow::Result<()> {
             dir.display()
         ));
     }
+    let mut notes: Vec<String> = Vec::new();
+    if let Some(admin) = &config.admin {
+        let (cert, key) = match &admin.tls {
+            Some((c, k)) => (c.clone(), Some(k.clone())),
+            None => (crate::admin::tls::self_signed_paths(&config).0, None),
+        };
+        if let Some(key) = &key
+            && let Err(e) = crate::portal::tls::server_config_from(&cert, key, "admin")
+        {
+            config_problems.push(e.to_string());
+        } else if cert.exists() {
+            match crate::portal::tls::fingerprint(&cert) {
+                Ok(fp) => notes.push(format!(
+                    "admin: https://{}/ certificate SHA-256 fingerprint {fp}",
+                    admin.listen
+                )),
+                Err(e) => config_problems.push(e.to_string()),
+            }
+        } else {
+            notes.push(format!(
+                "admin: https://{}/ will use a self-signed certificate made on first start ({})",
+                admin.listen,
+                cert.display()
+            ));
+        }
+    }
     let probe = runtime.block_on(NftFirewall::default().probe());
     if let Err(e) = probe {
         machine_problems.push(format!("firewall: {e}"));
     }
-    for p in config_problems.iter().chain(&machine_problems).chain(&warnings) {
+    for p in config_problems
+        .iter()
+        .chain(&machine_problems)
+        .chain(&warnings)
+        .chain(&notes)
+    {
         println!("{p}");
     }
     let problems = config_problems.len() + machine_problems.len();

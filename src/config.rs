@@ -2,7 +2,7 @@
 //! resolves it into domain types (`Config`). Every error names the key and the fix. The rest of the
 //! program only ever sees a validated `Config`; nothing here touches the network or the firewall.
 
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 
 use jiff::tz::TimeZone;
@@ -67,6 +67,16 @@ struct RawConfig {
     store: RawStore,
     #[serde(default)]
     control: RawControl,
+    admin: Option<RawAdmin>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAdmin {
+    listen: String,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    session_idle_minutes: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -124,6 +134,19 @@ pub struct Config {
     pub store_path: PathBuf,
     /// The control socket the CLI talks to.
     pub control_socket: PathBuf,
+    /// The staff web UI; `None` when `[admin]` is absent.
+    pub admin: Option<Admin>,
+}
+
+/// The staff-facing HTTPS admin.
+#[derive(Debug, Clone)]
+pub struct Admin {
+    /// Address and port on the staff side; nothing else is bound.
+    pub listen: std::net::SocketAddr,
+    /// The school's certificate and key, or `None` for a self-signed one in the state folder.
+    pub tls: Option<(PathBuf, PathBuf)>,
+    /// Sessions end after this long without a request.
+    pub session_idle: jiff::SignedDuration,
 }
 
 /// Who runs this network.
@@ -326,7 +349,54 @@ impl Config {
                 })
             }
         };
+        let admin = match raw.admin {
+            None => None,
+            Some(a) => {
+                let listen: std::net::SocketAddr = a.listen.trim().parse().map_err(|_| {
+                    ConfigError::invalid(
+                        "admin.listen",
+                        format!("{:?} is not an address:port", a.listen),
+                        "give the router's staff-side address and a port, e.g. \"10.0.0.1:8443\"",
+                    )
+                })?;
+                if listen.ip().is_unspecified()
+                    || listen.ip() == IpAddr::V4(address)
+                    || Some(listen.ip()) == address6.map(IpAddr::V6)
+                {
+                    return Err(ConfigError::invalid(
+                        "admin.listen",
+                        format!("{} is reachable from the guest side", listen.ip()),
+                        "bind it to the router's staff-side address only",
+                    ));
+                }
+                let tls = match (a.tls_cert, a.tls_key) {
+                    (None, None) => None,
+                    (Some(c), Some(k)) => Some((c, k)),
+                    _ => {
+                        return Err(ConfigError::invalid(
+                            "admin.tls_cert",
+                            "and admin.tls_key must be set together",
+                            "set both, or neither for a self-signed certificate",
+                        ));
+                    }
+                };
+                let minutes = a.session_idle_minutes.unwrap_or(30);
+                if !(1..=24 * 60).contains(&minutes) {
+                    return Err(ConfigError::invalid(
+                        "admin.session_idle_minutes",
+                        format!("{minutes} is out of range"),
+                        "choose 1 to 1440 minutes",
+                    ));
+                }
+                Some(Admin {
+                    listen,
+                    tls,
+                    session_idle: jiff::SignedDuration::from_mins(i64::from(minutes)),
+                })
+            }
+        };
         Ok(Self {
+            admin,
             school: School {
                 name,
                 timezone,
@@ -501,6 +571,25 @@ address = "10.50.0.1"
         assert!(e.contains("portal.hostname"), "{e}");
         assert!(with("").unwrap().portal.tls.is_none());
         assert_eq!(with("").unwrap().portal_https_url("/x"), "http://10.50.0.1:8080/x");
+    }
+
+    #[test]
+    fn admin_listens_on_the_staff_side_only() {
+        let with = |extra: &str| Config::parse(&format!("{GOOD}[admin]\n{extra}"), Path::new("t"));
+        let a = with("listen = \"10.0.0.1:8443\"\n").unwrap().admin.unwrap();
+        assert_eq!(a.listen.port(), 8443);
+        assert_eq!(a.session_idle, jiff::SignedDuration::from_mins(30));
+        for bad in ["0.0.0.0:8443", "10.50.0.1:8443", "nonsense"] {
+            let e = with(&format!("listen = \"{bad}\"\n")).unwrap_err().to_string();
+            assert!(e.contains("admin.listen"), "{bad}: {e}");
+        }
+        assert!(
+            with("listen = \"10.0.0.1:8443\"\ntls_cert = \"c\"\n")
+                .unwrap_err()
+                .to_string()
+                .contains("admin.tls_cert")
+        );
+        assert!(Config::parse(GOOD, Path::new("t")).unwrap().admin.is_none());
     }
 
     #[test]

@@ -80,6 +80,21 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         }
     }
     let control_listener = bind_control(&config.control_socket)?;
+    // The staff admin: bound to its staff-side address only (config refuses the guest ones).
+    let admin_listener = match &config.admin {
+        None => None,
+        Some(admin) => {
+            let (cert, key) = crate::admin::tls::certificate(&config, admin.listen.ip())?;
+            let acceptor = tokio_rustls::TlsAcceptor::from(portal::tls::server_config_from(&cert, &key, "admin")?);
+            let listener = TcpListener::bind(admin.listen).await.with_context(|| {
+                format!(
+                    "binding the admin to {} (fix: [admin] listen must be an address of this router, with a free port)",
+                    admin.listen
+                )
+            })?;
+            Some((listener, acceptor, admin.session_idle))
+        }
+    };
 
     let writer = Writer::new(
         NftFirewall::default(),
@@ -105,6 +120,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             dsl_contact: config.school.dsl_contact.clone(),
         },
     );
+    let admin_pages = pages.clone();
     let portal_state = PortalState {
         config: config.clone(),
         pages,
@@ -124,6 +140,20 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         firewall,
         clock: clock.clone(),
     };
+    let admin_task = admin_listener.map(|(listener, acceptor, idle)| {
+        let web = crate::admin::web::WebState {
+            actions: admin.clone(),
+            pages: admin_pages,
+            config: config.clone(),
+            idle,
+        };
+        tokio::spawn(portal::serve(
+            listener,
+            crate::admin::web::router(web),
+            Some(acceptor),
+            shutdown_rx.clone(),
+        ))
+    });
     let control_task = tokio::spawn(control::serve(control_listener, admin, shutdown_rx.clone()));
 
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
@@ -140,7 +170,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     let _ = shutdown_tx.send(true);
     let all = async {
-        for task in portal_tasks {
+        for task in portal_tasks.into_iter().chain(admin_task) {
             let _ = task.await;
         }
         let _ = tokio::join!(control_task, firewall_task);

@@ -3,3 +3,5 @@
 
 pub mod actions;
 pub mod control;
+pub mod tls;
+pub mod web;

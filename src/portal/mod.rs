@@ -3,7 +3,7 @@
 //! It never reaches admin state: `PortalState` holds only what guests' requests need.
 
 pub mod api;
-mod form;
+pub(crate) mod form;
 mod handlers;
 mod serve;
 pub mod tls;

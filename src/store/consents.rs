@@ -307,4 +307,23 @@ impl Store {
         let rows = stmt.query_map([mac.to_string()], |r| r.get(0))?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
+
+    /// Dashboard counts since `since`: (consents accepted, wrong access codes).
+    ///
+    /// # Errors
+    /// On a database failure.
+    pub fn counts_since(&self, since: Timestamp) -> Result<(u32, u32), StoreError> {
+        let conn = self.lock();
+        let accepted: u32 = conn.query_row(
+            "SELECT count(*) FROM consents WHERE accepted_at >= ?1",
+            [ts(since)],
+            |r| r.get(0),
+        )?;
+        let wrong: u32 = conn.query_row(
+            "SELECT count(*) FROM code_attempts WHERE at >= ?1 AND outcome = 'wrong-code'",
+            [ts(since)],
+            |r| r.get(0),
+        )?;
+        Ok((accepted, wrong))
+    }
 }

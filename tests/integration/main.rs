@@ -8,6 +8,7 @@
 //! - `dhcp`: the shipped dnsmasq snippet hands out the API URL (RFC 8910) to a real client.
 //! - `https`: HTTPS and the RFC 8908 API with a throwaway CA.
 //! - `probes`: the OS captive-portal probes through real DNS, v4 and v6, before and after.
+//! - `admin`: the staff web UI over HTTPS, end to end with a guest.
 //! - `browser`: the guest flow in Debian's Chromium with JavaScript off, at 360 px.
 //!
 //! Tests that need root skip with a message when not root; with AUPGATE_REQUIRE_NETNS=1 (set by
@@ -20,6 +21,7 @@
     unreachable_pub
 )]
 
+mod admin;
 mod browser;
 mod cli;
 mod dhcp;

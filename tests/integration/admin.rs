@@ -1,0 +1,232 @@
+//! The staff admin over real HTTPS against the real daemon: the lab's "internet" namespace
+//! plays the staff network (the admin listens on the gateway's address there). Sign in, create
+//! a course, a guest accepts with its code, the guest shows (escaped) in live guests, revoke
+//! closes it; cookies, CSRF, headers, rate limit, and that guests cannot reach it at all.
+
+use std::process::{Command, Stdio};
+
+use crate::harness::{BIN, Gateway, accept, assert_closed};
+use crate::netns::{Lab, sh};
+
+const ADMIN: &str = "198.51.100.1:8443";
+
+fn add_admin(gw: &Gateway<'_>, user: &str, password: &str) {
+    let mut child = Command::new(BIN)
+        .args([
+            "--config",
+            gw.config.to_str().unwrap(),
+            "admin",
+            "add",
+            user,
+            "--role",
+            "staff",
+            "--password-stdin",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), format!("{password}\n").as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// A browser on the staff network, with a cookie jar.
+struct StaffBrowser<'a> {
+    lab: &'a Lab,
+    jar: String,
+}
+
+impl StaffBrowser<'_> {
+    /// (status, lower-cased headers, body)
+    fn request(&self, path: &str, form: Option<&[(&str, &str)]>) -> (u16, String, String) {
+        let url = format!("https://{ADMIN}{path}");
+        let mut args: Vec<String> = [
+            "ip",
+            "netns",
+            "exec",
+            &self.lab.net,
+            "curl",
+            "-s",
+            "-k",
+            "-i",
+            "--max-time",
+            "10",
+            "-b",
+            &self.jar,
+            "-c",
+            &self.jar,
+        ]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+        for (k, v) in form.unwrap_or(&[]) {
+            args.push("--data-urlencode".into());
+            args.push(format!("{k}={v}"));
+        }
+        args.push(url);
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (ok, out, err) = sh(&refs);
+        assert!(ok, "curl {path}: {err}");
+        let (head, body) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
+        let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+        (status, head.to_ascii_lowercase(), body.to_owned())
+    }
+
+    fn csrf(&self, path: &str) -> String {
+        let (_, _, body) = self.request(path, None);
+        let at = body.find("name=\"csrf\" value=\"").expect("csrf field") + "name=\"csrf\" value=\"".len();
+        body[at..].split('"').next().unwrap().to_owned()
+    }
+}
+
+#[test]
+fn staff_sign_in_create_a_course_see_the_guest_and_revoke_it() {
+    let Some(lab) = Lab::new(1) else { return };
+    let mut gw = Gateway::start(&lab);
+    gw.stop();
+    let text = std::fs::read_to_string(&gw.config).unwrap()
+        + &format!("\n[admin]\nlisten = \"{ADMIN}\"\nsession_idle_minutes = 30\n");
+    std::fs::write(&gw.config, text).unwrap();
+    gw.start_again();
+    add_admin(&gw, "office", "correct horse battery");
+    let staff = StaffBrowser {
+        lab: &lab,
+        jar: lab.path("cookies.txt").display().to_string(),
+    };
+    let c1 = &lab.clients[0];
+
+    // Not signed in: every page sends you to the sign-in form.
+    let (status, head, _) = staff.request("/guests", None);
+    assert_eq!(status, 303);
+    assert!(head.contains("location: /login"), "{head}");
+    let (status, head, body) = staff.request("/login", None);
+    assert_eq!(status, 200);
+    assert!(body.contains("name=\"username\"") && body.contains("name=\"password\""));
+    for h in [
+        "content-security-policy: default-src 'none'",
+        "frame-ancestors 'none'",
+        "x-content-type-options: nosniff",
+        "referrer-policy: no-referrer",
+    ] {
+        assert!(head.contains(h), "missing {h}: {head}");
+    }
+    assert!(!body.contains("<script"), "no script in admin pages");
+
+    // Wrong password, then the right one: a session cookie with every protection.
+    let (status, _, body) = staff.request(
+        "/login",
+        Some(&[("username", "office"), ("password", "wrong password!")]),
+    );
+    assert_eq!(status, 401);
+    assert!(body.contains("Wrong name or password"));
+    let (status, head, _) = staff.request(
+        "/login",
+        Some(&[("username", "office"), ("password", "correct horse battery")]),
+    );
+    assert_eq!(status, 303, "{head}");
+    let cookie = head.lines().find(|l| l.starts_with("set-cookie:")).expect("cookie");
+    for flag in ["secure", "httponly", "samesite=strict", "path=/"] {
+        assert!(cookie.contains(flag), "{cookie}");
+    }
+    let (status, _, body) = staff.request("/", None);
+    assert_eq!(status, 200);
+    assert!(body.contains("guests on now"));
+
+    // Create a course: refused without the CSRF token, done with it.
+    let (status, _, _) = staff.request(
+        "/courses",
+        Some(&[
+            ("title", "Phonics"),
+            ("starts", "2000-01-01T09:00"),
+            ("ends", "2099-01-01T16:00"),
+            ("max_devices", "40"),
+        ]),
+    );
+    assert_eq!(status, 403, "state changes need the CSRF token");
+    let csrf = staff.csrf("/courses");
+    let (status, _, _) = staff.request(
+        "/courses",
+        Some(&[
+            ("csrf", &csrf),
+            ("title", "Phonics training"),
+            ("starts", "2000-01-01T09:00"),
+            ("ends", "2099-01-01T16:00"),
+            ("max_devices", "40"),
+        ]),
+    );
+    assert_eq!(status, 303);
+    let (_, _, body) = staff.request("/courses", None);
+    assert!(body.contains("Phonics training"));
+    let at = body.find("<td class=\"code\">").expect("code cell") + "<td class=\"code\">".len();
+    let code = body[at..at + 8].to_owned();
+
+    // A guest with a hostile name accepts; staff see it, as text.
+    let a = accept(c1, &code, "<script>alert(1)</script>");
+    assert_eq!(a.status, 200, "{}", a.body);
+    let (_, _, body) = staff.request("/guests", None);
+    assert!(body.contains(&c1.mac), "{body}");
+    assert!(
+        body.contains("&lt;script&gt;alert(1)&lt;&#x2f;script&gt;")
+            || body.contains("&lt;script&gt;alert(1)&lt;/script&gt;"),
+        "{body}"
+    );
+    assert!(!body.contains("<script>alert(1)"), "guest input must be escaped");
+
+    // Revoke from the web page: the guest is closed.
+    let csrf = staff.csrf("/guests");
+    let (status, _, body) = staff.request("/guests/revoke", Some(&[("csrf", &csrf), ("mac", &c1.mac)]));
+    assert_eq!(status, 200, "{body}");
+    assert_closed(c1);
+    let events = rusqlite::Connection::open_with_flags(&gw.store, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
+    let by: String = events
+        .query_row(
+            "SELECT detail FROM events WHERE kind = 'revoked' ORDER BY id DESC LIMIT 1",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(by.contains("\"by\":\"office\""), "the event names the account: {by}");
+
+    // Guests cannot reach the admin at all, even knowing its address and port.
+    let (ok, _, _) = c1.run(&["curl", "-sk", "--max-time", "5", &format!("https://{ADMIN}/login")]);
+    assert!(!ok, "the admin answered a guest");
+
+    // The certificate staff see is the one `check` describes.
+    let (_, check, _) = lab.gw(&[BIN, "check", "--config", gw.config.to_str().unwrap()]);
+    let fp = check
+        .lines()
+        .find_map(|l| l.split("fingerprint ").nth(1))
+        .unwrap_or_else(|| panic!("{check}"))
+        .trim()
+        .to_owned();
+    let (_, served, _) = sh(&[
+        "sh",
+        "-c",
+        &format!(
+            "ip netns exec {} openssl s_client -connect {ADMIN} </dev/null 2>/dev/null | openssl x509 -noout -fingerprint -sha256",
+            lab.net
+        ),
+    ]);
+    assert!(served.to_uppercase().contains(&fp), "served {served} vs check {fp}");
+
+    // Signing out ends the session.
+    let csrf = staff.csrf("/");
+    let (status, _, _) = staff.request("/logout", Some(&[("csrf", &csrf)]));
+    assert_eq!(status, 303);
+    assert_eq!(staff.request("/", None).0, 303);
+
+    // Too many wrong passwords lock the account's sign-in for a while.
+    for _ in 0..5 {
+        staff.request(
+            "/login",
+            Some(&[("username", "office"), ("password", "not the password")]),
+        );
+    }
+    let (status, _, body) = staff.request(
+        "/login",
+        Some(&[("username", "office"), ("password", "correct horse battery")]),
+    );
+    assert_eq!(status, 429, "{body}");
+}
