@@ -114,6 +114,58 @@ pub async fn revoke(st: &AdminState, mac: MacAddr, by: &str) -> Outcome<usize> {
     Ok(ended)
 }
 
+/// Lets `mac` through without the portal until `until`, for `reason`; returns the exception's id.
+///
+/// # Errors
+/// A bad address, reason or time, or a store or firewall failure.
+pub async fn grant_exception(st: &AdminState, mac: MacAddr, reason: &str, until: Timestamp, by: &str) -> Outcome<i64> {
+    let now = st.clock.now();
+    let reason = reason.trim().to_owned();
+    if !mac.is_unicast() {
+        return Err(format!("{mac} is not a device address"));
+    }
+    if reason.is_empty() || reason.chars().count() > 200 || reason.chars().any(char::is_control) {
+        return Err("give a reason of 1 to 200 printable characters".into());
+    }
+    if until <= now {
+        return Err("the end is in the past".into());
+    }
+    if until > now + jiff::SignedDuration::from_hours(24 * 31) {
+        return Err("an exception lasts at most 31 days; grant a new one after that".into());
+    }
+    let who = by.to_owned();
+    let id = st
+        .store
+        .run(move |s| s.grant_exception(mac, &reason, &who, now, until))
+        .await
+        .map_err(|e| format!("could not record the exception: {e}"))?;
+    st.firewall.sync(vec![mac]).await.map_err(|e| {
+        format!("the exception is recorded, but opening {mac} failed: {e}; the daemon retries every second")
+    })?;
+    tracing::info!(%mac, exception = id, by, "exception granted");
+    Ok(id)
+}
+
+/// Ends an exception now and closes its device unless something else still allows it.
+///
+/// # Errors
+/// An unknown or ended exception, or a store or firewall failure.
+pub async fn end_exception(st: &AdminState, id: i64, by: &str) -> Outcome<MacAddr> {
+    let now = st.clock.now();
+    let who = by.to_owned();
+    let mac = match st.store.run(move |s| s.end_exception(id, now, &who)).await {
+        Ok(mac) => mac,
+        Err(StoreError::NotFound(_)) => return Err(format!("no open exception {id}")),
+        Err(e) => return Err(format!("could not end the exception: {e}")),
+    };
+    st.firewall
+        .sync(vec![mac])
+        .await
+        .map_err(|e| format!("the exception ended, but closing {mac} failed: {e}"))?;
+    tracing::info!(%mac, exception = id, by, "exception ended");
+    Ok(mac)
+}
+
 /// Shortest password accepted for a staff account.
 pub const MIN_PASSWORD: usize = 10;
 

@@ -55,6 +55,8 @@ pub fn router(state: WebState) -> Router {
         .route("/courses/{id}/revoke-all", post(revoke_course))
         .route("/guests", get(guests))
         .route("/guests/revoke", post(revoke))
+        .route("/exceptions", post(grant_exception))
+        .route("/exceptions/{id}/end", post(end_exception))
         .route("/admin.css", get(css))
         .layer(SetResponseHeaderLayer::overriding(
             header::CONTENT_SECURITY_POLICY,
@@ -532,10 +534,10 @@ async fn guests(
 ) -> Response {
     let now = st.actions.clock.now();
     let selected: Option<i64> = filter.course.as_deref().and_then(|c| c.parse().ok());
-    let Ok((sessions, courses)) = st
+    let Ok((sessions, courses, exceptions)) = st
         .actions
         .store
-        .run(move |s| Ok((s.sessions(now)?, s.courses()?)))
+        .run(move |s| Ok((s.sessions(now)?, s.courses()?, s.exceptions(now)?)))
         .await
     else {
         return message(
@@ -574,13 +576,32 @@ async fn guests(
             title: c.title.clone(),
         })
         .collect();
+    #[derive(Serialize)]
+    struct ExceptionRow {
+        id: i64,
+        mac: String,
+        reason: String,
+        granted_by: String,
+        until: String,
+    }
+    let exceptions: Vec<ExceptionRow> = exceptions
+        .iter()
+        .map(|e| ExceptionRow {
+            id: e.id,
+            mac: e.mac.to_string(),
+            reason: e.reason.clone(),
+            granted_by: e.granted_by.clone(),
+            until: local(&st, e.until),
+        })
+        .collect();
     page(
         &st,
         StatusCode::OK,
         "admin/guests.html",
         Some(&staff),
         minijinja::context! {
-        guests => ser(&rows), courses => ser(&options), selected },
+        guests => ser(&rows), courses => ser(&options), selected, exceptions => ser(&exceptions),
+        timezone => &st.config.school.timezone_name },
     )
 }
 
@@ -662,4 +683,88 @@ async fn revoke_course(
         &format!("{} device(s) of the course are closed.", macs.len()),
         &format!("/guests?course={id}"),
     )
+}
+
+async fn grant_exception(State(st): State<WebState>, staff: Staff, body: axum::body::Bytes) -> Response {
+    let fields = match checked_form(&st, &staff, &body) {
+        Ok(f) => f,
+        Err(r) => return r,
+    };
+    let field = |k: &str| fields.get(k).map(String::as_str).unwrap_or("").trim().to_owned();
+    let Ok(mac) = field("mac").parse::<MacAddr>() else {
+        return message(
+            &st,
+            Some(&staff),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "No exception granted",
+            "Give the device's MAC address, like aa:bb:cc:dd:ee:ff.",
+            "/guests",
+        );
+    };
+    let tz = st.config.school.timezone.clone();
+    let Some(until) = field("until")
+        .parse::<DateTime>()
+        .ok()
+        .and_then(|d| d.to_zoned(tz).ok())
+        .map(|z| z.timestamp())
+    else {
+        return message(
+            &st,
+            Some(&staff),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "No exception granted",
+            "Give the end as a date and time.",
+            "/guests",
+        );
+    };
+    match actions::grant_exception(&st.actions, mac, &field("reason"), until, &staff.name).await {
+        Ok(_) => message(
+            &st,
+            Some(&staff),
+            StatusCode::OK,
+            "Exception granted",
+            &format!(
+                "{mac} may use the Wi-Fi without the portal until {}.",
+                local(&st, until)
+            ),
+            "/guests",
+        ),
+        Err(e) => message(
+            &st,
+            Some(&staff),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "No exception granted",
+            &e,
+            "/guests",
+        ),
+    }
+}
+
+async fn end_exception(
+    State(st): State<WebState>,
+    staff: Staff,
+    Path(id): Path<i64>,
+    body: axum::body::Bytes,
+) -> Response {
+    if let Err(r) = checked_form(&st, &staff, &body) {
+        return r;
+    }
+    match actions::end_exception(&st.actions, id, &staff.name).await {
+        Ok(mac) => message(
+            &st,
+            Some(&staff),
+            StatusCode::OK,
+            "Exception ended",
+            &format!("{mac} is closed unless a course still allows it."),
+            "/guests",
+        ),
+        Err(e) => message(
+            &st,
+            Some(&staff),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "Not ended",
+            &e,
+            "/guests",
+        ),
+    }
 }

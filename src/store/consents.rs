@@ -42,7 +42,10 @@ fn mac(text: String) -> Result<MacAddr, StoreError> {
 
 fn max_expiry(conn: &Connection, mac: MacAddr, now: Timestamp) -> Result<Option<Timestamp>, StoreError> {
     let raw: Option<String> = conn.query_row(
-        "SELECT max(expires_at) FROM consents WHERE mac = ?1 AND ended_at IS NULL AND expires_at > ?2",
+        "SELECT max(until) FROM (
+             SELECT expires_at AS until FROM consents WHERE mac = ?1 AND ended_at IS NULL AND expires_at > ?2
+             UNION ALL
+             SELECT until FROM exceptions WHERE mac = ?1 AND ended_at IS NULL AND until > ?2)",
         params![mac.to_string(), ts(now)],
         |r| r.get(0),
     )?;
@@ -171,17 +174,22 @@ impl Store {
             "UPDATE consents SET ended_at = ?2, end_reason = 'revoked' WHERE mac = ?1 AND ended_at IS NULL AND expires_at > ?2",
             params![mac.to_string(), ts(now)],
         )?;
+        let e = tx.execute(
+            "UPDATE exceptions SET ended_at = ?2, end_reason = 'revoked' WHERE mac = ?1 AND ended_at IS NULL AND until > ?2",
+            params![mac.to_string(), ts(now)],
+        )?;
         insert_event(
             &tx,
             now,
             "revoked",
-            &json!({"mac": mac.to_string(), "consents": n, "by": by}),
+            &json!({"mac": mac.to_string(), "consents": n, "exceptions": e, "by": by}),
         )?;
         tx.commit()?;
-        Ok(n)
+        Ok(n + e)
     }
 
-    /// Until when `mac` may pass (the latest end among its open consents), or `None`.
+    /// Until when `mac` may pass (the latest end among its open consents and exceptions), or
+    /// `None`.
     ///
     /// # Errors
     /// On a database failure.
@@ -189,14 +197,19 @@ impl Store {
         max_expiry(&self.lock(), mac, now)
     }
 
-    /// Every MAC that may pass now, with when its access ends: what the firewall set must hold.
+    /// Every MAC that may pass now (an open consent or exception), with when its access ends:
+    /// exactly what the firewall set must hold.
     ///
     /// # Errors
     /// On a database failure.
     pub fn allowed(&self, now: Timestamp) -> Result<Vec<(MacAddr, Timestamp)>, StoreError> {
         let conn = self.lock();
         let mut stmt = conn.prepare(
-            "SELECT mac, max(expires_at) FROM consents WHERE ended_at IS NULL AND expires_at > ?1 GROUP BY mac ORDER BY mac",
+            "SELECT mac, max(until) FROM (
+                 SELECT mac, expires_at AS until FROM consents WHERE ended_at IS NULL AND expires_at > ?1
+                 UNION ALL
+                 SELECT mac, until FROM exceptions WHERE ended_at IS NULL AND until > ?1)
+             GROUP BY mac ORDER BY mac",
         )?;
         let rows = stmt.query_map([ts(now)], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
         rows.map(|r| {

@@ -5,6 +5,7 @@
 mod admins;
 mod consents;
 mod courses;
+mod exceptions;
 mod schema;
 
 use std::path::Path;
@@ -15,6 +16,7 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
 pub use admins::{Admin, AdminSession, Role};
 pub use consents::NewConsent;
+pub use exceptions::Exception;
 
 /// What can go wrong in the store.
 #[derive(Debug, thiserror::Error)]

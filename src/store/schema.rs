@@ -100,6 +100,22 @@ CREATE INDEX login_attempts_by_user ON login_attempts(username, at);
 CREATE INDEX login_attempts_by_address ON login_attempts(address, at);
 "#,
         ),
+        // 3: exceptions: a device let in without the portal, for a stated reason and time.
+        M::up(
+            r#"
+CREATE TABLE exceptions (
+    id         INTEGER PRIMARY KEY,
+    mac        TEXT NOT NULL,
+    reason     TEXT NOT NULL,
+    granted_by TEXT NOT NULL,
+    granted_at TEXT NOT NULL,
+    until      TEXT NOT NULL,
+    ended_at   TEXT,
+    end_reason TEXT
+) STRICT;
+CREATE INDEX exceptions_open ON exceptions(until) WHERE ended_at IS NULL;
+"#,
+        ),
     ])
 }
 

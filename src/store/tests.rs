@@ -242,3 +242,37 @@ fn a_new_policy_ends_consents_to_the_old_one() {
     again.policy_hash = "def".into();
     s.record_consent(&again).unwrap();
 }
+
+#[test]
+fn exceptions_allow_a_device_until_ended_or_revoked() {
+    let s = Store::open_in_memory().unwrap();
+    let now = t("2026-11-23T10:00:00Z");
+    let mac: MacAddr = "02:00:00:00:00:05".parse().unwrap();
+    let id = s
+        .grant_exception(
+            mac,
+            "contractor laptop, approved by the head",
+            "office",
+            now,
+            t("2026-11-23T18:00:00Z"),
+        )
+        .unwrap();
+    assert_eq!(s.allowed(now).unwrap(), vec![(mac, t("2026-11-23T18:00:00Z"))]);
+    assert_eq!(s.allowed_until(mac, now).unwrap(), Some(t("2026-11-23T18:00:00Z")));
+    assert_eq!(s.exceptions(now).unwrap()[0].granted_by, "office");
+    assert_eq!(s.end_exception(id, now, "office").unwrap(), mac);
+    assert!(s.allowed(now).unwrap().is_empty());
+    assert!(matches!(
+        s.end_exception(id, now, "office"),
+        Err(StoreError::NotFound(_))
+    ));
+    // Revoking a device ends its exceptions too.
+    s.grant_exception(mac, "again", "office", now, t("2026-11-23T18:00:00Z"))
+        .unwrap();
+    assert_eq!(s.revoke(mac, now, "dsl").unwrap(), 1);
+    assert!(s.allowed(now).unwrap().is_empty());
+    // And an exception past its time is not open.
+    s.grant_exception(mac, "short", "office", now, t("2026-11-23T10:30:00Z"))
+        .unwrap();
+    assert!(s.allowed(t("2026-11-23T10:30:00Z")).unwrap().is_empty());
+}

@@ -5,7 +5,7 @@
 
 use std::process::{Command, Stdio};
 
-use crate::harness::{BIN, Gateway, accept, assert_closed};
+use crate::harness::{BIN, Gateway, accept, assert_closed, reaches_internet};
 use crate::netns::{Lab, sh};
 
 const ADMIN: &str = "198.51.100.1:8443";
@@ -188,6 +188,35 @@ fn staff_sign_in_create_a_course_see_the_guest_and_revoke_it() {
         )
         .unwrap();
     assert!(by.contains("\"by\":\"office\""), "the event names the account: {by}");
+
+    // An exception: the head approved this device without the portal, until tomorrow (the
+    // lab's school time zone is UTC).
+    let tomorrow = (jiff::Timestamp::now() + jiff::SignedDuration::from_hours(24))
+        .strftime("%Y-%m-%dT%H:%M")
+        .to_string();
+    let csrf = staff.csrf("/guests");
+    let (status, _, body) = staff.request(
+        "/exceptions",
+        Some(&[
+            ("csrf", &csrf),
+            ("mac", &c1.mac),
+            ("reason", "Contractor laptop, approved by the head"),
+            ("until", &tomorrow),
+        ]),
+    );
+    assert_eq!(status, 200, "{body}");
+    assert!(reaches_internet(c1), "an exception opens the device without the portal");
+    let (_, _, body) = staff.request("/guests", None);
+    assert!(
+        body.contains("Contractor laptop, approved by the head") && body.contains("<td>office</td>"),
+        "{body}"
+    );
+    let at = body.find("/exceptions/").expect("end form") + "/exceptions/".len();
+    let id: String = body[at..].chars().take_while(char::is_ascii_digit).collect();
+    let csrf = staff.csrf("/guests");
+    let (status, _, _) = staff.request(&format!("/exceptions/{id}/end"), Some(&[("csrf", &csrf)]));
+    assert_eq!(status, 200);
+    assert_closed(c1);
 
     // Guests cannot reach the admin at all, even knowing its address and port.
     let (ok, _, _) = c1.run(&["curl", "-sk", "--max-time", "5", &format!("https://{ADMIN}/login")]);

@@ -1,0 +1,122 @@
+//! Exceptions: a device let through without the portal, for a stated reason and time, granted
+//! by a named member of staff (e.g. a contractor's laptop the head teacher approved). Like a
+//! consent, an open exception is a reason for the MAC to be in the firewall set.
+
+use jiff::Timestamp;
+use rusqlite::{OptionalExtension, params};
+use serde::Serialize;
+use serde_json::json;
+
+use super::{Store, StoreError, insert_event, parse_ts, ts};
+use crate::clients::MacAddr;
+
+/// An open exception.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Exception {
+    /// Store id.
+    pub id: i64,
+    /// The device.
+    pub mac: MacAddr,
+    /// Why it was granted.
+    pub reason: String,
+    /// Who granted it.
+    pub granted_by: String,
+    /// When.
+    pub granted_at: Timestamp,
+    /// When it ends.
+    pub until: Timestamp,
+}
+
+impl Store {
+    /// Grants an exception; returns its id.
+    ///
+    /// # Errors
+    /// On a database failure.
+    pub fn grant_exception(
+        &self,
+        mac: MacAddr,
+        reason: &str,
+        by: &str,
+        now: Timestamp,
+        until: Timestamp,
+    ) -> Result<i64, StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        tx.execute(
+            "INSERT INTO exceptions (mac, reason, granted_by, granted_at, until) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![mac.to_string(), reason, by, ts(now), ts(until)],
+        )?;
+        let id = tx.last_insert_rowid();
+        insert_event(
+            &tx,
+            now,
+            "exception-granted",
+            &json!({"exception": id, "mac": mac.to_string(), "reason": reason, "until": ts(until), "by": by}),
+        )?;
+        tx.commit()?;
+        Ok(id)
+    }
+
+    /// Ends an open exception; returns its MAC, or `NotFound`.
+    ///
+    /// # Errors
+    /// `NotFound`, or a database failure.
+    pub fn end_exception(&self, id: i64, now: Timestamp, by: &str) -> Result<MacAddr, StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        let mac: Option<String> = tx
+            .query_row(
+                "UPDATE exceptions SET ended_at = ?2, end_reason = 'ended by staff' WHERE id = ?1 AND ended_at IS NULL RETURNING mac",
+                params![id, ts(now)],
+                |r| r.get(0),
+            )
+            .optional()?;
+        let Some(mac) = mac else {
+            return Err(StoreError::NotFound(format!("open exception {id}")));
+        };
+        insert_event(
+            &tx,
+            now,
+            "exception-ended",
+            &json!({"exception": id, "mac": mac, "by": by}),
+        )?;
+        tx.commit()?;
+        mac.parse()
+            .map_err(|e: crate::clients::MacParseError| StoreError::Corrupt(e.to_string()))
+    }
+
+    /// Open exceptions, soonest end first.
+    ///
+    /// # Errors
+    /// On a database failure.
+    pub fn exceptions(&self, now: Timestamp) -> Result<Vec<Exception>, StoreError> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare(
+            "SELECT id, mac, reason, granted_by, granted_at, until FROM exceptions WHERE ended_at IS NULL AND until > ?1 ORDER BY until, id",
+        )?;
+        let rows = stmt.query_map([ts(now)], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, String>(3)?,
+                r.get::<_, String>(4)?,
+                r.get::<_, String>(5)?,
+            ))
+        })?;
+        rows.map(|r| {
+            let (id, mac, reason, granted_by, granted_at, until) = r?;
+            Ok(Exception {
+                id,
+                mac: mac
+                    .parse()
+                    .map_err(|e: crate::clients::MacParseError| StoreError::Corrupt(e.to_string()))?,
+                reason,
+                granted_by,
+                granted_at: parse_ts(&granted_at)?,
+                until: parse_ts(&until)?,
+            })
+        })
+        .collect()
+    }
+}
