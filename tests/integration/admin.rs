@@ -207,10 +207,14 @@ fn staff_sign_in_create_a_course_see_the_guest_and_revoke_it() {
     assert_eq!(status, 200, "{body}");
     assert!(reaches_internet(c1), "an exception opens the device without the portal");
     let (_, _, body) = staff.request("/guests", None);
+    // In the page's main content, not merely somewhere in the HTML.
+    let main = &body[body.find("<main").expect("main")..];
+    assert!(main.contains("<h2>Exceptions</h2>"), "{body}");
     assert!(
-        body.contains("Contractor laptop, approved by the head") && body.contains("<td>office</td>"),
+        main.contains("Contractor laptop, approved by the head") && main.contains("<td>office</td>"),
         "{body}"
     );
+    assert!(body.contains("<title>Live guests"), "the title is only the title");
     let at = body.find("/exceptions/").expect("end form") + "/exceptions/".len();
     let id: String = body[at..].chars().take_while(char::is_ascii_digit).collect();
     let csrf = staff.csrf("/guests");
