@@ -41,6 +41,10 @@ const TEMPLATES: &[(&str, &str)] = &[
         "admin/guests.html",
         include_str!("../portal-assets/templates/admin/guests.html"),
     ),
+    (
+        "admin/poster.html",
+        include_str!("../portal-assets/templates/admin/poster.html"),
+    ),
 ];
 
 /// The admin stylesheet (served as a file: the admin's CSP allows no inline style).

@@ -194,6 +194,26 @@ pub struct Session {
     pub policy_hash: String,
 }
 
+/// The text of a Wi-Fi QR code (the `WIFI:` format phone cameras read) that joins `ssid`, open
+/// or with a WPA passphrase. `\`, `;`, `,`, `:` and `"` are escaped with a backslash.
+pub fn wifi_qr_text(ssid: &str, password: Option<&str>) -> String {
+    let esc = |s: &str| -> String {
+        s.chars()
+            .flat_map(|c| {
+                if matches!(c, '\\' | ';' | ',' | ':' | '"') {
+                    vec!['\\', c]
+                } else {
+                    vec![c]
+                }
+            })
+            .collect()
+    };
+    match password {
+        Some(p) => format!("WIFI:T:WPA;S:{};P:{};;", esc(ssid), esc(p)),
+        None => format!("WIFI:T:nopass;S:{};;", esc(ssid)),
+    }
+}
+
 /// Brute-force guard: this many wrong codes from one device...
 pub const MAX_WRONG_CODES: u32 = 5;
 /// ...within this window locks the device out until the oldest attempt leaves the window.
@@ -291,6 +311,18 @@ mod tests {
         assert_eq!(c.state(t(16)), CourseState::Ended);
         c.ended_early_at = Some(t(10));
         assert_eq!(c.state(t(9)), CourseState::Ended);
+    }
+
+    #[test]
+    fn wifi_qr_text_escapes_specials() {
+        assert_eq!(
+            wifi_qr_text("Claremont Guest", None),
+            "WIFI:T:nopass;S:Claremont Guest;;"
+        );
+        assert_eq!(
+            wifi_qr_text("a;b:c", Some("p\\w,\"x")),
+            "WIFI:T:WPA;S:a\\;b\\:c;P:p\\\\w\\,\\\"x;;"
+        );
     }
 
     #[test]

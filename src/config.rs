@@ -93,6 +93,8 @@ struct RawGuest {
     interface: String,
     address: String,
     address6: Option<String>,
+    ssid: Option<String>,
+    wifi_password: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -171,6 +173,10 @@ pub struct Guest {
     pub address: Ipv4Addr,
     /// The router's IPv6 address on the guest network, if any.
     pub address6: Option<Ipv6Addr>,
+    /// The guest Wi-Fi's network name, for the course poster and its QR code.
+    pub ssid: Option<String>,
+    /// The guest Wi-Fi's WPA passphrase, if it has one (the QR code carries it).
+    pub wifi_password: Option<String>,
 }
 
 /// The portal web server.
@@ -302,6 +308,22 @@ impl Config {
                 Some(h)
             }
         };
+        let ssid = raw.guest.ssid.map(|s| s.trim().to_owned());
+        if ssid.as_ref().is_some_and(|s| s.is_empty() || s.len() > 32) {
+            return Err(ConfigError::invalid(
+                "guest.ssid",
+                "must be 1 to 32 bytes",
+                "use the guest Wi-Fi's network name exactly as phones show it",
+            ));
+        }
+        let wifi_password = raw.guest.wifi_password;
+        if wifi_password.as_ref().is_some_and(|p| !(8..=63).contains(&p.len())) {
+            return Err(ConfigError::invalid(
+                "guest.wifi_password",
+                "must be 8 to 63 characters (WPA)",
+                "use the guest Wi-Fi's passphrase, or remove the key for an open network",
+            ));
+        }
         let port = raw.portal.port.unwrap_or(Portal::DEFAULT_PORT);
         if port == 0 {
             return Err(ConfigError::invalid(
@@ -407,6 +429,8 @@ impl Config {
                 interface,
                 address,
                 address6,
+                ssid,
+                wifi_password,
             },
             portal: Portal {
                 hostname,

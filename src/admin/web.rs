@@ -52,6 +52,7 @@ pub fn router(state: WebState) -> Router {
         .route("/", get(dashboard))
         .route("/courses", get(courses).post(create_course))
         .route("/courses/{id}/end", post(end_course))
+        .route("/courses/{id}/poster", get(poster))
         .route("/courses/{id}/revoke-all", post(revoke_course))
         .route("/guests", get(guests))
         .route("/guests/revoke", post(revoke))
@@ -767,4 +768,72 @@ async fn end_exception(
             "/guests",
         ),
     }
+}
+
+/// GET /courses/{id}/poster: one printable A4 page with the course, the network, a QR code that
+/// joins it, the access code in large type, and what accepting means.
+async fn poster(State(st): State<WebState>, staff: Staff, Path(id): Path<i64>) -> Response {
+    let Ok(courses) = st.actions.store.run(|s| s.courses()).await else {
+        return message(
+            &st,
+            Some(&staff),
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Unavailable",
+            "The store cannot be read.",
+            "/courses",
+        );
+    };
+    let Some(course) = courses.into_iter().find(|c| c.id == id) else {
+        return message(
+            &st,
+            Some(&staff),
+            StatusCode::NOT_FOUND,
+            "No such course",
+            "That course does not exist.",
+            "/courses",
+        );
+    };
+    let guest = &st.config.guest;
+    let qr_svg = match &guest.ssid {
+        Some(ssid) => {
+            let text = crate::clients::wifi_qr_text(ssid, guest.wifi_password.as_deref());
+            match qrcode::QrCode::with_error_correction_level(text.as_bytes(), qrcode::EcLevel::M) {
+                Ok(code) => code
+                    .render::<qrcode::render::svg::Color<'_>>()
+                    .min_dimensions(240, 240)
+                    .quiet_zone(true)
+                    .build(),
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot make the poster's QR code");
+                    String::new()
+                }
+            }
+        }
+        None => String::new(),
+    };
+    #[derive(Serialize)]
+    struct PosterCourse {
+        title: String,
+        code: String,
+        starts: String,
+        ends: String,
+    }
+    let c = PosterCourse {
+        title: course.title.clone(),
+        code: course.code.to_string(),
+        starts: local(&st, course.starts_at),
+        ends: local(&st, course.ends_at),
+    };
+    page(
+        &st,
+        StatusCode::OK,
+        "admin/poster.html",
+        Some(&staff),
+        minijinja::context! {
+            course => ser(&c),
+            ssid => guest.ssid.as_deref(),
+            // Made here from our own text; the SVG holds only rects and paths.
+            qr_svg => minijinja::Value::from_safe_string(qr_svg),
+        },
+    )
 }

@@ -114,3 +114,84 @@ fn a_phone_accepts_in_a_real_browser_with_and_without_javascript() {
         assert_eq!(s["name"], "Ann Smith");
     }
 }
+
+/// Staff pages in a real browser with JavaScript off: sign in, dashboard, live guests and the
+/// course poster, saved as artefacts; the poster's QR code, decoded from the screenshot by an
+/// independent decoder (zbarimg), joins the guest Wi-Fi.
+#[test]
+fn staff_pages_in_a_real_browser_and_the_poster_qr_joins_the_wifi() {
+    let Some(lab) = Lab::new(1) else { return };
+    if let Err(why) = browser_ready() {
+        assert!(
+            std::env::var("AUPGATE_REQUIRE_NETNS").as_deref() != Ok("1"),
+            "browser test cannot run in CI: {why}"
+        );
+        eprintln!("SKIP: browser test: {why}");
+        return;
+    }
+    let mut gw = Gateway::start(&lab);
+    gw.stop();
+    let text = std::fs::read_to_string(&gw.config)
+        .unwrap()
+        .replace("[guest]\n", "[guest]\nssid = \"Claremont Guest\"\n")
+        + "\n[admin]\nlisten = \"198.51.100.1:8443\"\n";
+    std::fs::write(&gw.config, text).unwrap();
+    gw.start_again();
+    let mut child = Command::new(crate::harness::BIN)
+        .args([
+            "--config",
+            gw.config.to_str().unwrap(),
+            "admin",
+            "add",
+            "office",
+            "--password-stdin",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), b"correct horse battery\n").unwrap();
+    assert!(child.wait().unwrap().success());
+    let (id, code) = gw.add_course(
+        "Phonics training",
+        SignedDuration::from_hours(-1),
+        SignedDuration::from_hours(6),
+        40,
+    );
+    assert_eq!(crate::harness::accept(&lab.clients[0], &code, "Ann Smith").status, 200);
+
+    let shots = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-artefacts/browser");
+    std::fs::create_dir_all(&shots).unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/e2e/admin.mjs");
+    let out = Command::new("ip")
+        .args(["netns", "exec", &lab.net, "node"])
+        .arg(&script)
+        .args([
+            "https://198.51.100.1:8443",
+            "office",
+            "correct horse battery",
+            &id.to_string(),
+            shots.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        gw.log_text()
+    );
+    assert!(stdout.contains(&format!("with code {code}")), "{stdout}");
+    assert!(stdout.contains("no Content-Security-Policy violations"), "{stdout}");
+    let poster = shots.join("admin-poster.png");
+    let decoded = Command::new("zbarimg")
+        .args(["--raw", "-q"])
+        .arg(&poster)
+        .output()
+        .expect("zbarimg (apt-get install zbar-tools)");
+    assert_eq!(
+        String::from_utf8_lossy(&decoded.stdout).trim(),
+        "WIFI:T:nopass;S:Claremont Guest;;",
+        "the poster's QR code"
+    );
+}
