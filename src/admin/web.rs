@@ -374,13 +374,21 @@ async fn dashboard(State(st): State<WebState>, staff: Staff) -> Response {
         );
     };
     let courses_running = courses.iter().filter(|c| c.state(now) == CourseState::Running).count();
+    let fw = st.actions.firewall.status();
+    let firewall = minijinja::context! {
+        present => fw.table_present,
+        elements => fw.elements,
+        last_check => fw.last_check.map(|t| t.to_zoned(st.config.school.timezone.clone()).strftime("%H:%M:%S").to_string()),
+        last_rebuild => fw.last_rebuild.map(|t| local(&st, t)),
+        error => fw.last_error,
+    };
     page(
         &st,
         StatusCode::OK,
         "admin/dashboard.html",
         Some(&staff),
         minijinja::context! {
-        guests_now, accepted_today, wrong_codes_today, courses_running },
+        guests_now, accepted_today, wrong_codes_today, courses_running, firewall },
     )
 }
 

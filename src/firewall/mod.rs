@@ -117,10 +117,32 @@ enum Command {
     },
 }
 
+/// What the writer's last checks saw, for the staff dashboard.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct FirewallStatus {
+    /// Whether our table was there at the last check.
+    pub table_present: bool,
+    /// Devices in the `allowed` set at the last check.
+    pub elements: usize,
+    /// When the last check ran.
+    pub last_check: Option<jiff::Timestamp>,
+    /// When the table was last rebuilt (start-up, or a restore after outside changes).
+    pub last_rebuild: Option<jiff::Timestamp>,
+    /// The last check's error, if it failed.
+    pub last_error: Option<String>,
+}
+
+type SharedStatus = Arc<std::sync::Mutex<FirewallStatus>>;
+
+fn update(status: &SharedStatus, f: impl FnOnce(&mut FirewallStatus)) {
+    f(&mut status.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
+}
+
 /// Cheap-clone handle to the firewall writer.
 #[derive(Debug, Clone)]
 pub struct FirewallHandle {
     tx: mpsc::Sender<Command>,
+    status: SharedStatus,
 }
 
 impl FirewallHandle {
@@ -142,6 +164,14 @@ impl FirewallHandle {
             .await
             .map_err(|_| FirewallError::Stopped)?;
         rx.await.map_err(|_| FirewallError::Stopped)?
+    }
+
+    /// What the writer's last checks saw.
+    pub fn status(&self) -> FirewallStatus {
+        self.status
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     /// Makes the set agree with the store for `macs` (after a revoke or a course end).
@@ -166,6 +196,7 @@ pub struct Writer<F> {
     spec: TableSpec,
     /// The table's listing right after our last full install.
     installed: std::sync::Mutex<Option<String>>,
+    status: SharedStatus,
 }
 
 impl<F: Firewall> Writer<F> {
@@ -177,6 +208,7 @@ impl<F: Firewall> Writer<F> {
             clock,
             spec,
             installed: std::sync::Mutex::new(None),
+            status: SharedStatus::default(),
         }
     }
 
@@ -201,12 +233,20 @@ impl<F: Firewall> Writer<F> {
         self.firewall.replace(&ruleset).await?;
         let listing = self.firewall.fingerprint().await?;
         *self.installed.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = listing;
+        update(&self.status, |s| {
+            s.table_present = true;
+            s.elements = n;
+            s.last_rebuild = Some(now);
+            s.last_check = Some(now);
+            s.last_error = None;
+        });
         Ok(n)
     }
 
     /// Runs the writer until `shutdown` turns true. Call `reconcile_all` first.
     pub fn spawn(self, mut shutdown: watch::Receiver<bool>) -> (FirewallHandle, tokio::task::JoinHandle<()>) {
         let (tx, mut rx) = mpsc::channel::<Command>(256);
+        let status = self.status.clone();
         let task = tokio::spawn(async move {
             let mut tick = tokio::time::interval(WATCH_INTERVAL);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -220,6 +260,7 @@ impl<F: Firewall> Writer<F> {
                     _ = tick.tick() => {
                         if let Err(e) = self.watch().await {
                             tracing::error!(error = %e, "firewall check failed; retrying in 1 s");
+                            update(&self.status, |s| s.last_error = Some(e.to_string()));
                         }
                     }
                     _ = shutdown.changed() => break,
@@ -227,7 +268,7 @@ impl<F: Firewall> Writer<F> {
             }
             tracing::debug!("firewall writer stopped; the table stays in the kernel");
         });
-        (FirewallHandle { tx }, task)
+        (FirewallHandle { tx, status }, task)
     }
 
     async fn store_call<T: Send + 'static>(
@@ -325,6 +366,12 @@ impl<F: Firewall> Writer<F> {
         let now = self.clock.now();
         let desired = self.store_call(move |s| s.allowed(now)).await?;
         let present = self.firewall.elements().await?;
+        update(&self.status, |s| {
+            s.table_present = true;
+            s.elements = present.len();
+            s.last_check = Some(now);
+            s.last_error = None;
+        });
         let wanted: BTreeSet<MacAddr> = desired.iter().map(|(m, _)| *m).collect();
         for mac in present.difference(&wanted) {
             tracing::warn!(%mac, "device in the allowed set without an open consent; removing it");

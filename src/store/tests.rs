@@ -2,6 +2,7 @@ use jiff::Timestamp;
 
 use super::*;
 use crate::clients::{AccessCode, MacAddr};
+use crate::store::Role;
 
 fn t(s: &str) -> Timestamp {
     s.parse().unwrap()
@@ -275,4 +276,29 @@ fn exceptions_allow_a_device_until_ended_or_revoked() {
     s.grant_exception(mac, "short", "office", now, t("2026-11-23T10:30:00Z"))
         .unwrap();
     assert!(s.allowed(t("2026-11-23T10:30:00Z")).unwrap().is_empty());
+}
+
+#[test]
+fn admin_sessions_end_after_idle_time_and_with_their_account() {
+    let s = Store::open_in_memory().unwrap();
+    let t0 = t("2026-11-23T09:00:00Z");
+    s.add_admin("office", Role::Staff, "$argon2id$hash", t0).unwrap();
+    s.create_session("h1", "office", "csrf1", t0).unwrap();
+    let idle = jiff::SignedDuration::from_mins(30);
+    // Used 20 minutes later: still signed in, and the idle clock restarts.
+    let t1 = t("2026-11-23T09:20:00Z");
+    assert_eq!(s.use_session("h1", t1 - idle, t1).unwrap().unwrap().csrf, "csrf1");
+    let t2 = t("2026-11-23T09:45:00Z");
+    assert!(
+        s.use_session("h1", t2 - idle, t2).unwrap().is_some(),
+        "25 min after the last use"
+    );
+    // 31 minutes without a request: ended, and gone for good.
+    let t3 = t("2026-11-23T10:16:00Z");
+    assert!(s.use_session("h1", t3 - idle, t3).unwrap().is_none());
+    assert!(s.use_session("h1", t3 - idle, t3).unwrap().is_none());
+    // Removing the account ends its sessions.
+    s.create_session("h2", "office", "csrf2", t3).unwrap();
+    assert!(s.remove_admin("office", t3).unwrap());
+    assert!(s.use_session("h2", t3 - idle, t3).unwrap().is_none());
 }

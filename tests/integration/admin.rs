@@ -133,6 +133,10 @@ fn staff_sign_in_create_a_course_see_the_guest_and_revoke_it() {
     let (status, _, body) = staff.request("/", None);
     assert_eq!(status, 200);
     assert!(body.contains("guests on now"));
+    assert!(
+        body.contains("<code>inet aupgate</code> present, 0 device(s) allowed"),
+        "firewall state on the dashboard: {body}"
+    );
 
     // Create a course: refused without the CSRF token, done with it.
     let (status, _, _) = staff.request(
