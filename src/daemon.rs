@@ -213,14 +213,33 @@ fn bind_v6_only(port: u16) -> std::io::Result<TcpListener> {
     TcpListener::from_std(socket.into())
 }
 
+/// The gid of the `aupgate` group in `/etc/group` text, if there is one.
+fn group_id(etc_group: &str, name: &str) -> Option<u32> {
+    etc_group.lines().find_map(|line| {
+        let mut fields = line.split(':');
+        (fields.next()? == name).then_some(())?;
+        fields.nth(1)?.parse().ok()
+    })
+}
+
+/// Binds the control socket: root only (socket 0600 in a 0700 folder), or root and the
+/// `aupgate` group when that group exists (0660 in 0750), so staff in it can use the CLI.
 fn bind_control(path: &Path) -> anyhow::Result<UnixListener> {
     use std::os::unix::fs::FileTypeExt;
+    let gid = std::fs::read_to_string("/etc/group")
+        .ok()
+        .and_then(|g| group_id(&g, "aupgate"));
+    let (dir_mode, sock_mode) = if gid.is_some() { (0o750, 0o660) } else { (0o700, 0o600) };
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty() && !d.exists()) {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("creating {} (fix: check [control] socket)", dir.display()))?;
-        // Only root may reach the socket, even in the moment before its own mode is set.
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-            .with_context(|| format!("restricting {} to root", dir.display()))?;
+        // Restricted before the socket exists, so it is never reachable by others even briefly.
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(dir_mode))
+            .with_context(|| format!("restricting {}", dir.display()))?;
+        if gid.is_some() {
+            std::os::unix::fs::chown(dir, None, gid)
+                .with_context(|| format!("giving {} to the aupgate group", dir.display()))?;
+        }
     }
     if std::os::unix::net::UnixStream::connect(path).is_ok() {
         anyhow::bail!(
@@ -245,8 +264,12 @@ fn bind_control(path: &Path) -> anyhow::Result<UnixListener> {
             path.display()
         )
     })?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-        .with_context(|| format!("restricting {} to root", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(sock_mode))
+        .with_context(|| format!("restricting {}", path.display()))?;
+    if gid.is_some() {
+        std::os::unix::fs::chown(path, None, gid)
+            .with_context(|| format!("giving {} to the aupgate group", path.display()))?;
+    }
     Ok(listener)
 }
 
@@ -259,4 +282,15 @@ async fn wait_for_signal() -> anyhow::Result<()> {
         _ = int.recv() => {}
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn group_ids_come_from_etc_group() {
+        let text = "root:x:0:\nstaff:x:50:\naupgate:x:998:office,dsl\naupgate2:x:997:\n";
+        assert_eq!(super::group_id(text, "aupgate"), Some(998));
+        assert_eq!(super::group_id(text, "nobody"), None);
+        assert_eq!(super::group_id("aupgate:x:notanumber:", "aupgate"), None);
+    }
 }

@@ -118,6 +118,18 @@ fn check_passes_on_a_good_gateway_and_cli_needs_the_daemon() {
     assert_eq!(err.trim().lines().count(), 1, "{err}");
     // With the daemon: courses are created, listed and validated.
     let gw = Gateway::start(&lab);
+    // The control socket is root's only (no aupgate group on this machine).
+    use std::os::unix::fs::PermissionsExt;
+    let socket = lab.path("run/control.sock");
+    assert_eq!(std::fs::metadata(&socket).unwrap().permissions().mode() & 0o777, 0o600);
+    assert_eq!(
+        std::fs::metadata(socket.parent().unwrap())
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o700
+    );
     let out = gw.cli_ok(&[
         "course",
         "add",
