@@ -363,7 +363,7 @@ async fn dashboard(State(st): State<WebState>, staff: Staff) -> Response {
         .store
         .run(move |s| Ok((s.sessions(now)?.len(), s.counts_since(midnight)?, s.courses()?)))
         .await;
-    let Ok((guests_now, (accepted_today, wrong_codes_today), courses)) = counts else {
+    let Ok((guests_now, (accepted_today, wrong_codes_today, full_today), courses)) = counts else {
         return message(
             &st,
             Some(&staff),
@@ -388,7 +388,7 @@ async fn dashboard(State(st): State<WebState>, staff: Staff) -> Response {
         "admin/dashboard.html",
         Some(&staff),
         minijinja::context! {
-        guests_now, accepted_today, wrong_codes_today, courses_running, firewall },
+        guests_now, accepted_today, wrong_codes_today, full_today, courses_running, firewall },
     )
 }
 

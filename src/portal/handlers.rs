@@ -328,6 +328,12 @@ pub(super) async fn accept(
         Ok(id) => id,
         Err(StoreError::CourseFull) => {
             tracing::info!(%mac, course = course.id, "course full");
+            // Counted for the staff dashboard's refusals; failing to count does not change the answer.
+            let detail = serde_json::json!({"mac": mac.to_string(), "course": course.id});
+            let _ = st
+                .store
+                .run(move |s| s.record_event(now, "refused-course-full", &detail))
+                .await;
             return pages.message(
                 StatusCode::CONFLICT,
                 "This course's Wi-Fi places are all taken",

@@ -321,22 +321,18 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    /// Dashboard counts since `since`: (consents accepted, wrong access codes).
+    /// Dashboard counts since `since`: (consents accepted, wrong access codes, refusals because
+    /// the course was full).
     ///
     /// # Errors
     /// On a database failure.
-    pub fn counts_since(&self, since: Timestamp) -> Result<(u32, u32), StoreError> {
+    pub fn counts_since(&self, since: Timestamp) -> Result<(u32, u32, u32), StoreError> {
         let conn = self.lock();
-        let accepted: u32 = conn.query_row(
-            "SELECT count(*) FROM consents WHERE accepted_at >= ?1",
-            [ts(since)],
-            |r| r.get(0),
-        )?;
-        let wrong: u32 = conn.query_row(
-            "SELECT count(*) FROM code_attempts WHERE at >= ?1 AND outcome = 'wrong-code'",
-            [ts(since)],
-            |r| r.get(0),
-        )?;
-        Ok((accepted, wrong))
+        let count = |sql: &str| -> Result<u32, StoreError> { Ok(conn.query_row(sql, [ts(since)], |r| r.get(0))?) };
+        Ok((
+            count("SELECT count(*) FROM consents WHERE accepted_at >= ?1")?,
+            count("SELECT count(*) FROM code_attempts WHERE at >= ?1 AND outcome = 'wrong-code'")?,
+            count("SELECT count(*) FROM events WHERE at >= ?1 AND kind = 'refused-course-full'")?,
+        ))
     }
 }

@@ -178,6 +178,12 @@ fn staff_sign_in_create_a_course_see_the_guest_and_revoke_it() {
     );
     assert!(!body.contains("<script>alert(1)"), "guest input must be escaped");
 
+    // The dashboard counts today's refusals: one wrong code from a guest.
+    assert_eq!(accept(c1, "WRNGWRNG", "Ann").status, 422);
+    let (_, _, body) = staff.request("/", None);
+    assert!(body.contains("<span class=\"n\">1</span> wrong codes today"), "{body}");
+    assert!(body.contains("<span class=\"n\">1</span> accepted today"), "{body}");
+
     // Revoke from the web page: the guest is closed.
     let csrf = staff.csrf("/guests");
     let (status, _, body) = staff.request("/guests/revoke", Some(&[("csrf", &csrf), ("mac", &c1.mac)]));
@@ -224,6 +230,34 @@ fn staff_sign_in_create_a_course_see_the_guest_and_revoke_it() {
     let csrf = staff.csrf("/guests");
     let (status, _, _) = staff.request(&format!("/exceptions/{id}/end"), Some(&[("csrf", &csrf)]));
     assert_eq!(status, 200);
+    assert_closed(c1);
+
+    // "Revoke every device of this course": a second guest on a new course, closed in one go.
+    let csrf = staff.csrf("/courses");
+    staff.request(
+        "/courses",
+        Some(&[
+            ("csrf", &csrf),
+            ("title", "Second"),
+            ("starts", "2000-01-01T09:00"),
+            ("ends", "2099-01-01T16:00"),
+            ("max_devices", "5"),
+        ]),
+    );
+    let (_, _, body) = staff.request("/courses", None);
+    let row = &body[body.find("<td>Second</td>").expect("second course")..];
+    let at = row.find("<td class=\"code\">").unwrap() + "<td class=\"code\">".len();
+    let second = row[at..at + 8].to_owned();
+    let id: String = row[row.find("/courses/").unwrap() + "/courses/".len()..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    assert_eq!(accept(c1, &second, "Ann").status, 200);
+    assert!(reaches_internet(c1));
+    let csrf = staff.csrf(&format!("/guests?course={id}"));
+    let (status, _, body) = staff.request(&format!("/courses/{id}/revoke-all"), Some(&[("csrf", &csrf)]));
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("1 device(s) of the course are closed"), "{body}");
     assert_closed(c1);
 
     // Guests cannot reach the admin at all, even knowing its address and port.
