@@ -50,7 +50,22 @@ pub enum Command {
     /// Staff accounts for the admin web UI.
     #[command(subcommand)]
     Admin(AdminCommand),
+    /// The tamper-evident audit log.
+    #[command(subcommand)]
+    Audit(AuditCommand),
 }
+
+/// `aupgate audit …`
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Re-compute the hash chain and check every consent against it; exits 1 if anything was altered.
+    Verify,
+}
+
+/// `audit verify` found an alteration (exit 1; the line naming it is already printed).
+#[derive(Debug, thiserror::Error)]
+#[error("the audit log was altered")]
+pub struct AuditAltered;
 
 /// `aupgate admin …`
 #[derive(Debug, Subcommand)]
@@ -148,6 +163,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Course(cmd) => course(&cli.config, cli.json, cmd),
         Command::Session(cmd) => session(&cli.config, cli.json, cmd),
         Command::Admin(cmd) => admin(&cli.config, cli.json, cmd),
+        Command::Audit(AuditCommand::Verify) => audit_verify(&cli.config, cli.json),
     }
 }
 
@@ -394,6 +410,28 @@ fn admin(path: &Path, json: bool, cmd: AdminCommand) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+fn audit_verify(path: &Path, json: bool) -> anyhow::Result<()> {
+    let config = Config::load(path)?;
+    match read_store(&config)?.verify()? {
+        Ok(ok) => {
+            if json {
+                print_json(&serde_json::json!({"ok": true, "events": ok.events, "head": ok.head}))?;
+            } else {
+                println!("ok: {} events, head {}", ok.events, ok.head);
+            }
+            Ok(())
+        }
+        Err(brk) => {
+            if json {
+                print_json(&serde_json::json!({"ok": false, "event": brk.event, "problem": brk.problem}))?;
+            } else {
+                println!("ALTERED: {brk}");
+            }
+            Err(AuditAltered.into())
+        }
+    }
 }
 
 fn check(path: &Path) -> anyhow::Result<()> {

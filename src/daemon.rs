@@ -156,6 +156,24 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     });
     let control_task = tokio::spawn(control::serve(control_listener, admin, shutdown_rx.clone()));
 
+    // The audit chain's head goes to the journal at start and daily, so a copy of it exists
+    // outside the database (deleting the newest events would otherwise go unseen).
+    let head_task = {
+        let store = store.clone();
+        let mut stop = shutdown_rx.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_secs(24 * 3600));
+            loop {
+                tokio::select! {
+                    _ = every.tick() => match store.run(|s| s.chain_head()).await {
+                        Ok(head) => tracing::info!(head = %head, "audit chain head"),
+                        Err(e) => tracing::error!(error = %e, "cannot read the audit chain head"),
+                    },
+                    _ = stop.changed() => break,
+                }
+            }
+        })
+    };
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
     tracing::info!(
         portal = %config.portal_url(),
@@ -173,7 +191,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         for task in portal_tasks.into_iter().chain(admin_task) {
             let _ = task.await;
         }
-        let _ = tokio::join!(control_task, firewall_task);
+        let _ = tokio::join!(control_task, firewall_task, head_task);
     };
     if tokio::time::timeout(DRAIN, all).await.is_err() {
         tracing::warn!("requests still running after {} s; stopping anyway", DRAIN.as_secs());

@@ -20,7 +20,9 @@ fn main() -> ExitCode {
     match aupgate::cli::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            if e.downcast_ref::<aupgate::cli::CheckFailed>().is_none() {
+            if e.downcast_ref::<aupgate::cli::CheckFailed>().is_none()
+                && e.downcast_ref::<aupgate::cli::AuditAltered>().is_none()
+            {
                 eprintln!("aupgate: {e:#}");
             }
             ExitCode::from(aupgate::cli::exit_status(&e))

@@ -110,7 +110,15 @@ impl Store {
             &tx,
             c.accepted_at,
             "consent",
-            &json!({"consent": id, "course": c.course_id, "mac": c.mac.to_string(), "policy": c.policy_hash}),
+            &json!({
+                "consent": id,
+                "course": c.course_id,
+                "mac": c.mac.to_string(),
+                "policy": c.policy_hash,
+                "accepted_at": now,
+                "expires_at": ts(c.expires_at),
+                "personal": super::audit::personal_commitment(&c.mac.to_string(), &c.ip, &c.name, &c.organisation, &c.user_agent),
+            }),
         )?;
         tx.commit()?;
         Ok(id)

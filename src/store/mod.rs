@@ -3,6 +3,7 @@
 //! write that records consent is committed with `synchronous=FULL` before it returns.
 
 mod admins;
+mod audit;
 mod consents;
 mod courses;
 mod exceptions;
@@ -15,6 +16,7 @@ use jiff::Timestamp;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
 pub use admins::{Admin, AdminSession, Role};
+pub use audit::{ChainBreak, ChainOk};
 pub use consents::NewConsent;
 pub use exceptions::Exception;
 
@@ -109,6 +111,28 @@ impl Store {
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         schema::migrations().to_latest(conn)?;
+        Self::seal(conn)?;
+        Ok(())
+    }
+
+    /// Chains events written before the chain existed (migration 4), oldest first.
+    fn seal(conn: &mut Connection) -> Result<(), StoreError> {
+        let tx = conn.transaction()?;
+        let unsealed: Vec<(i64, String, String, String)> = {
+            let mut stmt = tx.prepare("SELECT id, at, kind, detail FROM events WHERE hash IS NULL ORDER BY id")?;
+            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
+            rows.collect::<Result<_, _>>()?
+        };
+        let mut prev = GENESIS.to_owned();
+        for (id, at, kind, detail) in unsealed {
+            let hash = event_hash(&prev, &at, &kind, &detail);
+            tx.execute(
+                "UPDATE events SET prev_hash = ?2, hash = ?3 WHERE id = ?1",
+                params![id, prev, hash],
+            )?;
+            prev = hash;
+        }
+        tx.commit()?;
         Ok(())
     }
 
@@ -197,10 +221,41 @@ impl Store {
     }
 }
 
+/// The `prev_hash` of the first event.
+pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// An event's hash: SHA-256 over the previous event's hash and this event's canonical content
+/// (time, kind and the detail exactly as stored), one per line.
+pub fn event_hash(prev_hash: &str, at: &str, kind: &str, detail: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for part in [prev_hash, at, kind, detail] {
+        h.update(part.as_bytes());
+        h.update(b"\n");
+    }
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn chain_head(conn: &Connection) -> Result<String, StoreError> {
+    Ok(conn
+        .query_row(
+            "SELECT hash FROM events WHERE hash IS NOT NULL ORDER BY id DESC LIMIT 1",
+            [],
+            |r| r.get::<_, String>(0),
+        )
+        .optional()?
+        .unwrap_or_else(|| GENESIS.to_owned()))
+}
+
+/// Appends an event to the hash chain. Callers hold the connection's lock (and usually a
+/// transaction), so two events can never claim the same predecessor.
 fn insert_event(conn: &Connection, now: Timestamp, kind: &str, detail: &serde_json::Value) -> Result<(), StoreError> {
+    let prev = chain_head(conn)?;
+    let (at, detail) = (ts(now), detail.to_string());
+    let hash = event_hash(&prev, &at, kind, &detail);
     conn.execute(
-        "INSERT INTO events (at, kind, detail) VALUES (?1, ?2, ?3)",
-        params![ts(now), kind, detail.to_string()],
+        "INSERT INTO events (at, kind, detail, prev_hash, hash) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![at, kind, detail, prev, hash],
     )?;
     Ok(())
 }

@@ -116,6 +116,13 @@ CREATE TABLE exceptions (
 CREATE INDEX exceptions_open ON exceptions(until) WHERE ended_at IS NULL;
 "#,
         ),
+        // 4: the hash chain over events (filled in by Store::open for events written before it).
+        M::up(
+            r#"
+ALTER TABLE events ADD COLUMN prev_hash TEXT;
+ALTER TABLE events ADD COLUMN hash TEXT;
+"#,
+        ),
     ])
 }
 

@@ -302,3 +302,99 @@ fn admin_sessions_end_after_idle_time_and_with_their_account() {
     assert!(s.remove_admin("office", t3).unwrap());
     assert!(s.use_session("h2", t3 - idle, t3).unwrap().is_none());
 }
+
+fn chained() -> (Store, Course) {
+    let (s, c) = setup(5);
+    s.record_consent(&consent(&c, "02:00:00:00:00:01", "2026-11-23T09:05:00Z"))
+        .unwrap();
+    s.record_consent(&consent(&c, "02:00:00:00:00:02", "2026-11-23T09:06:00Z"))
+        .unwrap();
+    s.revoke("02:00:00:00:00:01".parse().unwrap(), t("2026-11-23T10:00:00Z"), "dsl")
+        .unwrap();
+    (s, c)
+}
+
+#[test]
+fn the_event_log_is_a_hash_chain_that_verifies() {
+    let (s, _) = chained();
+    let ok = s.verify().unwrap().unwrap();
+    // course-added, two consents, one revoke.
+    assert_eq!(ok.events, 4);
+    assert_eq!(ok.head, s.chain_head().unwrap());
+    assert_ne!(ok.head, GENESIS);
+}
+
+#[test]
+fn verify_names_an_edited_or_deleted_event() {
+    let (s, _) = chained();
+    s.lock()
+        .execute(
+            "UPDATE events SET detail = replace(detail, 'dsl', 'nobody') WHERE kind = 'revoked'",
+            [],
+        )
+        .unwrap();
+    let brk = s.verify().unwrap().unwrap_err();
+    assert_eq!(brk.event, 4);
+    assert!(brk.problem.contains("edited"), "{brk}");
+
+    let (s, _) = chained();
+    s.lock().execute("DELETE FROM events WHERE id = 2", []).unwrap();
+    let brk = s.verify().unwrap().unwrap_err();
+    assert_eq!(brk.event, 3, "the event after the gap");
+    assert!(brk.problem.contains("link"), "{brk}");
+}
+
+#[test]
+fn verify_catches_an_edited_or_deleted_consent() {
+    let (s, _) = chained();
+    s.lock()
+        .execute("UPDATE consents SET name = 'Someone Else' WHERE id = 2", [])
+        .unwrap();
+    let brk = s.verify().unwrap().unwrap_err();
+    assert!(
+        brk.problem.contains("consent 2") && brk.problem.contains("name"),
+        "{brk}"
+    );
+
+    let (s, _) = chained();
+    // A tamperer with the sqlite3 shell would switch foreign keys off first.
+    s.lock()
+        .execute_batch("PRAGMA foreign_keys = OFF; UPDATE consents SET policy_hash = 'other' WHERE id = 1;")
+        .unwrap();
+    assert!(s.verify().unwrap().unwrap_err().problem.contains("policy version"));
+
+    let (s, _) = chained();
+    s.lock().execute("DELETE FROM consents WHERE id = 1", []).unwrap();
+    assert!(
+        s.verify()
+            .unwrap()
+            .unwrap_err()
+            .problem
+            .contains("consent 1 was deleted")
+    );
+}
+
+#[test]
+fn events_written_before_the_chain_are_sealed_on_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("a.db");
+    {
+        let s = Store::open(&path).unwrap();
+        s.add_course(
+            "x",
+            t("2026-11-23T09:00:00Z"),
+            t("2026-11-23T16:00:00Z"),
+            1,
+            t("2026-11-23T08:00:00Z"),
+            "test",
+            codes(),
+        )
+        .unwrap();
+        // As a database from before migration 4 would look.
+        s.lock()
+            .execute("UPDATE events SET prev_hash = NULL, hash = NULL", [])
+            .unwrap();
+    }
+    let s = Store::open(&path).unwrap();
+    assert_eq!(s.verify().unwrap().unwrap().events, 1);
+}

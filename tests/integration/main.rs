@@ -8,6 +8,7 @@
 //! - `dhcp`: the shipped dnsmasq snippet hands out the API URL (RFC 8910) to a real client.
 //! - `https`: HTTPS and the RFC 8908 API with a throwaway CA.
 //! - `probes`: the OS captive-portal probes through real DNS, v4 and v6, before and after.
+//! - `audit`: the hash-chained log; verify catches edits made with the sqlite3 shell.
 //! - `admin`: the staff web UI over HTTPS, end to end with a guest.
 //! - `browser`: the guest flow in Debian's Chromium with JavaScript off, at 360 px.
 //!
@@ -22,6 +23,7 @@
 )]
 
 mod admin;
+mod audit;
 mod browser;
 mod cli;
 mod dhcp;
