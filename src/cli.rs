@@ -60,6 +60,27 @@ pub enum Command {
 pub enum AuditCommand {
     /// Re-compute the hash chain and check every consent against it; exits 1 if anything was altered.
     Verify,
+    /// One row per consent accepted in a date range (school time), as CSV or JSON Lines.
+    Export {
+        /// First day (or date and time) included, e.g. 2026-09-01.
+        #[arg(long)]
+        from: String,
+        /// Last day included (a date includes the whole day), e.g. 2026-12-31.
+        #[arg(long)]
+        to: String,
+        /// Only this course.
+        #[arg(long)]
+        course: Option<i64>,
+        /// Only this device.
+        #[arg(long)]
+        mac: Option<String>,
+        /// csv (for spreadsheets) or jsonl.
+        #[arg(long, value_enum)]
+        format: crate::audit::Format,
+        /// Write here (created 0600: it holds personal data) instead of standard output.
+        #[arg(long)]
+        output: Option<PathBuf>,
+    },
 }
 
 /// `audit verify` found an alteration (exit 1; the line naming it is already printed).
@@ -164,6 +185,22 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Session(cmd) => session(&cli.config, cli.json, cmd),
         Command::Admin(cmd) => admin(&cli.config, cli.json, cmd),
         Command::Audit(AuditCommand::Verify) => audit_verify(&cli.config, cli.json),
+        Command::Audit(AuditCommand::Export {
+            from,
+            to,
+            course,
+            mac,
+            format,
+            output,
+        }) => audit_export(
+            &cli.config,
+            &from,
+            &to,
+            course,
+            mac.as_deref(),
+            format,
+            output.as_deref(),
+        ),
     }
 }
 
@@ -407,6 +444,62 @@ fn admin(path: &Path, json: bool, cmd: AdminCommand) -> anyhow::Result<()> {
                 return print_json(&data);
             }
             println!("Account {} removed.", term_safe(&user));
+        }
+    }
+    Ok(())
+}
+
+/// A `--from`/`--to` bound: a date means the start of that day (`end_of_day` moves `--to` to
+/// the start of the next, so the whole day is included); a date and time is taken as is.
+fn day_bound(text: &str, tz: &TimeZone, flag: &str, end_of_day: bool) -> Result<Timestamp, UsageError> {
+    if let Ok(date) = text.trim().parse::<jiff::civil::Date>() {
+        let day = if end_of_day {
+            date.tomorrow().map_err(|e| UsageError(format!("{flag}: {e}")))?
+        } else {
+            date
+        };
+        return day
+            .to_zoned(tz.clone())
+            .map(|z| z.timestamp())
+            .map_err(|e| UsageError(format!("{flag} {text:?}: {e}")));
+    }
+    parse_time(text, tz, flag)
+}
+
+fn audit_export(
+    path: &Path,
+    from: &str,
+    to: &str,
+    course: Option<i64>,
+    mac: Option<&str>,
+    format: crate::audit::Format,
+    output: Option<&Path>,
+) -> anyhow::Result<()> {
+    let config = Config::load(path)?;
+    let tz = &config.school.timezone;
+    let (from, to) = (day_bound(from, tz, "--from", false)?, day_bound(to, tz, "--to", true)?);
+    if to <= from {
+        return Err(UsageError("--to must not be before --from".into()).into());
+    }
+    let mac = mac
+        .map(|m| m.parse::<MacAddr>().map_err(|e| UsageError(format!("--mac: {e}"))))
+        .transpose()?;
+    let now = SystemClock.now();
+    let records = read_store(&config)?.consents_between(from, to, course, mac)?;
+    let rows: Vec<crate::audit::Row> = records.iter().map(|r| crate::audit::Row::new(r, tz, now)).collect();
+    match output {
+        None => crate::audit::write(&rows, format, &mut std::io::stdout().lock()).context("writing the export")?,
+        Some(file) => {
+            use std::os::unix::fs::OpenOptionsExt;
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(file)
+                .with_context(|| format!("creating {}", file.display()))?;
+            crate::audit::write(&rows, format, &mut f).with_context(|| format!("writing {}", file.display()))?;
+            eprintln!("{} consent(s) written to {}", rows.len(), file.display());
         }
     }
     Ok(())

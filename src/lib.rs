@@ -10,7 +10,8 @@
 //! - [`firewall`]: the only netfilter code; owns table `inet aupgate` and nothing else.
 //! - [`neighbours`]: IP → MAC from the kernel's neighbour table.
 //! - [`portal`]: the guest-facing HTTP server.
-//! - [`admin`]: the control socket the CLI talks to.
+//! - [`admin`]: staff surfaces: the control socket and the HTTPS web UI.
+//! - [`audit`]: exports of the consent log (the hash chain itself lives in `store`).
 //! - [`assets`], [`web`]: templates, policy, rendering.
 //! - [`daemon`], [`cli`]: wiring.
 //!
@@ -19,6 +20,7 @@
 
 pub mod admin;
 pub mod assets;
+pub mod audit;
 pub mod cli;
 pub mod clients;
 pub mod clock;

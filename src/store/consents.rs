@@ -35,6 +35,10 @@ pub struct NewConsent {
 /// How long an unfinished code attempt counts towards the lock-out.
 const PENDING_COUNTS_FOR: jiff::SignedDuration = jiff::SignedDuration::from_mins(1);
 
+fn mac_of(text: String) -> Result<MacAddr, StoreError> {
+    mac(text)
+}
+
 fn mac(text: String) -> Result<MacAddr, StoreError> {
     text.parse()
         .map_err(|e: crate::clients::MacParseError| StoreError::Corrupt(e.to_string()))
@@ -179,8 +183,8 @@ impl Store {
         let mut conn = self.lock();
         let tx = conn.transaction()?;
         let n = tx.execute(
-            "UPDATE consents SET ended_at = ?2, end_reason = 'revoked' WHERE mac = ?1 AND ended_at IS NULL AND expires_at > ?2",
-            params![mac.to_string(), ts(now)],
+            "UPDATE consents SET ended_at = ?2, end_reason = 'revoked', ended_by = ?3 WHERE mac = ?1 AND ended_at IS NULL AND expires_at > ?2",
+            params![mac.to_string(), ts(now), by],
         )?;
         let e = tx.execute(
             "UPDATE exceptions SET ended_at = ?2, end_reason = 'revoked' WHERE mac = ?1 AND ended_at IS NULL AND until > ?2",
@@ -343,4 +347,112 @@ impl Store {
             count("SELECT count(*) FROM events WHERE at >= ?1 AND kind = 'refused-course-full'")?,
         ))
     }
+
+    /// Consents accepted in `[from, to)`, optionally of one course or one device, oldest first,
+    /// with their course title: the rows of an audit export.
+    ///
+    /// # Errors
+    /// On a database failure.
+    pub fn consents_between(
+        &self,
+        from: Timestamp,
+        to: Timestamp,
+        course: Option<i64>,
+        mac: Option<MacAddr>,
+    ) -> Result<Vec<ConsentRecord>, StoreError> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare(
+            "SELECT c.id, c.accepted_at, c.mac, c.ip, c.name, c.organisation, c.user_agent, c.course_id, k.title,
+                    c.policy_hash, c.expires_at, c.ended_at, c.end_reason, c.ended_by
+             FROM consents c JOIN courses k ON k.id = c.course_id
+             WHERE c.accepted_at >= ?1 AND c.accepted_at < ?2 AND (?3 IS NULL OR c.course_id = ?3) AND (?4 IS NULL OR c.mac = ?4)
+             ORDER BY c.accepted_at, c.id",
+        )?;
+        let rows = stmt.query_map(params![ts(from), ts(to), course, mac.map(|m| m.to_string())], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, String>(3)?,
+                r.get::<_, String>(4)?,
+                r.get::<_, String>(5)?,
+                r.get::<_, String>(6)?,
+                r.get::<_, i64>(7)?,
+                r.get::<_, String>(8)?,
+                r.get::<_, String>(9)?,
+                r.get::<_, String>(10)?,
+                r.get::<_, Option<String>>(11)?,
+                r.get::<_, Option<String>>(12)?,
+                r.get::<_, Option<String>>(13)?,
+            ))
+        })?;
+        rows.map(|r| {
+            let (
+                id,
+                accepted,
+                m,
+                ip,
+                name,
+                organisation,
+                user_agent,
+                course_id,
+                course,
+                policy,
+                expires,
+                ended,
+                reason,
+                by,
+            ) = r?;
+            Ok(ConsentRecord {
+                id,
+                accepted_at: parse_ts(&accepted)?,
+                mac: mac_of(m)?,
+                ip,
+                name,
+                organisation,
+                user_agent,
+                course_id,
+                course,
+                policy_hash: policy,
+                expires_at: parse_ts(&expires)?,
+                ended_at: ended.as_deref().map(parse_ts).transpose()?,
+                end_reason: reason,
+                ended_by: by,
+            })
+        })
+        .collect()
+    }
+}
+
+/// One consent as an audit export shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsentRecord {
+    /// Consent id.
+    pub id: i64,
+    /// When the guest accepted.
+    pub accepted_at: Timestamp,
+    /// The device.
+    pub mac: MacAddr,
+    /// Its address.
+    pub ip: String,
+    /// Name given.
+    pub name: String,
+    /// Organisation given.
+    pub organisation: String,
+    /// The browser's User-Agent.
+    pub user_agent: String,
+    /// Course id.
+    pub course_id: i64,
+    /// Course title.
+    pub course: String,
+    /// SHA-256 of the policy accepted.
+    pub policy_hash: String,
+    /// When access was to end.
+    pub expires_at: Timestamp,
+    /// When it ended early, if it did.
+    pub ended_at: Option<Timestamp>,
+    /// Why it ended early.
+    pub end_reason: Option<String>,
+    /// Who ended it.
+    pub ended_by: Option<String>,
 }

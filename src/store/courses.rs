@@ -151,10 +151,10 @@ impl Store {
         }
         let macs = {
             let mut stmt = tx.prepare(
-                "UPDATE consents SET ended_at = ?2, end_reason = 'course ended'
+                "UPDATE consents SET ended_at = ?2, end_reason = 'course ended', ended_by = ?3
                  WHERE course_id = ?1 AND ended_at IS NULL AND expires_at > ?2 RETURNING mac",
             )?;
-            let rows = stmt.query_map(params![id, ts(now)], |r| r.get::<_, String>(0))?;
+            let rows = stmt.query_map(params![id, ts(now), by], |r| r.get::<_, String>(0))?;
             let mut macs = rows
                 .map(|m| m?.parse::<MacAddr>().map_err(|e| StoreError::Corrupt(e.to_string())))
                 .collect::<Result<Vec<_>, _>>()?;

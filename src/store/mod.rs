@@ -17,7 +17,7 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
 pub use admins::{Admin, AdminSession, Role};
 pub use audit::{ChainBreak, ChainOk};
-pub use consents::NewConsent;
+pub use consents::{ConsentRecord, NewConsent};
 pub use exceptions::Exception;
 
 /// What can go wrong in the store.

@@ -123,6 +123,8 @@ ALTER TABLE events ADD COLUMN prev_hash TEXT;
 ALTER TABLE events ADD COLUMN hash TEXT;
 "#,
         ),
+        // 5: who ended a consent (a staff account, "root (cli)", or the daemon), for exports.
+        M::up("ALTER TABLE consents ADD COLUMN ended_by TEXT;"),
     ])
 }
 

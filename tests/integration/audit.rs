@@ -107,3 +107,101 @@ fn audit_verify_passes_then_catches_an_edit_and_a_deletion() {
     assert_eq!(code, Some(1), "{out}");
     assert!(out.contains("its content does not match its hash"), "{out}");
 }
+
+/// The export, parsed with a real CSV library and serde: BOM, RFC 4180 quoting, CRLF, a
+/// formula-like name kept as text in CSV and exact in JSON, filters, and a 0600 file.
+#[test]
+fn audit_export_is_excel_safe_csv_and_exact_jsonl() {
+    let Some(lab) = Lab::new(2) else { return };
+    let gw = Gateway::start(&lab);
+    let (course, code) = gw.add_course(
+        "Phonics, \"advanced\"",
+        SignedDuration::from_hours(-1),
+        SignedDuration::from_hours(6),
+        40,
+    );
+    let (c1, c2) = (&lab.clients[0], &lab.clients[1]);
+    let formula = "=HYPERLINK(\"http://evil.example\",\"click\")";
+    assert_eq!(accept(c1, &code, formula).status, 200);
+    assert_eq!(accept(c2, &code, "Zoë \"Z\" O'Brien, Jr").status, 200);
+    gw.cli_ok(&["session", "revoke", &c1.mac]);
+    // Yesterday to tomorrow, so a run across midnight still covers its consents.
+    let day = |h: i64| {
+        (jiff::Timestamp::now() + SignedDuration::from_hours(h))
+            .strftime("%Y-%m-%d")
+            .to_string()
+    };
+    let (yesterday, tomorrow) = (day(-24), day(24));
+
+    let file = lab.path("export.csv");
+    gw.cli_ok(&[
+        "audit",
+        "export",
+        "--from",
+        &yesterday,
+        "--to",
+        &tomorrow,
+        "--format",
+        "csv",
+        "--output",
+        file.to_str().unwrap(),
+    ]);
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+        0o600,
+        "personal data: owner only"
+    );
+    let bytes = std::fs::read(&file).unwrap();
+    assert!(bytes.starts_with("\u{FEFF}".as_bytes()), "UTF-8 BOM for Excel");
+    assert!(String::from_utf8_lossy(&bytes).contains("\r\n"), "CRLF line ends");
+    let mut reader = csv::Reader::from_reader(&bytes[3..]);
+    let header: Vec<String> = reader.headers().unwrap().iter().map(str::to_owned).collect();
+    assert_eq!(
+        header[..6],
+        ["accepted_local", "accepted_utc", "mac", "ip", "name", "organisation"]
+    );
+    let rows: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
+    assert_eq!(rows.len(), 2);
+    let col = |name: &str| header.iter().position(|h| h == name).unwrap();
+    let first = &rows[0];
+    assert_eq!(&first[col("mac")], c1.mac);
+    assert_eq!(
+        &first[col("name")],
+        format!("'{formula}"),
+        "a formula stays text in a spreadsheet"
+    );
+    assert_eq!(&first[col("ended_how")], "revoked by root (cli)");
+    assert_eq!(&first[col("course")], "Phonics, \"advanced\"");
+    assert_eq!(&first[col("course_id")], course.to_string());
+    assert_eq!(first[col("policy_version")].len(), 64);
+    assert_eq!(&rows[1][col("name")], "Zoë \"Z\" O'Brien, Jr");
+    assert_eq!(&rows[1][col("ended_how")], "open");
+
+    // JSON Lines: exact values, one object per line; filters by device and course.
+    let out = gw.cli_ok(&[
+        "audit", "export", "--from", &yesterday, "--to", &tomorrow, "--format", "jsonl", "--mac", &c1.mac,
+    ]);
+    let lines: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 1);
+    assert_eq!(lines[0]["name"], formula);
+    assert_eq!(
+        lines[0]["accepted_utc"].as_str().unwrap().len(),
+        "2026-11-22T15:04:05.123Z".len()
+    );
+    let out = gw.cli_ok(&[
+        "audit", "export", "--from", &yesterday, "--to", &tomorrow, "--format", "jsonl", "--course", "999",
+    ]);
+    assert!(out.trim().is_empty(), "no consents for another course");
+    let (ok, _, err) = gw.cli(&[
+        "audit",
+        "export",
+        "--from",
+        &yesterday,
+        "--to",
+        "2000-01-01",
+        "--format",
+        "csv",
+    ]);
+    assert!(!ok && err.contains("--to must not be before --from"), "{err}");
+}
