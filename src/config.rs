@@ -68,6 +68,14 @@ struct RawConfig {
     #[serde(default)]
     control: RawControl,
     admin: Option<RawAdmin>,
+    #[serde(default)]
+    policy: RawPolicy,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPolicy {
+    reaccept: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -138,6 +146,17 @@ pub struct Config {
     pub control_socket: PathBuf,
     /// The staff web UI; `None` when `[admin]` is absent.
     pub admin: Option<Admin>,
+    /// What happens to open sessions when the policy text changes.
+    pub reaccept: Reaccept,
+}
+
+/// When devices that accepted an earlier policy text must accept the new one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reaccept {
+    /// The next time they join (their open sessions run until their course ends).
+    NextJoin,
+    /// At once: their sessions end when the daemon starts with the new text.
+    Immediately,
 }
 
 /// The staff-facing HTTPS admin.
@@ -417,8 +436,20 @@ impl Config {
                 })
             }
         };
+        let reaccept = match raw.policy.reaccept.as_deref().map(str::trim) {
+            None | Some("next-join") => Reaccept::NextJoin,
+            Some("immediately") => Reaccept::Immediately,
+            Some(other) => {
+                return Err(ConfigError::invalid(
+                    "policy.reaccept",
+                    format!("{other:?} is not a choice"),
+                    "use \"next-join\" (the default) or \"immediately\"",
+                ));
+            }
+        };
         Ok(Self {
             admin,
+            reaccept,
             school: School {
                 name,
                 timezone,
@@ -614,6 +645,15 @@ address = "10.50.0.1"
                 .contains("admin.tls_cert")
         );
         assert!(Config::parse(GOOD, Path::new("t")).unwrap().admin.is_none());
+    }
+
+    #[test]
+    fn policy_reaccept_defaults_to_next_join() {
+        assert_eq!(Config::parse(GOOD, Path::new("t")).unwrap().reaccept, Reaccept::NextJoin);
+        let now = Config::parse(&format!("{GOOD}[policy]\nreaccept = \"immediately\"\n"), Path::new("t")).unwrap();
+        assert_eq!(now.reaccept, Reaccept::Immediately);
+        let e = Config::parse(&format!("{GOOD}[policy]\nreaccept = \"never\"\n"), Path::new("t")).unwrap_err().to_string();
+        assert!(e.contains("policy.reaccept"), "{e}");
     }
 
     #[test]

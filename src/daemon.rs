@@ -52,13 +52,16 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     store
         .record_policy(&policy.hash, &policy.markdown, clock.now())
         .context("recording the policy text in the store")?;
-    // A changed policy means everyone accepts again. Their consents end here, before the table
-    // is built from the store, so the reconcile below closes them.
-    let outdated = store
-        .end_consents_to_other_policies(&policy.hash, clock.now())
-        .context("ending consents given to an earlier policy")?;
-    if !outdated.is_empty() {
-        tracing::info!(devices = outdated.len(), policy = %&policy.hash[..12], "policy changed: accepted devices must accept the new policy");
+    // A changed policy means everyone accepts it: by default the next time they join (open
+    // sessions run until their course ends); with [policy] reaccept = "immediately", their
+    // consents end here, before the table is built from the store, so the reconcile closes them.
+    if config.reaccept == crate::config::Reaccept::Immediately {
+        let outdated = store
+            .end_consents_to_other_policies(&policy.hash, clock.now())
+            .context("ending consents given to an earlier policy")?;
+        if !outdated.is_empty() {
+            tracing::info!(devices = outdated.len(), policy = %&policy.hash[..12], "policy changed: devices closed until they accept the new policy");
+        }
     }
 
     // TLS first: a bad certificate is a configuration error, found before anything is bound.

@@ -334,9 +334,9 @@ table ip schoolnat {
     );
 }
 
-/// DESIGN.md, Data: when the policy text changes, devices must accept again. A restart with a
-/// new policy closes devices that accepted the old one; accepting the new one opens them again
-/// and the consent names the new version.
+/// DESIGN.md, Data, and issue 5: when the policy text changes, devices must accept the new one:
+/// by default the next time they join (open sessions run on), with [policy] reaccept =
+/// "immediately" at once; accepting then opens the device under the new version.
 #[test]
 fn a_changed_policy_must_be_accepted_again() {
     let Some(lab) = Lab::new(1) else { return };
@@ -352,7 +352,17 @@ fn a_changed_policy_must_be_accepted_again() {
         "# Wi-Fi Acceptable Use Policy\n\nVersion 2: guest Wi-Fi is for training courses only.\n",
     )
     .unwrap();
+    let old_hash = gw.sessions()[0]["policy_hash"].as_str().unwrap().to_owned();
     gw.restart_with_portal(&format!("policy = \"{}\"", policy.display()));
+    // By default ([policy] reaccept = "next-join") the open session runs on, on the old version.
+    assert!(reaches_internet(c1), "next-join: the open session keeps running");
+    assert_eq!(gw.sessions()[0]["policy_hash"], old_hash.as_str());
+
+    // With reaccept = "immediately", it ends at start and the device must accept the new text.
+    gw.stop();
+    let text = std::fs::read_to_string(&gw.config).unwrap() + "\n[policy]\nreaccept = \"immediately\"\n";
+    std::fs::write(&gw.config, text).unwrap();
+    gw.start_again();
     assert_closed(c1);
     assert!(gw.sessions().is_empty());
     let page = get(c1, "http://192.0.2.1:8080/", &[]).unwrap();
