@@ -649,10 +649,15 @@ address = "10.50.0.1"
 
     #[test]
     fn policy_reaccept_defaults_to_next_join() {
-        assert_eq!(Config::parse(GOOD, Path::new("t")).unwrap().reaccept, Reaccept::NextJoin);
+        assert_eq!(
+            Config::parse(GOOD, Path::new("t")).unwrap().reaccept,
+            Reaccept::NextJoin
+        );
         let now = Config::parse(&format!("{GOOD}[policy]\nreaccept = \"immediately\"\n"), Path::new("t")).unwrap();
         assert_eq!(now.reaccept, Reaccept::Immediately);
-        let e = Config::parse(&format!("{GOOD}[policy]\nreaccept = \"never\"\n"), Path::new("t")).unwrap_err().to_string();
+        let e = Config::parse(&format!("{GOOD}[policy]\nreaccept = \"never\"\n"), Path::new("t"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("policy.reaccept"), "{e}");
     }
 
