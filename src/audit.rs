@@ -24,7 +24,7 @@ pub enum Format {
 pub struct Row {
     /// When the guest accepted, school time.
     pub accepted_local: String,
-    /// The same, UTC (RFC 3339).
+    /// The same, UTC (RFC 3339 with milliseconds, always the same width).
     pub accepted_utc: String,
     /// Device.
     pub mac: String,
@@ -66,7 +66,7 @@ impl Row {
         };
         Self {
             accepted_local: local(r.accepted_at),
-            accepted_utc: r.accepted_at.to_string(),
+            accepted_utc: crate::store::ts(r.accepted_at),
             mac: r.mac.to_string(),
             ip: r.ip.clone(),
             name: r.name.clone(),
@@ -75,7 +75,7 @@ impl Row {
             course: r.course.clone(),
             policy_version: r.policy_hash.clone(),
             session_end_local: local(end),
-            session_end_utc: end.to_string(),
+            session_end_utc: crate::store::ts(end),
             ended_how,
             user_agent: r.user_agent.clone(),
         }
@@ -151,6 +151,30 @@ pub fn write(rows: &[Row], format: Format, out: &mut dyn Write) -> std::io::Resu
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn utc_times_have_a_fixed_width() {
+        let r = ConsentRecord {
+            id: 1,
+            accepted_at: "2026-11-22T15:04:05.12Z".parse().unwrap(),
+            mac: "02:00:00:00:00:01".parse().unwrap(),
+            ip: "192.0.2.1".into(),
+            name: "n".into(),
+            organisation: "o".into(),
+            user_agent: "u".into(),
+            course_id: 1,
+            course: "c".into(),
+            policy_hash: "p".into(),
+            expires_at: "2026-11-22T16:00:00Z".parse().unwrap(),
+            ended_at: None,
+            end_reason: None,
+            ended_by: None,
+        };
+        let row = Row::new(&r, &TimeZone::UTC, "2026-11-22T15:30:00Z".parse().unwrap());
+        assert_eq!(row.accepted_utc, "2026-11-22T15:04:05.120Z");
+        assert_eq!(row.session_end_utc, "2026-11-22T16:00:00.000Z");
+        assert_eq!(row.ended_how, "open");
+    }
 
     #[test]
     fn formulas_become_text_only_in_csv_cells() {
