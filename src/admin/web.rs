@@ -154,6 +154,18 @@ fn ser<T: Serialize>(value: &T) -> minijinja::Value {
     minijinja::Value::from(minijinja::value::Serde(value))
 }
 
+/// The page for a store that cannot be read (a disk or database failure).
+fn unavailable(st: &WebState, staff: &Staff, back: &str) -> Response {
+    message(
+        st,
+        Some(staff),
+        StatusCode::SERVICE_UNAVAILABLE,
+        "Unavailable",
+        "The store cannot be read.",
+        back,
+    )
+}
+
 fn page(st: &WebState, status: StatusCode, name: &str, staff: Option<&Staff>, ctx: minijinja::Value) -> Response {
     st.pages.render(
         status,
@@ -364,14 +376,7 @@ async fn dashboard(State(st): State<WebState>, staff: Staff) -> Response {
         .run(move |s| Ok((s.sessions(now)?.len(), s.counts_since(midnight)?, s.courses()?)))
         .await;
     let Ok((guests_now, (accepted_today, wrong_codes_today, full_today), courses)) = counts else {
-        return message(
-            &st,
-            Some(&staff),
-            StatusCode::SERVICE_UNAVAILABLE,
-            "Unavailable",
-            "The store cannot be read.",
-            "/",
-        );
+        return unavailable(&st, &staff, "/");
     };
     let courses_running = courses.iter().filter(|c| c.state(now) == CourseState::Running).count();
     let fw = st.actions.firewall.status();
@@ -406,14 +411,7 @@ struct CourseRow {
 async fn courses(State(st): State<WebState>, staff: Staff) -> Response {
     let now = st.actions.clock.now();
     let Ok(list) = st.actions.store.run(|s| s.courses()).await else {
-        return message(
-            &st,
-            Some(&staff),
-            StatusCode::SERVICE_UNAVAILABLE,
-            "Unavailable",
-            "The store cannot be read.",
-            "/",
-        );
+        return unavailable(&st, &staff, "/");
     };
     let rows: Vec<CourseRow> = list
         .iter()
@@ -549,14 +547,7 @@ async fn guests(
         .run(move |s| Ok((s.sessions(now)?, s.courses()?, s.exceptions(now)?)))
         .await
     else {
-        return message(
-            &st,
-            Some(&staff),
-            StatusCode::SERVICE_UNAVAILABLE,
-            "Unavailable",
-            "The store cannot be read.",
-            "/",
-        );
+        return unavailable(&st, &staff, "/");
     };
     let rows: Vec<GuestRow> = sessions
         .iter()
@@ -660,14 +651,7 @@ async fn revoke_course(
     }
     let now = st.actions.clock.now();
     let Ok(sessions) = st.actions.store.run(move |s| s.sessions(now)).await else {
-        return message(
-            &st,
-            Some(&staff),
-            StatusCode::SERVICE_UNAVAILABLE,
-            "Unavailable",
-            "The store cannot be read.",
-            "/guests",
-        );
+        return unavailable(&st, &staff, "/guests");
     };
     let mut macs: Vec<MacAddr> = sessions.iter().filter(|s| s.course_id == id).map(|s| s.mac).collect();
     macs.sort();
@@ -782,14 +766,7 @@ async fn end_exception(
 /// joins it, the access code in large type, and what accepting means.
 async fn poster(State(st): State<WebState>, staff: Staff, Path(id): Path<i64>) -> Response {
     let Ok(courses) = st.actions.store.run(|s| s.courses()).await else {
-        return message(
-            &st,
-            Some(&staff),
-            StatusCode::SERVICE_UNAVAILABLE,
-            "Unavailable",
-            "The store cannot be read.",
-            "/courses",
-        );
+        return unavailable(&st, &staff, "/courses");
     };
     let Some(course) = courses.into_iter().find(|c| c.id == id) else {
         return message(

@@ -3,34 +3,10 @@
 //! a course, a guest accepts with its code, the guest shows (escaped) in live guests, revoke
 //! closes it; cookies, CSRF, headers, rate limit, and that guests cannot reach it at all.
 
-use std::process::{Command, Stdio};
-
 use crate::harness::{BIN, Gateway, accept, assert_closed, reaches_internet};
 use crate::netns::{Lab, sh};
 
 const ADMIN: &str = "198.51.100.1:8443";
-
-fn add_admin(gw: &Gateway<'_>, user: &str, password: &str) {
-    let mut child = Command::new(BIN)
-        .args([
-            "--config",
-            gw.config.to_str().unwrap(),
-            "admin",
-            "add",
-            user,
-            "--role",
-            "staff",
-            "--password-stdin",
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::io::Write::write_all(child.stdin.as_mut().unwrap(), format!("{password}\n").as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-}
 
 /// A browser on the staff network, with a cookie jar.
 struct StaffBrowser<'a> {
@@ -90,7 +66,8 @@ fn staff_sign_in_create_a_course_see_the_guest_and_revoke_it() {
         + &format!("\n[admin]\nlisten = \"{ADMIN}\"\nsession_idle_minutes = 30\n");
     std::fs::write(&gw.config, text).unwrap();
     gw.start_again();
-    add_admin(&gw, "office", "correct horse battery");
+    let (ok, _, err) = gw.add_admin("office", "staff", "correct horse battery");
+    assert!(ok, "{err}");
     let staff = StaffBrowser {
         lab: &lab,
         jar: lab.path("cookies.txt").display().to_string(),

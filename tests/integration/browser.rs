@@ -137,20 +137,8 @@ fn staff_pages_in_a_real_browser_and_the_poster_qr_joins_the_wifi() {
         + "\n[admin]\nlisten = \"198.51.100.1:8443\"\n";
     std::fs::write(&gw.config, text).unwrap();
     gw.start_again();
-    let mut child = Command::new(crate::harness::BIN)
-        .args([
-            "--config",
-            gw.config.to_str().unwrap(),
-            "admin",
-            "add",
-            "office",
-            "--password-stdin",
-        ])
-        .stdin(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::io::Write::write_all(child.stdin.as_mut().unwrap(), b"correct horse battery\n").unwrap();
-    assert!(child.wait().unwrap().success());
+    let (ok, _, err) = gw.add_admin("office", "staff", "correct horse battery");
+    assert!(ok, "{err}");
     let (id, code) = gw.add_course(
         "Phonics training",
         SignedDuration::from_hours(-1),

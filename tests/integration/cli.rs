@@ -222,31 +222,7 @@ fn missing_nft_is_one_line_naming_the_package() {
 fn admin_accounts_are_added_listed_and_removed() {
     let Some(lab) = Lab::new(1) else { return };
     let gw = Gateway::start(&lab);
-    let add = |user: &str, role: &str, password: &str| {
-        let mut child = Command::new(BIN)
-            .args([
-                "--config",
-                gw.config.to_str().unwrap(),
-                "admin",
-                "add",
-                user,
-                "--role",
-                role,
-                "--password-stdin",
-            ])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        std::io::Write::write_all(child.stdin.as_mut().unwrap(), format!("{password}\n").as_bytes()).unwrap();
-        let out = child.wait_with_output().unwrap();
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    };
+    let add = |user: &str, role: &str, password: &str| gw.add_admin(user, role, password);
     let (ok, out, err) = add("office", "staff", "correct horse battery");
     assert!(ok && out.contains("created (staff)"), "{out}{err}");
     let (ok, _, err) = add("dsl", "auditor", "another long secret");

@@ -158,6 +158,33 @@ impl<'a> Gateway<'a> {
         out
     }
 
+    /// `aupgate admin add USER --role ROLE --password-stdin`; returns (success, stdout, stderr).
+    pub fn add_admin(&self, user: &str, role: &str, password: &str) -> (bool, String, String) {
+        let mut child = Command::new(BIN)
+            .args([
+                "--config",
+                self.config.to_str().unwrap(),
+                "admin",
+                "add",
+                user,
+                "--role",
+                role,
+                "--password-stdin",
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::io::Write::write_all(child.stdin.as_mut().unwrap(), format!("{password}\n").as_bytes()).unwrap();
+        let out = child.wait_with_output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
     /// Creates a course running from `from` to `to` relative to now; returns (id, code).
     pub fn add_course(&self, title: &str, from: SignedDuration, to: SignedDuration, max: u32) -> (i64, String) {
         let fmt = |d: SignedDuration| (Timestamp::now() + d).strftime("%Y-%m-%dT%H:%M:%S").to_string();
