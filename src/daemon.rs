@@ -161,11 +161,18 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 
     // The audit chain's head goes to the journal at start and daily, so a copy of it exists
     // outside the database (deleting the newest events would otherwise go unseen).
+    // At start it is logged before "ready", so the line is always there once the daemon is up.
+    match store.chain_head() {
+        Ok(head) => tracing::info!(head = %head, "audit chain head"),
+        Err(e) => tracing::error!(error = %e, "cannot read the audit chain head"),
+    }
     let head_task = {
         let store = store.clone();
         let mut stop = shutdown_rx.clone();
         tokio::spawn(async move {
             let mut every = tokio::time::interval(Duration::from_secs(24 * 3600));
+            // The first tick is immediate; the start-up line above covers it.
+            every.tick().await;
             loop {
                 tokio::select! {
                     _ = every.tick() => match store.run(|s| s.chain_head()).await {
