@@ -53,6 +53,16 @@ pub enum Command {
     /// The tamper-evident audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Versions of the Wi-Fi policy guests have been shown.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+}
+
+/// `aupgate policy …`
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Every version (SHA-256 of its text) with its first and last acceptance.
+    List,
 }
 
 /// `aupgate audit …`
@@ -60,6 +70,12 @@ pub enum Command {
 pub enum AuditCommand {
     /// Re-compute the hash chain and check every consent against it; exits 1 if anything was altered.
     Verify,
+    /// Everything held about one device (a subject access request), as JSON.
+    Subject {
+        /// The device's MAC.
+        #[arg(long)]
+        mac: String,
+    },
     /// One row per consent accepted in a date range (school time), as CSV or JSON Lines.
     Export {
         /// First day (or date and time) included, e.g. 2026-09-01.
@@ -185,6 +201,12 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Session(cmd) => session(&cli.config, cli.json, cmd),
         Command::Admin(cmd) => admin(&cli.config, cli.json, cmd),
         Command::Audit(AuditCommand::Verify) => audit_verify(&cli.config, cli.json),
+        Command::Audit(AuditCommand::Subject { mac }) => {
+            let config = Config::load(&cli.config)?;
+            let mac: MacAddr = mac.parse().map_err(|e| UsageError(format!("--mac: {e}")))?;
+            print_json(&read_store(&config)?.subject(&mac.to_string())?)
+        }
+        Command::Policy(PolicyCommand::List) => policy_list(&cli.config, cli.json),
         Command::Audit(AuditCommand::Export {
             from,
             to,
@@ -502,6 +524,50 @@ fn audit_export(
             eprintln!("{} consent(s) written to {}", rows.len(), file.display());
         }
     }
+    Ok(())
+}
+
+fn policy_list(path: &Path, json: bool) -> anyhow::Result<()> {
+    let config = Config::load(path)?;
+    let current = Policy::load(config.portal.policy.as_deref())?.hash;
+    let versions = read_store(&config)?.policy_versions()?;
+    if json {
+        let list: Vec<serde_json::Value> = versions
+            .iter()
+            .map(|v| {
+                let mut o = serde_json::to_value(v).unwrap_or_default();
+                o["current"] = serde_json::Value::Bool(v.hash == current);
+                o
+            })
+            .collect();
+        return print_json(&list);
+    }
+    let tz = &config.school.timezone;
+    let when = |t: &Option<String>| {
+        t.as_deref()
+            .and_then(|t| t.parse::<Timestamp>().ok())
+            .map_or_else(|| "-".to_owned(), |t| local(t, tz))
+    };
+    let rows = versions
+        .iter()
+        .map(|v| {
+            vec![
+                format!(
+                    "{}{}",
+                    &v.hash[..16.min(v.hash.len())],
+                    if v.hash == current { " (current)" } else { "" }
+                ),
+                when(&Some(v.first_shown_at.clone())),
+                when(&v.first_accepted_at),
+                when(&v.last_accepted_at),
+                v.consents.to_string(),
+            ]
+        })
+        .collect();
+    table(
+        &["VERSION", "FIRST SHOWN", "FIRST ACCEPTED", "LAST ACCEPTED", "CONSENTS"],
+        rows,
+    );
     Ok(())
 }
 

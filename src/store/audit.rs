@@ -151,3 +151,82 @@ impl Store {
         super::chain_head(&self.lock())
     }
 }
+
+/// A policy version as `policy list` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct PolicyVersion {
+    /// SHA-256 of the text.
+    pub hash: String,
+    /// When it was first shown.
+    pub first_shown_at: String,
+    /// First and last acceptance, if any.
+    pub first_accepted_at: Option<String>,
+    /// Last acceptance.
+    pub last_accepted_at: Option<String>,
+    /// How many consents name it.
+    pub consents: u32,
+}
+
+impl Store {
+    /// Every policy version, oldest first, with its acceptances.
+    ///
+    /// # Errors
+    /// On a database failure.
+    pub fn policy_versions(&self) -> Result<Vec<PolicyVersion>, StoreError> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare(
+            "SELECT p.hash, p.first_shown_at, min(c.accepted_at), max(c.accepted_at), count(c.id)
+             FROM policies p LEFT JOIN consents c ON c.policy_hash = p.hash
+             GROUP BY p.hash ORDER BY p.first_shown_at, p.hash",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok(PolicyVersion {
+                hash: r.get(0)?,
+                first_shown_at: r.get(1)?,
+                first_accepted_at: r.get(2)?,
+                last_accepted_at: r.get(3)?,
+                consents: r.get(4)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Everything held about one device (a subject access request): its consents with every
+    /// field, its exceptions, its code attempts and the events that name it.
+    ///
+    /// # Errors
+    /// On a database failure.
+    pub fn subject(&self, mac: &str) -> Result<Value, StoreError> {
+        let conn = self.lock();
+        let rows = |sql: &str| -> Result<Vec<Value>, StoreError> {
+            let mut stmt = conn.prepare(sql)?;
+            let names: Vec<String> = stmt.column_names().iter().map(|n| (*n).to_owned()).collect();
+            let rows = stmt.query_map([mac], |r| {
+                let mut obj = serde_json::Map::new();
+                for (i, name) in names.iter().enumerate() {
+                    let v: rusqlite::types::Value = r.get(i)?;
+                    obj.insert(
+                        name.clone(),
+                        match v {
+                            rusqlite::types::Value::Null => Value::Null,
+                            rusqlite::types::Value::Integer(n) => Value::from(n),
+                            rusqlite::types::Value::Real(f) => Value::from(f),
+                            rusqlite::types::Value::Text(t) => Value::from(t),
+                            rusqlite::types::Value::Blob(_) => Value::from("(binary)"),
+                        },
+                    );
+                }
+                Ok(Value::Object(obj))
+            })?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        };
+        Ok(serde_json::json!({
+            "mac": mac,
+            "consents": rows("SELECT c.*, k.title AS course FROM consents c JOIN courses k ON k.id = c.course_id WHERE c.mac = ?1 ORDER BY c.id")?,
+            "exceptions": rows("SELECT * FROM exceptions WHERE mac = ?1 ORDER BY id")?,
+            "code_attempts": rows("SELECT * FROM code_attempts WHERE device = ?1 ORDER BY id")?,
+            // The MAC appears in an event's detail as a JSON string value.
+            "events": rows("SELECT id, at, kind, detail FROM events WHERE instr(detail, '\"' || ?1 || '\"') > 0 ORDER BY id")?,
+        }))
+    }
+}

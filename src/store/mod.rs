@@ -16,7 +16,7 @@ use jiff::Timestamp;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
 pub use admins::{Admin, AdminSession, Role};
-pub use audit::{ChainBreak, ChainOk};
+pub use audit::{ChainBreak, ChainOk, PolicyVersion};
 pub use consents::{ConsentRecord, NewConsent};
 pub use exceptions::Exception;
 

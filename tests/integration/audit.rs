@@ -205,3 +205,48 @@ fn audit_export_is_excel_safe_csv_and_exact_jsonl() {
     ]);
     assert!(!ok && err.contains("--to must not be before --from"), "{err}");
 }
+
+/// `policy list` shows each version with its acceptances; `audit subject --mac` shows everything
+/// held about one device and nothing about another.
+#[test]
+fn policy_versions_and_a_subject_access_request() {
+    let Some(lab) = Lab::new(2) else { return };
+    let gw = Gateway::start(&lab);
+    let (_, code) = gw.add_course(
+        "Course",
+        SignedDuration::from_hours(-1),
+        SignedDuration::from_hours(6),
+        40,
+    );
+    let (c1, c2) = (&lab.clients[0], &lab.clients[1]);
+    assert_eq!(accept(c1, &code, "Ann Smith").status, 200);
+    assert_eq!(accept(c2, &code, "Bob Jones").status, 200);
+    gw.cli_ok(&["session", "revoke", &c1.mac]);
+
+    let versions: serde_json::Value = serde_json::from_str(&gw.cli_ok(&["policy", "list", "--json"])).unwrap();
+    let v = &versions.as_array().unwrap()[0];
+    assert_eq!(versions.as_array().unwrap().len(), 1);
+    assert_eq!(v["consents"], 2);
+    assert_eq!(v["current"], true);
+    assert!(v["first_accepted_at"].is_string() && v["last_accepted_at"].is_string());
+    assert!(gw.cli_ok(&["policy", "list"]).contains("(current)"));
+
+    let subject: serde_json::Value =
+        serde_json::from_str(&gw.cli_ok(&["audit", "subject", "--mac", &c1.mac.to_uppercase()])).unwrap();
+    let consents = subject["consents"].as_array().unwrap();
+    assert_eq!(consents.len(), 1);
+    assert_eq!(consents[0]["name"], "Ann Smith");
+    assert_eq!(consents[0]["ip"], c1.v4.as_str());
+    assert_eq!(consents[0]["end_reason"], "revoked");
+    let kinds: Vec<&str> = subject["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["consent", "revoked"]);
+    assert!(
+        !subject.to_string().contains("Bob Jones"),
+        "nothing about another device"
+    );
+}
