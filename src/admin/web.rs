@@ -8,7 +8,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::{ConnectInfo, FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use jiff::civil::DateTime;
@@ -533,12 +533,7 @@ struct GuestFilter {
     course: Option<String>,
 }
 
-async fn guests(
-    State(st): State<WebState>,
-    staff: Staff,
-    Query(filter): Query<GuestFilter>,
-    _headers: HeaderMap,
-) -> Response {
+async fn guests(State(st): State<WebState>, staff: Staff, Query(filter): Query<GuestFilter>) -> Response {
     let now = st.actions.clock.now();
     let selected: Option<i64> = filter.course.as_deref().and_then(|c| c.parse().ok());
     let Ok((sessions, courses, exceptions)) = st

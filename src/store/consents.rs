@@ -4,7 +4,7 @@ use jiff::Timestamp;
 use rusqlite::{Connection, params};
 use serde_json::json;
 
-use super::{Store, StoreError, insert_event, parse_ts, ts};
+use super::{Store, StoreError, insert_event, parse_mac, parse_ts, ts};
 use crate::clients::{MacAddr, Session};
 
 /// Everything recorded when a guest accepts.
@@ -34,15 +34,6 @@ pub struct NewConsent {
 
 /// How long an unfinished code attempt counts towards the lock-out.
 const PENDING_COUNTS_FOR: jiff::SignedDuration = jiff::SignedDuration::from_mins(1);
-
-fn mac_of(text: String) -> Result<MacAddr, StoreError> {
-    mac(text)
-}
-
-fn mac(text: String) -> Result<MacAddr, StoreError> {
-    text.parse()
-        .map_err(|e: crate::clients::MacParseError| StoreError::Corrupt(e.to_string()))
-}
 
 fn max_expiry(conn: &Connection, mac: MacAddr, now: Timestamp) -> Result<Option<Timestamp>, StoreError> {
     let raw: Option<String> = conn.query_row(
@@ -158,7 +149,7 @@ impl Store {
                  WHERE ended_at IS NULL AND expires_at > ?2 AND policy_hash != ?1 RETURNING mac",
             )?;
             let rows = stmt.query_map(params![current, ts(now)], |r| r.get::<_, String>(0))?;
-            let mut macs = rows.map(|m| mac(m?)).collect::<Result<Vec<_>, _>>()?;
+            let mut macs = rows.map(|m| parse_mac(&m?)).collect::<Result<Vec<_>, _>>()?;
             macs.sort();
             macs.dedup();
             macs
@@ -226,7 +217,7 @@ impl Store {
         let rows = stmt.query_map([ts(now)], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
         rows.map(|r| {
             let (m, until) = r?;
-            Ok((mac(m)?, parse_ts(&until)?))
+            Ok((parse_mac(&m)?, parse_ts(&until)?))
         })
         .collect()
     }
@@ -260,7 +251,7 @@ impl Store {
             let (consent_id, m, ip, name, organisation, course_id, course, accepted, expires, policy_hash) = r?;
             Ok(Session {
                 consent_id,
-                mac: mac(m)?,
+                mac: parse_mac(&m)?,
                 ip,
                 name,
                 organisation,
@@ -406,7 +397,7 @@ impl Store {
             Ok(ConsentRecord {
                 id,
                 accepted_at: parse_ts(&accepted)?,
-                mac: mac_of(m)?,
+                mac: parse_mac(&m)?,
                 ip,
                 name,
                 organisation,

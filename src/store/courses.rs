@@ -4,7 +4,7 @@ use jiff::Timestamp;
 use rusqlite::{OptionalExtension, Row, params};
 use serde_json::json;
 
-use super::{Store, StoreError, insert_event, parse_ts, ts};
+use super::{Store, StoreError, insert_event, parse_mac, parse_ts, ts};
 use crate::clients::{AccessCode, Course, MacAddr};
 
 const COLUMNS: &str = "id, title, code, starts_at, ends_at, max_devices, ended_early_at";
@@ -155,9 +155,7 @@ impl Store {
                  WHERE course_id = ?1 AND ended_at IS NULL AND expires_at > ?2 RETURNING mac",
             )?;
             let rows = stmt.query_map(params![id, ts(now), by], |r| r.get::<_, String>(0))?;
-            let mut macs = rows
-                .map(|m| m?.parse::<MacAddr>().map_err(|e| StoreError::Corrupt(e.to_string())))
-                .collect::<Result<Vec<_>, _>>()?;
+            let mut macs = rows.map(|m| parse_mac(&m?)).collect::<Result<Vec<_>, _>>()?;
             macs.sort();
             macs.dedup();
             macs

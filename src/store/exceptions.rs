@@ -7,7 +7,7 @@ use rusqlite::{OptionalExtension, params};
 use serde::Serialize;
 use serde_json::json;
 
-use super::{Store, StoreError, insert_event, parse_ts, ts};
+use super::{Store, StoreError, insert_event, parse_mac, parse_ts, ts};
 use crate::clients::MacAddr;
 
 /// An open exception.
@@ -81,8 +81,7 @@ impl Store {
             &json!({"exception": id, "mac": mac, "by": by}),
         )?;
         tx.commit()?;
-        mac.parse()
-            .map_err(|e: crate::clients::MacParseError| StoreError::Corrupt(e.to_string()))
+        parse_mac(&mac)
     }
 
     /// Open exceptions, soonest end first.
@@ -108,9 +107,7 @@ impl Store {
             let (id, mac, reason, granted_by, granted_at, until) = r?;
             Ok(Exception {
                 id,
-                mac: mac
-                    .parse()
-                    .map_err(|e: crate::clients::MacParseError| StoreError::Corrupt(e.to_string()))?,
+                mac: parse_mac(&mac)?,
                 reason,
                 granted_by,
                 granted_at: parse_ts(&granted_at)?,

@@ -186,17 +186,6 @@ impl Store {
             .optional()?)
     }
 
-    /// A persistent random secret, created on first use.
-    ///
-    /// # Errors
-    /// On a database failure.
-    pub fn setting(&self, key: &str) -> Result<Option<String>, StoreError> {
-        Ok(self
-            .lock()
-            .query_row("SELECT value FROM settings WHERE key = ?1", [key], |r| r.get(0))
-            .optional()?)
-    }
-
     /// Appends an event to the log.
     ///
     /// # Errors
@@ -264,6 +253,12 @@ fn insert_event(conn: &Connection, now: Timestamp, kind: &str, detail: &serde_js
 /// order is time order and `WHERE at > ?` is correct in SQL.
 pub(crate) fn ts(t: Timestamp) -> String {
     t.strftime("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
+}
+
+/// A MAC as stored (always written by us, lower-case); anything else means the file was edited.
+fn parse_mac(text: &str) -> Result<crate::clients::MacAddr, StoreError> {
+    text.parse()
+        .map_err(|e: crate::clients::MacParseError| StoreError::Corrupt(e.to_string()))
 }
 
 fn parse_ts(text: &str) -> Result<Timestamp, StoreError> {
