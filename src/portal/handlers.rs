@@ -222,7 +222,11 @@ pub(super) async fn accept(
         (None, true) => "empty",
         (None, false) => "wrong-code",
     };
-    if let Err(e) = st.store.run(move |s| s.finish_code_attempt(attempt, outcome)).await {
+    if let Err(e) = st
+        .store
+        .run(move |s| s.finish_code_attempt(attempt, outcome, now))
+        .await
+    {
         return store_failed(&st, mac, &e);
     }
     let Some(course) = course else {
@@ -329,10 +333,10 @@ pub(super) async fn accept(
         Err(StoreError::CourseFull) => {
             tracing::info!(%mac, course = course.id, "course full");
             // Counted for the staff dashboard's refusals; failing to count does not change the answer.
-            let detail = serde_json::json!({"mac": mac.to_string(), "course": course.id});
+            let detail = serde_json::json!({"course": course.id});
             let _ = st
                 .store
-                .run(move |s| s.record_event(now, "refused-course-full", &detail))
+                .run(move |s| s.record_device_event(now, "refused-course-full", detail, mac))
                 .await;
             return pages.message(
                 StatusCode::CONFLICT,

@@ -2,21 +2,27 @@
 //! every consent row is bound to its event by the non-personal fields and a SHA-256 commitment
 //! over the personal ones. `verify` re-computes all of it and names the first thing that differs.
 
+use std::collections::{HashMap, HashSet};
+
 use rusqlite::params;
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 
-use super::{GENESIS, Store, StoreError, event_hash};
+use super::{GENESIS, Store, StoreError, device_commitment, event_hash, sha256_lines};
 
-/// SHA-256 over a consent's personal fields, one per line: the consent event carries this
-/// instead of the fields, so it proves them without repeating them.
-pub(super) fn personal_commitment(mac: &str, ip: &str, name: &str, organisation: &str, user_agent: &str) -> String {
-    let mut h = Sha256::new();
-    for part in [mac, ip, name, organisation, user_agent] {
-        h.update(part.as_bytes());
-        h.update(b"\n");
+/// The commitment a consent's event carries (as `"personal"`) to its personal fields: SHA-256
+/// over the salt and the fields, one per line. Consents written before salts existed have none.
+pub(super) fn personal_commitment(
+    salt: Option<&str>,
+    mac: &str,
+    ip: &str,
+    name: &str,
+    organisation: &str,
+    user_agent: &str,
+) -> String {
+    match salt {
+        Some(salt) => sha256_lines(&[salt, mac, ip, name, organisation, user_agent]),
+        None => sha256_lines(&[mac, ip, name, organisation, user_agent]),
     }
-    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The chain and the consents agree.
@@ -26,6 +32,9 @@ pub struct ChainOk {
     pub events: u64,
     /// The last event's hash.
     pub head: String,
+    /// Where the chain starts, when a retention purge removed its beginning: the hash of the
+    /// last event removed, as the purge recorded it.
+    pub continues_from: Option<String>,
 }
 
 /// The first place where the record was altered.
@@ -39,11 +48,67 @@ pub struct ChainBreak {
 }
 
 type Row = (i64, String, String, String, Option<String>, Option<String>);
-/// id, course, mac, ip, accepted, expires, name, organisation, user agent, policy.
-type ConsentRow = (i64, i64, String, String, String, String, String, String, String, String);
+
+/// A consent as verify reads it.
+struct ConsentRow {
+    id: i64,
+    course: i64,
+    accepted: String,
+    expires: String,
+    policy: String,
+    /// mac, ip, name, organisation, user agent.
+    personal: [String; 5],
+    salt: Option<String>,
+    erased: bool,
+}
+
+/// What the chain itself says was removed on purpose: by erasure (ids) and by purges (the
+/// latest cut-off, and the heads the chain may continue from).
+#[derive(Default)]
+struct Removals {
+    erased_consents: HashSet<i64>,
+    erased_events: HashSet<i64>,
+    purged_before: Option<String>,
+    anchors: HashSet<String>,
+}
+
+impl Removals {
+    fn note(&mut self, kind: &str, v: &Value) {
+        let ids = |key: &str| {
+            v.get(key)
+                .and_then(Value::as_array)
+                .map(|a| a.iter().filter_map(Value::as_i64).collect::<Vec<_>>())
+                .unwrap_or_default()
+        };
+        match kind {
+            "erased" => {
+                self.erased_consents.extend(ids("consents"));
+                self.erased_events.extend(ids("events"));
+            }
+            "purge" => {
+                if let Some(cutoff) = v.get("cutoff").and_then(Value::as_str)
+                    && self.purged_before.as_deref().is_none_or(|c| cutoff > c)
+                {
+                    self.purged_before = Some(cutoff.to_owned());
+                }
+                if let Some(h) = v.get("continues_from").and_then(Value::as_str) {
+                    self.anchors.insert(h.to_owned());
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Personal data dated `at` may be gone: a purge's cut-off is after it.
+    fn purged(&self, at: &str) -> bool {
+        self.purged_before.as_deref().is_some_and(|c| at < c)
+    }
+}
 
 impl Store {
-    /// Re-computes the hash chain over all events and checks every consent against its event.
+    /// Re-computes the hash chain over all events and checks every consent, and every device an
+    /// event names, against its event. Data removed by `erase` or the retention purge is
+    /// accepted as gone only where the chain itself records its removal.
     ///
     /// # Errors
     /// The outer error is a database failure; the inner one is the first mismatch found.
@@ -56,90 +121,149 @@ impl Store {
             })?;
             rows.collect::<Result<_, _>>()?
         };
-        let mut prev = GENESIS.to_owned();
-        let mut consent_events = std::collections::HashMap::new();
+        let brk = |event: i64, problem: String| Ok(Err(ChainBreak { event, problem }));
+        let mut prev: Option<String> = None;
+        let mut first: Option<(i64, String)> = None;
+        let mut removals = Removals::default();
+        let mut consent_events = HashMap::new();
+        let mut device_events = Vec::new();
         for (id, at, kind, detail, prev_hash, hash) in &events {
-            let brk = |problem: &str| {
-                Ok(Err(ChainBreak {
-                    event: *id,
-                    problem: problem.to_owned(),
-                }))
+            let Some(link) = prev_hash.as_deref() else {
+                return brk(*id, "it has no link to the previous event".into());
             };
-            if prev_hash.as_deref() != Some(prev.as_str()) {
-                return brk(
-                    "its link to the previous event does not match (an event before it was deleted or changed)",
-                );
+            match &prev {
+                None => first = Some((*id, link.to_owned())),
+                Some(p) if p != link => {
+                    return brk(
+                        *id,
+                        "its link to the previous event does not match (an event before it was deleted or changed)"
+                            .into(),
+                    );
+                }
+                Some(_) => {}
             }
-            let expected = event_hash(&prev, at, kind, detail);
+            let expected = event_hash(link, at, kind, detail);
             if hash.as_deref() != Some(expected.as_str()) {
-                return brk("its content does not match its hash (it was edited)");
+                return brk(*id, "its content does not match its hash (it was edited)".into());
             }
-            if kind == "consent"
-                && let Ok(v) = serde_json::from_str::<Value>(detail)
-                && let Some(c) = v.get("consent").and_then(Value::as_i64)
-            {
-                consent_events.insert(c, (*id, v));
+            if let Ok(v) = serde_json::from_str::<Value>(detail) {
+                removals.note(kind, &v);
+                if let Some(d) = v.get("device").and_then(Value::as_str) {
+                    device_events.push((*id, at.clone(), d.to_owned()));
+                }
+                if kind == "consent"
+                    && let Some(c) = v.get("consent").and_then(Value::as_i64)
+                {
+                    consent_events.insert(c, (*id, v));
+                }
             }
-            prev = expected;
+            prev = Some(expected);
+        }
+        // The chain starts at the beginning, or exactly where a recorded purge left it.
+        if let Some((id, link)) = &first
+            && link != GENESIS
+            && !removals.anchors.contains(link)
+        {
+            return brk(
+                *id,
+                "the chain does not start at the beginning or where a recorded purge left it (events before it were deleted)"
+                    .into(),
+            );
+        }
+        // Every device an event names is still attached, unchanged, unless erased or purged.
+        let mut subjects: HashMap<i64, (String, String, String)> = {
+            let mut stmt = conn.prepare("SELECT event_id, salt, mac, note FROM event_subjects")?;
+            let rows = stmt.query_map([], |r| Ok((r.get(0)?, (r.get(1)?, r.get(2)?, r.get(3)?))))?;
+            rows.collect::<Result<_, _>>()?
+        };
+        for (id, at, commitment) in &device_events {
+            match subjects.remove(id) {
+                Some((salt, mac, note)) if device_commitment(&salt, &mac, &note) != *commitment => {
+                    return brk(*id, "the device or note it names was changed".into());
+                }
+                Some(_) => {}
+                None if removals.erased_events.contains(id) || removals.purged(at) => {}
+                None => {
+                    return brk(
+                        *id,
+                        "the device it names was removed without an erasure or purge record".into(),
+                    );
+                }
+            }
+        }
+        if let Some(id) = subjects.keys().min() {
+            return brk(*id, "a device was attached to an event that never named one".into());
         }
         // Every consent row matches its event, and every consent event still has its row.
         let consents: Vec<ConsentRow> = {
             let mut stmt = conn.prepare(
-                "SELECT id, course_id, mac, ip, accepted_at, expires_at, name, organisation, user_agent, policy_hash FROM consents ORDER BY id",
+                "SELECT id, course_id, accepted_at, expires_at, policy_hash, mac, ip, name, organisation, user_agent, salt, erased_at
+                 FROM consents ORDER BY id",
             )?;
             let rows = stmt.query_map(params![], |r| {
-                Ok((
-                    r.get(0)?,
-                    r.get(1)?,
-                    r.get(2)?,
-                    r.get(3)?,
-                    r.get(4)?,
-                    r.get(5)?,
-                    r.get(6)?,
-                    r.get(7)?,
-                    r.get(8)?,
-                    r.get(9)?,
-                ))
+                Ok(ConsentRow {
+                    id: r.get(0)?,
+                    course: r.get(1)?,
+                    accepted: r.get(2)?,
+                    expires: r.get(3)?,
+                    policy: r.get(4)?,
+                    personal: [r.get(5)?, r.get(6)?, r.get(7)?, r.get(8)?, r.get(9)?],
+                    salt: r.get(10)?,
+                    erased: r.get::<_, Option<String>>(11)?.is_some(),
+                })
             })?;
             rows.collect::<Result<_, _>>()?
         };
-        for (id, course, mac, ip, accepted, expires, name, org, ua, policy) in &consents {
-            let Some((event, v)) = consent_events.remove(id) else {
-                return Ok(Err(ChainBreak {
-                    event: 0,
-                    problem: format!("consent {id} has no event in the chain (it was added behind the log's back)"),
-                }));
+        for c in &consents {
+            let Some((event, v)) = consent_events.remove(&c.id) else {
+                return brk(
+                    0,
+                    format!(
+                        "consent {} has no event in the chain (it was added behind the log's back)",
+                        c.id
+                    ),
+                );
             };
             let differs = |field: &str, stored: &str| v.get(field).and_then(Value::as_str).is_some_and(|e| e != stored);
-            let mismatch = if v.get("course").and_then(Value::as_i64) != Some(*course) {
+            let [mac, ip, name, org, ua] = &c.personal;
+            let mismatch = if v.get("course").and_then(Value::as_i64) != Some(c.course) {
                 Some("course")
-            } else if differs("policy", policy) {
+            } else if differs("policy", &c.policy) {
                 Some("policy version")
-            } else if differs("accepted_at", accepted) {
+            } else if differs("accepted_at", &c.accepted) {
                 Some("time of acceptance")
-            } else if differs("expires_at", expires) {
+            } else if differs("expires_at", &c.expires) {
                 Some("end of access")
-            } else if differs("personal", &personal_commitment(mac, ip, name, org, ua)) {
+            } else if c.erased {
+                if !(removals.erased_consents.contains(&c.id) || removals.purged(&c.accepted)) {
+                    return brk(
+                        event,
+                        format!("consent {} was blanked without an erasure or purge record", c.id),
+                    );
+                }
+                None
+            } else if differs(
+                "personal",
+                &personal_commitment(c.salt.as_deref(), mac, ip, name, org, ua),
+            ) {
                 Some("MAC, IP, name, organisation or user agent")
             } else {
                 None
             };
             if let Some(field) = mismatch {
-                return Ok(Err(ChainBreak {
+                return brk(
                     event,
-                    problem: format!("consent {id} no longer matches its event ({field} was changed)"),
-                }));
+                    format!("consent {} no longer matches its event ({field} was changed)", c.id),
+                );
             }
         }
         if let Some((id, (event, _))) = consent_events.into_iter().min_by_key(|(_, (e, _))| *e) {
-            return Ok(Err(ChainBreak {
-                event,
-                problem: format!("consent {id} was deleted"),
-            }));
+            return brk(event, format!("consent {id} was deleted"));
         }
         Ok(Ok(ChainOk {
             events: events.len() as u64,
-            head: prev,
+            head: prev.unwrap_or_else(|| GENESIS.to_owned()),
+            continues_from: first.map(|(_, link)| link).filter(|l| l != GENESIS),
         }))
     }
 
@@ -225,8 +349,14 @@ impl Store {
             "consents": rows("SELECT c.*, k.title AS course FROM consents c JOIN courses k ON k.id = c.course_id WHERE c.mac = ?1 ORDER BY c.id")?,
             "exceptions": rows("SELECT * FROM exceptions WHERE mac = ?1 ORDER BY id")?,
             "code_attempts": rows("SELECT * FROM code_attempts WHERE device = ?1 ORDER BY id")?,
-            // The MAC appears in an event's detail as a JSON string value.
-            "events": rows("SELECT id, at, kind, detail FROM events WHERE instr(detail, '\"' || ?1 || '\"') > 0 ORDER BY id")?,
+            // Events name a device through event_subjects; a consent's event through its id.
+            "events": rows(
+                "SELECT e.id, e.at, e.kind, e.detail, s.note FROM events e JOIN event_subjects s ON s.event_id = e.id WHERE s.mac = ?1
+                 UNION ALL
+                 SELECT e.id, e.at, e.kind, e.detail, NULL FROM events e
+                 WHERE e.kind = 'consent' AND json_extract(e.detail, '$.consent') IN (SELECT id FROM consents WHERE mac = ?1)
+                 ORDER BY 1"
+            )?,
         }))
     }
 }

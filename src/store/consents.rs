@@ -4,7 +4,7 @@ use jiff::Timestamp;
 use rusqlite::{Connection, params};
 use serde_json::json;
 
-use super::{Store, StoreError, insert_event, parse_mac, parse_ts, ts};
+use super::{Store, StoreError, insert_event, insert_subject_event, parse_mac, parse_ts, ts};
 use crate::clients::{MacAddr, Session};
 
 /// Everything recorded when a guest accepts.
@@ -85,9 +85,10 @@ impl Store {
         if !already_in && devices >= c.max_devices {
             return Err(StoreError::CourseFull);
         }
+        let (salt, mac) = (super::new_salt()?, c.mac.to_string());
         tx.execute(
-            "INSERT INTO consents (course_id, mac, ip, accepted_at, expires_at, name, organisation, user_agent, policy_hash)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            "INSERT INTO consents (course_id, mac, ip, accepted_at, expires_at, name, organisation, user_agent, policy_hash, salt)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
             params![
                 c.course_id,
                 c.mac.to_string(),
@@ -97,7 +98,8 @@ impl Store {
                 c.name,
                 c.organisation,
                 c.user_agent,
-                c.policy_hash
+                c.policy_hash,
+                salt
             ],
         )?;
         let id = tx.last_insert_rowid();
@@ -108,11 +110,10 @@ impl Store {
             &json!({
                 "consent": id,
                 "course": c.course_id,
-                "mac": c.mac.to_string(),
                 "policy": c.policy_hash,
                 "accepted_at": now,
                 "expires_at": ts(c.expires_at),
-                "personal": super::audit::personal_commitment(&c.mac.to_string(), &c.ip, &c.name, &c.organisation, &c.user_agent),
+                "personal": super::audit::personal_commitment(Some(&salt), &mac, &c.ip, &c.name, &c.organisation, &c.user_agent),
             }),
         )?;
         tx.commit()?;
@@ -181,11 +182,13 @@ impl Store {
             "UPDATE exceptions SET ended_at = ?2, end_reason = 'revoked' WHERE mac = ?1 AND ended_at IS NULL AND until > ?2",
             params![mac.to_string(), ts(now)],
         )?;
-        insert_event(
+        insert_subject_event(
             &tx,
             now,
             "revoked",
-            &json!({"mac": mac.to_string(), "consents": n, "exceptions": e, "by": by}),
+            json!({"consents": n, "exceptions": e, "by": by}),
+            mac,
+            "",
         )?;
         tx.commit()?;
         Ok(n + e)
@@ -305,11 +308,19 @@ impl Store {
     ///
     /// # Errors
     /// On a database failure.
-    pub fn finish_code_attempt(&self, id: i64, outcome: &str) -> Result<(), StoreError> {
-        self.lock().execute(
-            "UPDATE code_attempts SET outcome = ?2 WHERE id = ?1",
+    pub fn finish_code_attempt(&self, id: i64, outcome: &str, now: Timestamp) -> Result<(), StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        let device: String = tx.query_row(
+            "UPDATE code_attempts SET outcome = ?2 WHERE id = ?1 RETURNING device",
             params![id, outcome],
+            |r| r.get(0),
         )?;
+        // A wrong code is a refusal worth keeping in the audit log; an empty one is not.
+        if outcome == "wrong-code" {
+            insert_subject_event(&tx, now, "refused-wrong-code", json!({}), parse_mac(&device)?, "")?;
+        }
+        tx.commit()?;
         Ok(())
     }
 

@@ -7,7 +7,7 @@ use rusqlite::{OptionalExtension, params};
 use serde::Serialize;
 use serde_json::json;
 
-use super::{Store, StoreError, insert_event, parse_mac, parse_ts, ts};
+use super::{Store, StoreError, insert_subject_event, parse_mac, parse_ts, ts};
 use crate::clients::MacAddr;
 
 /// An open exception.
@@ -47,11 +47,13 @@ impl Store {
             params![mac.to_string(), reason, by, ts(now), ts(until)],
         )?;
         let id = tx.last_insert_rowid();
-        insert_event(
+        insert_subject_event(
             &tx,
             now,
             "exception-granted",
-            &json!({"exception": id, "mac": mac.to_string(), "reason": reason, "until": ts(until), "by": by}),
+            json!({"exception": id, "until": ts(until), "by": by}),
+            mac,
+            reason,
         )?;
         tx.commit()?;
         Ok(id)
@@ -74,14 +76,10 @@ impl Store {
         let Some(mac) = mac else {
             return Err(StoreError::NotFound(format!("open exception {id}")));
         };
-        insert_event(
-            &tx,
-            now,
-            "exception-ended",
-            &json!({"exception": id, "mac": mac, "by": by}),
-        )?;
+        let mac = parse_mac(&mac)?;
+        insert_subject_event(&tx, now, "exception-ended", json!({"exception": id, "by": by}), mac, "")?;
         tx.commit()?;
-        parse_mac(&mac)
+        Ok(mac)
     }
 
     /// Open exceptions, soonest end first.

@@ -7,6 +7,7 @@ mod audit;
 mod consents;
 mod courses;
 mod exceptions;
+mod retention;
 mod schema;
 
 use std::path::Path;
@@ -19,6 +20,7 @@ pub use admins::{Admin, AdminSession, Role};
 pub use audit::{ChainBreak, ChainOk, PolicyVersion};
 pub use consents::{ConsentRecord, NewConsent};
 pub use exceptions::Exception;
+pub use retention::{Erasure, Purge};
 
 /// What can go wrong in the store.
 #[derive(Debug, thiserror::Error)]
@@ -194,6 +196,24 @@ impl Store {
         insert_event(&self.lock(), now, kind, detail)
     }
 
+    /// Appends an event that names a device (kept erasable; see `insert_subject_event`).
+    ///
+    /// # Errors
+    /// On a database failure.
+    pub fn record_device_event(
+        &self,
+        now: Timestamp,
+        kind: &str,
+        detail: serde_json::Value,
+        mac: crate::clients::MacAddr,
+    ) -> Result<(), StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        insert_subject_event(&tx, now, kind, detail, mac, "")?;
+        tx.commit()?;
+        Ok(())
+    }
+
     /// Checks the database can be written, without changing anything visible.
     ///
     /// # Errors
@@ -216,13 +236,33 @@ pub const GENESIS: &str = "00000000000000000000000000000000000000000000000000000
 /// An event's hash: SHA-256 over the previous event's hash and this event's canonical content
 /// (time, kind and the detail exactly as stored), one per line.
 pub fn event_hash(prev_hash: &str, at: &str, kind: &str, detail: &str) -> String {
+    sha256_lines(&[prev_hash, at, kind, detail])
+}
+
+/// SHA-256 (hex) over `parts`, each followed by a newline: the one way this store hashes
+/// anything, so a value can be re-computed by hand with `printf '%s\n' … | sha256sum`.
+fn sha256_lines(parts: &[&str]) -> String {
     use sha2::{Digest, Sha256};
     let mut h = Sha256::new();
-    for part in [prev_hash, at, kind, detail] {
+    for part in parts {
         h.update(part.as_bytes());
         h.update(b"\n");
     }
     h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A fresh random salt (128 bits, hex) for a commitment to personal data. Without it a
+/// commitment to a MAC could be reversed by trying every MAC of a vendor (2^24 guesses); once
+/// erasure forgets the salt, the commitment says nothing about the device.
+fn new_salt() -> Result<String, StoreError> {
+    let mut buf = [0u8; 16];
+    getrandom::fill(&mut buf).map_err(|e| StoreError::Corrupt(format!("the kernel's random source failed: {e}")))?;
+    Ok(buf.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// The commitment an event carries (as `"device"`) to the device it names and a free-text note.
+fn device_commitment(salt: &str, mac: &str, note: &str) -> String {
+    sha256_lines(&[salt, mac, note])
 }
 
 fn chain_head(conn: &Connection) -> Result<String, StoreError> {
@@ -245,6 +285,29 @@ fn insert_event(conn: &Connection, now: Timestamp, kind: &str, detail: &serde_js
     conn.execute(
         "INSERT INTO events (at, kind, detail, prev_hash, hash) VALUES (?1, ?2, ?3, ?4, ?5)",
         params![at, kind, detail, prev, hash],
+    )?;
+    Ok(())
+}
+
+/// Appends an event that names a device. The MAC and `note` (free text staff typed, which may
+/// be personal) are kept beside the chain in `event_subjects`; the event itself carries only a
+/// salted commitment to them, so erasing the device later does not break the chain.
+fn insert_subject_event(
+    conn: &Connection,
+    now: Timestamp,
+    kind: &str,
+    mut detail: serde_json::Value,
+    mac: crate::clients::MacAddr,
+    note: &str,
+) -> Result<(), StoreError> {
+    let (salt, mac) = (new_salt()?, mac.to_string());
+    if let Some(obj) = detail.as_object_mut() {
+        obj.insert("device".into(), device_commitment(&salt, &mac, note).into());
+    }
+    insert_event(conn, now, kind, &detail)?;
+    conn.execute(
+        "INSERT INTO event_subjects (event_id, salt, mac, note) VALUES (?1, ?2, ?3, ?4)",
+        params![conn.last_insert_rowid(), salt, mac, note],
     )?;
     Ok(())
 }

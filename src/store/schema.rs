@@ -125,6 +125,65 @@ ALTER TABLE events ADD COLUMN hash TEXT;
         ),
         // 5: who ended a consent (a staff account, "root (cli)", or the daemon), for exports.
         M::up("ALTER TABLE consents ADD COLUMN ended_by TEXT;"),
+        // 6: erasure and retention. Events and consents get AUTOINCREMENT, so an id removed by the
+        // retention purge is never given to a new row (erasure and purge records name ids). A
+        // consent's personal fields are committed to with a random salt, forgotten on erasure. An
+        // event that names a device keeps the MAC (and any free-text note) beside the chain in
+        // event_subjects, and only a salted commitment in its detail, so erasing the device
+        // leaves the chain intact.
+        M::up(
+            r#"
+CREATE TABLE events_v6 (
+    id        INTEGER PRIMARY KEY AUTOINCREMENT,
+    at        TEXT NOT NULL,
+    kind      TEXT NOT NULL,
+    detail    TEXT NOT NULL,
+    prev_hash TEXT,
+    hash      TEXT
+) STRICT;
+INSERT INTO events_v6 (id, at, kind, detail, prev_hash, hash)
+    SELECT id, at, kind, detail, prev_hash, hash FROM events;
+DROP TABLE events;
+ALTER TABLE events_v6 RENAME TO events;
+CREATE INDEX events_by_at ON events(at);
+
+CREATE TABLE consents_v6 (
+    id           INTEGER PRIMARY KEY AUTOINCREMENT,
+    course_id    INTEGER NOT NULL REFERENCES courses(id),
+    mac          TEXT NOT NULL,
+    ip           TEXT NOT NULL,
+    accepted_at  TEXT NOT NULL,
+    expires_at   TEXT NOT NULL,
+    name         TEXT NOT NULL,
+    organisation TEXT NOT NULL,
+    user_agent   TEXT NOT NULL,
+    policy_hash  TEXT NOT NULL REFERENCES policies(hash),
+    ended_at     TEXT,
+    end_reason   TEXT,
+    ended_by     TEXT,
+    salt         TEXT,
+    erased_at    TEXT
+) STRICT;
+INSERT INTO consents_v6 (id, course_id, mac, ip, accepted_at, expires_at, name, organisation,
+                         user_agent, policy_hash, ended_at, end_reason, ended_by)
+    SELECT id, course_id, mac, ip, accepted_at, expires_at, name, organisation,
+           user_agent, policy_hash, ended_at, end_reason, ended_by FROM consents;
+DROP TABLE consents;
+ALTER TABLE consents_v6 RENAME TO consents;
+CREATE INDEX consents_by_mac ON consents(mac);
+CREATE INDEX consents_open ON consents(expires_at) WHERE ended_at IS NULL;
+
+CREATE TABLE event_subjects (
+    event_id INTEGER PRIMARY KEY REFERENCES events(id) ON DELETE CASCADE,
+    salt     TEXT NOT NULL,
+    mac      TEXT NOT NULL,
+    note     TEXT NOT NULL
+) STRICT;
+CREATE INDEX event_subjects_by_mac ON event_subjects(mac);
+
+ALTER TABLE exceptions ADD COLUMN erased_at TEXT;
+"#,
+        ),
     ])
 }
 

@@ -124,35 +124,39 @@ fn revoke_and_end_course() {
     assert!(matches!(s.end_course(99, now, "test"), Err(StoreError::NotFound(_))));
 }
 
+const DEV: &str = "02:00:00:00:00:0d";
+
 #[test]
 fn code_attempts_lock_out_atomically_per_device_in_window() {
     let s = Store::open_in_memory().unwrap();
     let since = t("2026-11-23T08:59:00Z");
     for m in 0..4 {
         let id = s
-            .begin_code_attempt("dev", "ip", t(&format!("2026-11-23T09:0{m}:00Z")), since, 5)
+            .begin_code_attempt(DEV, "ip", t(&format!("2026-11-23T09:0{m}:00Z")), since, 5)
             .unwrap()
             .unwrap();
-        s.finish_code_attempt(id, "wrong-code").unwrap();
+        s.finish_code_attempt(id, "wrong-code", t(&format!("2026-11-23T09:0{m}:01Z")))
+            .unwrap();
     }
     // Right or empty codes do not count.
     let ok = s
-        .begin_code_attempt("dev", "ip", t("2026-11-23T09:04:30Z"), since, 5)
+        .begin_code_attempt(DEV, "ip", t("2026-11-23T09:04:30Z"), since, 5)
         .unwrap()
         .unwrap();
-    s.finish_code_attempt(ok, "right-code").unwrap();
+    s.finish_code_attempt(ok, "right-code", t("2026-11-23T09:04:31Z"))
+        .unwrap();
     // A pending (unfinished) attempt counts: the fifth slot is taken until it finishes.
-    s.begin_code_attempt("dev", "ip", t("2026-11-23T09:05:00Z"), since, 5)
+    s.begin_code_attempt(DEV, "ip", t("2026-11-23T09:05:00Z"), since, 5)
         .unwrap()
         .unwrap();
     let (n, oldest) = s
-        .begin_code_attempt("dev", "ip", t("2026-11-23T09:05:30Z"), since, 5)
+        .begin_code_attempt(DEV, "ip", t("2026-11-23T09:05:30Z"), since, 5)
         .unwrap()
         .unwrap_err();
     assert_eq!((n, oldest), (5, Some(t("2026-11-23T09:00:00Z"))));
     // A pending attempt older than a minute (its request died) no longer counts.
     assert!(
-        s.begin_code_attempt("dev", "ip", t("2026-11-23T09:06:30Z"), since, 5)
+        s.begin_code_attempt(DEV, "ip", t("2026-11-23T09:06:30Z"), since, 5)
             .unwrap()
             .is_ok()
     );
@@ -163,7 +167,7 @@ fn code_attempts_lock_out_atomically_per_device_in_window() {
             .is_ok()
     );
     assert!(
-        s.begin_code_attempt("dev", "ip", t("2026-11-23T09:20:00Z"), t("2026-11-23T09:10:00Z"), 5)
+        s.begin_code_attempt(DEV, "ip", t("2026-11-23T09:20:00Z"), t("2026-11-23T09:10:00Z"), 5)
             .unwrap()
             .is_ok()
     );
@@ -396,5 +400,227 @@ fn events_written_before_the_chain_are_sealed_on_open() {
             .unwrap();
     }
     let s = Store::open(&path).unwrap();
+    assert_eq!(s.verify().unwrap().unwrap().events, 1);
+}
+
+#[test]
+fn events_name_devices_only_through_an_erasable_salted_link() {
+    let (s, _) = chained();
+    let details: Vec<String> = {
+        let conn = s.lock();
+        let mut stmt = conn.prepare("SELECT detail FROM events").unwrap();
+        stmt.query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    };
+    assert!(
+        details.iter().all(|d| !d.contains("02:00:00:00:00")),
+        "no MAC in any event: {details:?}"
+    );
+    // Editing the device an event names is caught.
+    s.lock()
+        .execute("UPDATE event_subjects SET mac = '02:00:00:00:00:09'", [])
+        .unwrap();
+    let brk = s.verify().unwrap().unwrap_err();
+    assert_eq!(brk.event, 4);
+    assert!(brk.problem.contains("device"), "{brk}");
+    // So is detaching it without an erasure.
+    let (s, _) = chained();
+    s.lock().execute("DELETE FROM event_subjects", []).unwrap();
+    assert!(s.verify().unwrap().unwrap_err().problem.contains("without an erasure"));
+}
+
+#[test]
+fn erase_blanks_one_device_keeps_the_skeleton_and_verify_passes() {
+    let (s, c) = chained();
+    let (one, two): (MacAddr, MacAddr) = (
+        "02:00:00:00:00:01".parse().unwrap(),
+        "02:00:00:00:00:02".parse().unwrap(),
+    );
+    let id = s
+        .begin_code_attempt(
+            &one.to_string(),
+            "ip",
+            t("2026-11-23T09:01:00Z"),
+            t("2026-11-23T08:00:00Z"),
+            5,
+        )
+        .unwrap()
+        .unwrap();
+    s.finish_code_attempt(id, "wrong-code", t("2026-11-23T09:01:01Z"))
+        .unwrap();
+    s.grant_exception(
+        one,
+        "Ann's laptop",
+        "dsl",
+        t("2026-11-23T10:30:00Z"),
+        t("2026-11-23T18:00:00Z"),
+    )
+    .unwrap();
+    let now = t("2026-11-23T11:00:00Z");
+    let erased = s.erase(one, "subject request 42", "dpo", now).unwrap();
+    assert_eq!(erased.consents, vec![1]);
+    assert_eq!(erased.exceptions.len(), 1);
+    assert_eq!(
+        erased.events.len(),
+        3,
+        "wrong code, revoke, exception granted: {erased:?}"
+    );
+    assert_eq!(erased.code_attempts, 1);
+    assert_eq!(erased.sessions_ended, 1, "the open exception");
+    assert!(s.allowed_until(one, now).unwrap().is_none());
+
+    let subject = s.subject(&one.to_string()).unwrap();
+    for key in ["consents", "exceptions", "code_attempts", "events"] {
+        assert_eq!(subject[key], serde_json::json!([]), "{key}: {subject}");
+    }
+    let dump = s.subject("").unwrap().to_string();
+    for personal in ["Ann's laptop", "192.0.2.10", "02:00:00:00:00:01"] {
+        assert!(!dump.contains(personal), "{personal} left in {dump}");
+    }
+    // The skeleton stays: the consent row with its course, times and policy.
+    let kept: (i64, String, String) = s
+        .lock()
+        .query_row(
+            "SELECT course_id, accepted_at, name FROM consents WHERE id = 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .unwrap();
+    assert_eq!(kept, (c.id, "2026-11-23T09:05:00.000Z".to_owned(), String::new()));
+    // The other device is untouched, the chain verifies and records the erasure.
+    assert_eq!(s.subject(&two.to_string()).unwrap()["consents"][0]["name"], "Ann");
+    s.verify().unwrap().unwrap();
+    let last: String = s
+        .lock()
+        .query_row("SELECT detail FROM events ORDER BY id DESC LIMIT 1", [], |r| r.get(0))
+        .unwrap();
+    assert!(
+        last.contains("subject request 42") && last.contains("\"by\":\"dpo\""),
+        "{last}"
+    );
+    // Nothing left to erase is an error, not an empty record.
+    assert!(matches!(
+        s.erase(one, "again", "dpo", now),
+        Err(StoreError::NotFound(_))
+    ));
+    // Blanking another consent by hand is caught: only the erasure record covers consent 1.
+    s.lock()
+        .execute("UPDATE consents SET name = '', erased_at = 'x' WHERE id = 2", [])
+        .unwrap();
+    assert!(
+        s.verify()
+            .unwrap()
+            .unwrap_err()
+            .problem
+            .contains("consent 2 was blanked")
+    );
+}
+
+#[test]
+fn purge_removes_old_records_records_the_head_and_verify_passes() {
+    let (s, c) = chained();
+    let old_head = s.chain_head().unwrap();
+    // A second course a year later, still running at the purge.
+    let later = s
+        .add_course(
+            "Maths",
+            t("2027-12-01T09:00:00Z"),
+            t("2027-12-01T16:00:00Z"),
+            5,
+            t("2027-11-30T08:00:00Z"),
+            "test",
+            codes(),
+        )
+        .unwrap();
+    s.record_consent(&consent(&later, "02:00:00:00:00:03", "2027-12-01T09:05:00Z"))
+        .unwrap();
+    let now = t("2027-12-01T10:00:00Z");
+    let year = jiff::SignedDuration::from_hours(24 * 365);
+
+    let plan = s.purge_plan(year, now).unwrap();
+    assert_eq!(plan.events, 4, "{plan:?}");
+    assert_eq!(plan.continues_from.as_deref(), Some(old_head.as_str()));
+    assert_eq!((plan.consents_deleted, plan.consents_blanked), (2, 0));
+    assert_eq!(s.verify().unwrap().unwrap().events, 6, "a plan removes nothing");
+
+    let done = s.purge(year, now).unwrap();
+    assert_eq!(done, plan);
+    let ok = s.verify().unwrap().unwrap();
+    assert_eq!(ok.events, 3, "course added, consent, purge");
+    assert_eq!(ok.continues_from.as_deref(), Some(old_head.as_str()));
+    assert!(
+        s.subject("02:00:00:00:00:01").unwrap()["consents"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        s.subject("02:00:00:00:00:03").unwrap()["consents"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    let _ = c;
+    // Deleting the oldest remaining event is not a purge: the chain no longer starts where one
+    // left it.
+    let first: i64 = s
+        .lock()
+        .query_row("SELECT min(id) FROM events", [], |r| r.get(0))
+        .unwrap();
+    s.lock().execute("DELETE FROM events WHERE id = ?1", [first]).unwrap();
+    assert!(s.verify().unwrap().unwrap_err().problem.contains("does not start"));
+}
+
+#[test]
+fn purge_keeps_what_a_running_session_needs_and_never_reuses_ids() {
+    let (s, c) = setup(5);
+    let year = jiff::SignedDuration::from_hours(24 * 365);
+    // A year-long course: its consent is older than the cut-off but its session still runs.
+    let long = s
+        .add_course(
+            "Apprenticeship",
+            t("2026-11-23T09:00:00Z"),
+            t("2028-01-01T00:00:00Z"),
+            5,
+            t("2026-11-23T08:00:00Z"),
+            "test",
+            codes(),
+        )
+        .unwrap();
+    s.record_consent(&consent(&c, "02:00:00:00:00:01", "2026-11-23T09:05:00Z"))
+        .unwrap();
+    s.record_consent(&consent(&long, "02:00:00:00:00:02", "2026-11-23T09:06:00Z"))
+        .unwrap();
+    s.record_consent(&consent(&c, "02:00:00:00:00:04", "2026-11-23T09:07:00Z"))
+        .unwrap();
+    let now = t("2027-12-01T10:00:00Z");
+    let p = s.purge(year, now).unwrap();
+    // Events up to the long course's consent go; the later short consent's event stays, so its
+    // row stays too, blanked.
+    assert_eq!((p.events, p.consents_deleted, p.consents_blanked), (3, 1, 1), "{p:?}");
+    s.verify().unwrap().unwrap();
+    assert!(
+        s.allowed_until("02:00:00:00:00:02".parse().unwrap(), now)
+            .unwrap()
+            .is_some()
+    );
+    // A second purge once everything is old removes the rest and the chain still verifies.
+    let later = t("2029-06-01T00:00:00Z");
+    let p = s.purge(year, later).unwrap();
+    assert_eq!(p.first_kept_event, None, "{p:?}");
+    let ok = s.verify().unwrap().unwrap();
+    assert_eq!(ok.events, 1, "only the last purge's own event");
+    let max_consent: i64 = s
+        .lock()
+        .query_row("SELECT seq FROM sqlite_sequence WHERE name = 'consents'", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(max_consent, 3, "AUTOINCREMENT remembers ids the purge removed");
+    // Nothing left to purge: nothing happens and nothing is recorded.
+    assert!(s.purge(year, later).unwrap().is_empty());
     assert_eq!(s.verify().unwrap().unwrap().events, 1);
 }
