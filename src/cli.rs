@@ -97,6 +97,22 @@ pub enum AuditCommand {
         #[arg(long)]
         output: Option<PathBuf>,
     },
+    /// Erase everything personal held about one device (a subject's request); closes it first
+    /// if it still has access. The records' skeleton and a record of the erasure stay.
+    Erase {
+        /// The device's MAC.
+        #[arg(long)]
+        mac: String,
+        /// Why, e.g. the request's reference (recorded in the log; no personal data here).
+        #[arg(long)]
+        reason: String,
+    },
+    /// Remove personal data older than [audit] retention_days now (the daemon does it daily).
+    Purge {
+        /// Only show what would be removed.
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 /// `audit verify` found an alteration (exit 1; the line naming it is already printed).
@@ -207,6 +223,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             print_json(&read_store(&config)?.subject(&mac.to_string())?)
         }
         Command::Policy(PolicyCommand::List) => policy_list(&cli.config, cli.json),
+        Command::Audit(AuditCommand::Erase { mac, reason }) => audit_erase(&cli.config, cli.json, &mac, &reason),
+        Command::Audit(AuditCommand::Purge { dry_run }) => audit_purge(&cli.config, cli.json, dry_run),
         Command::Audit(AuditCommand::Export {
             from,
             to,
@@ -527,6 +545,86 @@ fn audit_export(
     Ok(())
 }
 
+fn audit_erase(path: &Path, json: bool, mac: &str, reason: &str) -> anyhow::Result<()> {
+    let config = Config::load(path)?;
+    let mac: MacAddr = mac.parse().map_err(|e| UsageError(format!("--mac: {e}")))?;
+    let data = control::call(
+        &config.control_socket,
+        &Request::AuditErase {
+            mac,
+            reason: reason.to_owned(),
+        },
+    )?;
+    if json {
+        return print_json(&data);
+    }
+    let n = |key: &str| data[key].as_array().map_or(0, Vec::len);
+    println!(
+        "{mac} erased: {} consent(s) and {} exception(s) blanked, {} event(s) no longer name it, {} code attempt(s) deleted{}.",
+        n("consents"),
+        n("exceptions"),
+        n("events"),
+        data["code_attempts"].as_u64().unwrap_or(0),
+        if data["sessions_ended"].as_u64().unwrap_or(0) > 0 {
+            "; its access was ended first"
+        } else {
+            ""
+        }
+    );
+    Ok(())
+}
+
+fn audit_purge(path: &Path, json: bool, dry_run: bool) -> anyhow::Result<()> {
+    let config = Config::load(path)?;
+    let purge: crate::store::Purge = if dry_run {
+        read_store(&config)?.purge_plan(config.retention(), SystemClock.now())?
+    } else {
+        serde_json::from_value(control::call(&config.control_socket, &Request::AuditPurge)?)
+            .context("reading the daemon's answer")?
+    };
+    if json {
+        return print_json(&serde_json::json!({"dry_run": dry_run, "purge": purge}));
+    }
+    let tz = &config.school.timezone;
+    let verb = if dry_run { "would remove" } else { "removed" };
+    if purge.is_empty() {
+        println!(
+            "nothing older than {} days (before {}) to remove.",
+            config.retention_days,
+            local(purge.cutoff, tz)
+        );
+        return Ok(());
+    }
+    println!(
+        "retention {} days: {verb} personal data from before {}:",
+        config.retention_days,
+        local(purge.cutoff, tz)
+    );
+    for (n, what) in [
+        (purge.events, "audit event(s) from the start of the chain"),
+        (purge.consents_deleted, "consent(s) with their events"),
+        (
+            purge.consents_blanked,
+            "consent(s) blanked (their event is still needed)",
+        ),
+        (purge.device_links, "device link(s) from events"),
+        (purge.exceptions, "exception(s)"),
+        (purge.code_attempts, "access-code attempt(s)"),
+        (purge.sign_in_attempts, "staff sign-in attempt(s)"),
+    ] {
+        if n > 0 {
+            println!("  {n:>6} {what}");
+        }
+    }
+    if let Some(head) = &purge.continues_from {
+        println!(
+            "the chain {} from {head}",
+            if dry_run { "would continue" } else { "continues" }
+        );
+    }
+    Ok(())
+}
+
 fn policy_list(path: &Path, json: bool) -> anyhow::Result<()> {
     let config = Config::load(path)?;
     let current = Policy::load(config.portal.policy.as_deref())?.hash;
@@ -576,9 +674,17 @@ fn audit_verify(path: &Path, json: bool) -> anyhow::Result<()> {
     match read_store(&config)?.verify()? {
         Ok(ok) => {
             if json {
-                print_json(&serde_json::json!({"ok": true, "events": ok.events, "head": ok.head}))?;
+                print_json(
+                    &serde_json::json!({"ok": true, "events": ok.events, "head": ok.head, "continues_from": ok.continues_from}),
+                )?;
             } else {
-                println!("ok: {} events, head {}", ok.events, ok.head);
+                match &ok.continues_from {
+                    None => println!("ok: {} events, head {}", ok.events, ok.head),
+                    Some(from) => println!(
+                        "ok: {} events, head {} (older events were purged; the chain continues from {from})",
+                        ok.events, ok.head
+                    ),
+                }
             }
             Ok(())
         }

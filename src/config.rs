@@ -70,6 +70,14 @@ struct RawConfig {
     admin: Option<RawAdmin>,
     #[serde(default)]
     policy: RawPolicy,
+    #[serde(default)]
+    audit: RawAudit,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAudit {
+    retention_days: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -148,6 +156,15 @@ pub struct Config {
     pub admin: Option<Admin>,
     /// What happens to open sessions when the policy text changes.
     pub reaccept: Reaccept,
+    /// How many days personal data is kept after a session ends (`[audit] retention_days`).
+    pub retention_days: u32,
+}
+
+impl Config {
+    /// The retention period as a duration.
+    pub fn retention(&self) -> jiff::SignedDuration {
+        jiff::SignedDuration::from_hours(24 * i64::from(self.retention_days))
+    }
 }
 
 /// When devices that accepted an earlier policy text must accept the new one.
@@ -447,9 +464,18 @@ impl Config {
                 ));
             }
         };
+        let retention_days = raw.audit.retention_days.unwrap_or(365);
+        if !(1..=3650).contains(&retention_days) {
+            return Err(ConfigError::invalid(
+                "audit.retention_days",
+                format!("{retention_days} is out of range"),
+                "choose 1 to 3650 days (the school's retention policy; 365 by default)",
+            ));
+        }
         Ok(Self {
             admin,
             reaccept,
+            retention_days,
             school: School {
                 name,
                 timezone,
@@ -659,6 +685,17 @@ address = "10.50.0.1"
             .unwrap_err()
             .to_string();
         assert!(e.contains("policy.reaccept"), "{e}");
+    }
+
+    #[test]
+    fn audit_retention_defaults_to_a_year_and_is_bounded() {
+        assert_eq!(Config::parse(GOOD, Path::new("t")).unwrap().retention_days, 365);
+        let c = Config::parse(&format!("{GOOD}[audit]\nretention_days = 90\n"), Path::new("t")).unwrap();
+        assert_eq!(c.retention(), jiff::SignedDuration::from_hours(90 * 24));
+        let e = Config::parse(&format!("{GOOD}[audit]\nretention_days = 0\n"), Path::new("t"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("audit.retention_days") && e.contains("fix"), "{e}");
     }
 
     #[test]

@@ -142,6 +142,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         store: store.clone(),
         firewall,
         clock: clock.clone(),
+        retention: config.retention(),
     };
     let admin_task = admin_listener.map(|(listener, acceptor, idle)| {
         let web = crate::admin::web::WebState {
@@ -157,33 +158,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             shutdown_rx.clone(),
         ))
     });
-    let control_task = tokio::spawn(control::serve(control_listener, admin, shutdown_rx.clone()));
+    let control_task = tokio::spawn(control::serve(control_listener, admin.clone(), shutdown_rx.clone()));
 
-    // The audit chain's head goes to the journal at start and daily, so a copy of it exists
-    // outside the database (deleting the newest events would otherwise go unseen).
-    // At start it is logged before "ready", so the line is always there once the daemon is up.
-    match store.chain_head() {
-        Ok(head) => tracing::info!(head = %head, "audit chain head"),
-        Err(e) => tracing::error!(error = %e, "cannot read the audit chain head"),
-    }
-    let head_task = {
-        let store = store.clone();
-        let mut stop = shutdown_rx.clone();
-        tokio::spawn(async move {
-            let mut every = tokio::time::interval(Duration::from_secs(24 * 3600));
-            // The first tick is immediate; the start-up line above covers it.
-            every.tick().await;
-            loop {
-                tokio::select! {
-                    _ = every.tick() => match store.run(|s| s.chain_head()).await {
-                        Ok(head) => tracing::info!(head = %head, "audit chain head"),
-                        Err(e) => tracing::error!(error = %e, "cannot read the audit chain head"),
-                    },
-                    _ = stop.changed() => break,
-                }
-            }
-        })
-    };
+    // Retention, then the audit chain's head to the journal: at start, before "ready" (so both
+    // are done once the daemon is up), and daily. The head's copy outside the database is what
+    // shows the newest events were deleted.
+    housekeeping(&admin).await;
+    let daily_task = tokio::spawn(daily(admin, shutdown_rx.clone()));
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
     tracing::info!(
         portal = %config.portal_url(),
@@ -201,7 +182,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         for task in portal_tasks.into_iter().chain(admin_task) {
             let _ = task.await;
         }
-        let _ = tokio::join!(control_task, firewall_task, head_task);
+        let _ = tokio::join!(control_task, firewall_task, daily_task);
     };
     if tokio::time::timeout(DRAIN, all).await.is_err() {
         tracing::warn!("requests still running after {} s; stopping anyway", DRAIN.as_secs());
@@ -310,6 +291,31 @@ async fn wait_for_signal() -> anyhow::Result<()> {
         _ = int.recv() => {}
     }
     Ok(())
+}
+
+/// Purges personal data older than the retention period, then logs the audit chain's head.
+async fn housekeeping(admin: &AdminState) {
+    if let Err(e) = crate::admin::actions::purge(admin).await {
+        tracing::error!(error = %e, "retention purge failed; it runs again in a day");
+    }
+    match admin.store.run(|s| s.chain_head()).await {
+        Ok(head) => tracing::info!(head = %head, "audit chain head"),
+        Err(e) => tracing::error!(error = %e, "cannot read the audit chain head"),
+    }
+}
+
+/// `housekeeping` every day (the start-up run is done before "ready").
+async fn daily(admin: AdminState, mut stop: watch::Receiver<bool>) {
+    let mut every = tokio::time::interval(Duration::from_secs(24 * 3600));
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The first tick is immediate; start-up has done it.
+    every.tick().await;
+    loop {
+        tokio::select! {
+            _ = every.tick() => housekeeping(&admin).await,
+            _ = stop.changed() => break,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -21,6 +21,8 @@ pub struct AdminState {
     pub firewall: FirewallHandle,
     /// Time.
     pub clock: Arc<dyn Clock>,
+    /// How long personal data is kept after a session ends (`[audit] retention_days`).
+    pub retention: jiff::SignedDuration,
 }
 
 /// A refusal or failure, as one line for whoever asked.
@@ -222,6 +224,58 @@ pub async fn remove_admin(st: &AdminState, name: &str) -> Outcome<()> {
         Ok(false) => Err(format!("no account named {name:?}")),
         Err(e) => Err(format!("could not remove the account: {e}")),
     }
+}
+
+/// Erases everything personal held about `mac` (a data subject's request): closes it if it
+/// still has access, then blanks its records, keeping their skeleton and recording the erasure.
+///
+/// # Errors
+/// An empty or over-long reason, nothing held about `mac`, or a store or firewall failure.
+pub async fn erase(st: &AdminState, mac: MacAddr, reason: &str, by: &str) -> Outcome<crate::store::Erasure> {
+    let reason = reason.trim().to_owned();
+    if reason.is_empty() || reason.chars().count() > 500 || reason.chars().any(char::is_control) {
+        return Err("the reason must be 1 to 500 printable characters (say why, e.g. the request's reference, without personal data)".into());
+    }
+    let (now, who) = (st.clock.now(), by.to_owned());
+    let erased = st
+        .store
+        .run(move |s| s.erase(mac, &reason, &who, now))
+        .await
+        .map_err(|e| match e {
+            StoreError::NotFound(_) => format!("nothing is held about {mac}"),
+            e => format!("could not erase {mac}: {e}"),
+        })?;
+    if erased.sessions_ended > 0 {
+        st.firewall.sync(vec![mac]).await.map_err(|e| {
+            format!("{mac} erased in the store, but closing it failed: {e}; the daemon retries every second")
+        })?;
+    }
+    // The MAC is in this line (the journal is not the store) so the operator sees what happened;
+    // nothing else about the device is.
+    tracing::info!(%mac, consents = erased.consents.len(), events = erased.events.len(), by, "device erased");
+    Ok(erased)
+}
+
+/// Purges personal data older than the retention period now (the daemon also does it daily).
+///
+/// # Errors
+/// A store failure; nothing is removed then.
+pub async fn purge(st: &AdminState) -> Outcome<crate::store::Purge> {
+    let (now, retention) = (st.clock.now(), st.retention);
+    let purged = st
+        .store
+        .run(move |s| s.purge(retention, now))
+        .await
+        .map_err(|e| format!("could not purge old records: {e}"))?;
+    if !purged.is_empty() {
+        tracing::info!(
+            cutoff = %purged.cutoff,
+            events = purged.events,
+            consents = purged.consents_deleted + purged.consents_blanked,
+            "old personal data purged"
+        );
+    }
+    Ok(purged)
 }
 
 /// An argon2id hash with the default parameters that no password matches in practice; checked

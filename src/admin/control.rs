@@ -61,6 +61,15 @@ pub enum Request {
         /// Sign-in name.
         name: String,
     },
+    /// Erase everything personal held about a device.
+    AuditErase {
+        /// The device.
+        mac: MacAddr,
+        /// Why (recorded in the log).
+        reason: String,
+    },
+    /// Purge personal data older than the retention period now.
+    AuditPurge,
 }
 
 /// The daemon's answer.
@@ -154,6 +163,8 @@ async fn handle(req: Request, st: &AdminState) -> Reply {
                 .map(|()| json!({"name": name, "role": role})),
         ),
         Request::AdminRemove { name } => done(actions::remove_admin(st, &name).await.map(|()| json!({"name": name}))),
+        Request::AuditErase { mac, reason } => done(actions::erase(st, mac, &reason, BY).await.map(|e| json!(e))),
+        Request::AuditPurge => done(actions::purge(st).await.map(|p| json!(p))),
     }
 }
 

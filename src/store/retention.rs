@@ -8,7 +8,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 use serde_json::json;
 
-use super::{Store, StoreError, chain_head, insert_event, ts};
+use super::{Store, StoreError, chain_head, forget_old_pages, insert_event, ts};
 use crate::clients::MacAddr;
 
 /// What an erasure removed.
@@ -27,7 +27,7 @@ pub struct Erasure {
 }
 
 /// What a purge removes (or, for a dry run, would remove).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Purge {
     /// Personal data from before this time goes.
     pub cutoff: Timestamp,
@@ -130,6 +130,7 @@ impl Store {
             }),
         )?;
         tx.commit()?;
+        forget_old_pages(&conn);
         Ok(erasure)
     }
 
@@ -160,25 +161,8 @@ impl Store {
             return Ok(p);
         }
         let (cutoff, at) = (ts(p.cutoff), ts(now));
-        let below = p.first_kept_event.unwrap_or(i64::MAX);
-        tx.execute(
-            &format!("DELETE FROM consents WHERE id IN ({CONSENTS_BEFORE})"),
-            [below],
-        )?;
-        tx.execute(
-            &format!(
-                "UPDATE consents SET {BLANK_CONSENT} WHERE erased_at IS NULL AND coalesce(ended_at, expires_at) < ?1"
-            ),
-            params![cutoff, at],
-        )?;
-        tx.execute(
-            "DELETE FROM event_subjects WHERE event_id IN (SELECT id FROM events WHERE at < ?1)",
-            [&cutoff],
-        )?;
-        tx.execute("DELETE FROM events WHERE id < ?1", [below])?;
-        tx.execute("DELETE FROM exceptions WHERE coalesce(ended_at, until) < ?1", [&cutoff])?;
-        tx.execute("DELETE FROM code_attempts WHERE at < ?1", [&cutoff])?;
-        tx.execute("DELETE FROM login_attempts WHERE at < ?1", [&cutoff])?;
+        // The purge's own event goes first, linked to the current head, so that when every
+        // older event goes it starts the chain still linked to what came before.
         insert_event(
             &tx,
             now,
@@ -198,7 +182,27 @@ impl Store {
                 },
             }),
         )?;
+        let below = p.first_kept_event.unwrap_or_else(|| tx.last_insert_rowid());
+        tx.execute(
+            &format!("DELETE FROM consents WHERE id IN ({CONSENTS_BEFORE})"),
+            [below],
+        )?;
+        tx.execute(
+            &format!(
+                "UPDATE consents SET {BLANK_CONSENT} WHERE erased_at IS NULL AND coalesce(ended_at, expires_at) < ?1"
+            ),
+            params![cutoff, at],
+        )?;
+        tx.execute(
+            "DELETE FROM event_subjects WHERE event_id IN (SELECT id FROM events WHERE at < ?1)",
+            [&cutoff],
+        )?;
+        tx.execute("DELETE FROM events WHERE id < ?1", [below])?;
+        tx.execute("DELETE FROM exceptions WHERE coalesce(ended_at, until) < ?1", [&cutoff])?;
+        tx.execute("DELETE FROM code_attempts WHERE at < ?1", [&cutoff])?;
+        tx.execute("DELETE FROM login_attempts WHERE at < ?1", [&cutoff])?;
         tx.commit()?;
+        forget_old_pages(&conn);
         Ok(p)
     }
 }

@@ -613,6 +613,8 @@ fn purge_keeps_what_a_running_session_needs_and_never_reuses_ids() {
     assert_eq!(p.first_kept_event, None, "{p:?}");
     let ok = s.verify().unwrap().unwrap();
     assert_eq!(ok.events, 1, "only the last purge's own event");
+    assert!(p.continues_from.is_some());
+    assert_eq!(ok.continues_from, p.continues_from, "linked to the chain before it");
     let max_consent: i64 = s
         .lock()
         .query_row("SELECT seq FROM sqlite_sequence WHERE name = 'consents'", [], |r| {

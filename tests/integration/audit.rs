@@ -6,7 +6,7 @@ use std::process::Command;
 
 use jiff::SignedDuration;
 
-use crate::harness::{BIN, Gateway, accept};
+use crate::harness::{BIN, Gateway, accept, assert_closed, reaches_internet};
 use crate::netns::Lab;
 
 fn verify(config: &std::path::Path) -> (Option<i32>, String) {
@@ -249,4 +249,158 @@ fn policy_versions_and_a_subject_access_request() {
         !subject.to_string().contains("Bob Jones"),
         "nothing about another device"
     );
+}
+
+/// Writes records from two years ago into the lab's store before the daemon first starts, as a
+/// school's database would hold them: a course, a consent, a revoke and a wrong code.
+fn seed_old_records(lab: &Lab, mac: &str) {
+    use aupgate::clients::AccessCode;
+    use aupgate::store::{NewConsent, Store};
+    let store = lab.path("state/aupgate.db");
+    std::fs::create_dir_all(store.parent().unwrap()).unwrap();
+    let s = Store::open(&store).unwrap();
+    let long_ago = jiff::Timestamp::now() - SignedDuration::from_hours(2 * 365 * 24);
+    s.record_policy("old-policy", "# Old policy", long_ago).unwrap();
+    let course = s
+        .add_course(
+            "Old course",
+            long_ago,
+            long_ago + SignedDuration::from_hours(6),
+            5,
+            long_ago,
+            "test",
+            || AccessCode::from_random(&[7; 8]).unwrap(),
+        )
+        .unwrap();
+    let at = long_ago + SignedDuration::from_mins(5);
+    s.record_consent(&NewConsent {
+        course_id: course.id,
+        max_devices: 5,
+        mac: mac.parse().unwrap(),
+        ip: "192.0.2.99".into(),
+        accepted_at: at,
+        expires_at: course.ends_at,
+        name: "Olga Oldname".into(),
+        organisation: "Old Org".into(),
+        user_agent: "Old UA".into(),
+        policy_hash: "old-policy".into(),
+    })
+    .unwrap();
+    s.revoke(mac.parse().unwrap(), at + SignedDuration::from_mins(1), "dsl")
+        .unwrap();
+}
+
+/// The raw bytes of the store's files (database and WAL): what a copy of the disk would show.
+fn raw_store_contains(db: &std::path::Path, needle: &str) -> bool {
+    let mut wal = db.as_os_str().to_owned();
+    wal.push("-wal");
+    [db.to_path_buf(), std::path::PathBuf::from(wal)].iter().any(|p| {
+        std::fs::read(p)
+            .unwrap_or_default()
+            .windows(needle.len())
+            .any(|w| w == needle.as_bytes())
+    })
+}
+
+/// Retention and erasure through the real daemon and CLI: `purge --dry-run` shows what would
+/// go and removes nothing; the daemon purges at start; `audit erase` closes a device and removes
+/// its personal fields from the database file itself; `verify` passes after each.
+#[test]
+fn audit_purge_and_erase_keep_the_chain_verifiable() {
+    let Some(lab) = Lab::new(2) else { return };
+    let (c1, c2) = (&lab.clients[0], &lab.clients[1]);
+    let old_mac = "02:00:5e:00:00:99";
+    seed_old_records(&lab, old_mac);
+    std::fs::write(lab.path("aupgate.toml"), crate::harness::config_text(&lab)).unwrap();
+    let config = lab.path("aupgate.toml");
+    let cli = |args: &[&str]| {
+        let out = Command::new(BIN)
+            .args(["--config", config.to_str().unwrap()])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+
+    // A dry run, without the daemon: what would go, and nothing goes.
+    let plan: serde_json::Value = serde_json::from_str(&cli(&["audit", "purge", "--dry-run", "--json"])).unwrap();
+    assert_eq!(plan["dry_run"], true);
+    assert_eq!(plan["purge"]["events"], 3, "course, consent, revoke: {plan}");
+    assert_eq!(plan["purge"]["consents_deleted"], 1, "{plan}");
+    let text = cli(&["audit", "purge", "--dry-run"]);
+    assert!(text.contains("retention 365 days: would remove"), "{text}");
+    assert_eq!(verify(&config).1.trim().split(',').next(), Some("ok: 3 events"));
+
+    // The daemon purges at start; the chain verifies from the head the purge recorded.
+    let mut gw = Gateway::start(&lab);
+    assert!(gw.log_text().contains("old personal data purged"), "{}", gw.log_text());
+    let (code, out) = verify(&gw.config);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.starts_with("ok: 1 events") && out.contains("the chain continues from"),
+        "{out}"
+    );
+    let old: serde_json::Value = serde_json::from_str(&gw.cli_ok(&["audit", "subject", "--mac", old_mac])).unwrap();
+    assert_eq!(old["consents"], serde_json::json!([]), "{old}");
+    assert_eq!(old["events"], serde_json::json!([]), "{old}");
+    assert!(
+        !raw_store_contains(&gw.store, "Olga Oldname"),
+        "purged name left on disk"
+    );
+    assert!(gw.cli_ok(&["audit", "purge"]).contains("nothing older than 365 days"));
+
+    // Erasure of a live device: it is closed, its personal data leaves the file, and the other
+    // guest is untouched.
+    let (_, code) = gw.add_course(
+        "Course",
+        SignedDuration::from_hours(-1),
+        SignedDuration::from_hours(6),
+        40,
+    );
+    assert_eq!(accept(c1, &code, "Ann Erasable").status, 200);
+    assert_eq!(accept(c2, &code, "Bob Keeps").status, 200);
+    assert!(reaches_internet(c1));
+    let said = gw.cli_ok(&["audit", "erase", "--mac", &c1.mac, "--reason", "subject request SAR-17"]);
+    assert!(
+        said.contains("1 consent(s)") && said.contains("its access was ended first"),
+        "{said}"
+    );
+    assert_closed(c1);
+    assert!(reaches_internet(c2), "the other guest stays connected");
+    let subject: serde_json::Value = serde_json::from_str(&gw.cli_ok(&["audit", "subject", "--mac", &c1.mac])).unwrap();
+    assert_eq!(subject["consents"], serde_json::json!([]), "{subject}");
+    assert!(
+        !raw_store_contains(&gw.store, "Ann Erasable"),
+        "erased name left on disk"
+    );
+    assert!(raw_store_contains(&gw.store, "Bob Keeps"));
+    let (code, out) = verify(&gw.config);
+    assert_eq!(code, Some(0), "{out}");
+    // The erasure is itself recorded: reason and who, not the device.
+    let (ok, _, err) = gw.cli(&["audit", "erase", "--mac", &c1.mac, "--reason", "again"]);
+    assert!(!ok && err.contains("nothing is held about"), "{err}");
+    let (ok, _, err) = gw.cli(&["audit", "erase", "--mac", &c2.mac, "--reason", " "]);
+    assert!(!ok && err.contains("reason"), "{err}");
+    gw.stop();
+    let (db, config) = copy_of(&lab, &gw, "erased");
+    let out = Command::new("sqlite3")
+        .arg(&db)
+        .arg("SELECT detail FROM events WHERE kind = 'erased'")
+        .output()
+        .unwrap();
+    let detail = String::from_utf8_lossy(&out.stdout);
+    assert!(detail.contains("SAR-17") && !detail.contains(&c1.mac), "{detail}");
+    // Blanking the other guest's consent by hand is not an erasure.
+    sqlite(
+        &db,
+        "UPDATE consents SET name = '', erased_at = 'x' WHERE name = 'Bob Keeps';",
+    );
+    let (code, out) = verify(&config);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("was blanked without an erasure or purge record"), "{out}");
 }
