@@ -48,6 +48,8 @@ pub struct Row {
     pub ended_how: String,
     /// The browser's User-Agent.
     pub user_agent: String,
+    /// When the personal fields were erased, school time (empty if they are held).
+    pub erased_local: String,
 }
 
 impl Row {
@@ -67,7 +69,7 @@ impl Row {
         Self {
             accepted_local: local(r.accepted_at),
             accepted_utc: crate::store::ts(r.accepted_at),
-            mac: r.mac.to_string(),
+            mac: r.mac.map(|m| m.to_string()).unwrap_or_default(),
             ip: r.ip.clone(),
             name: r.name.clone(),
             organisation: r.organisation.clone(),
@@ -78,6 +80,7 @@ impl Row {
             session_end_utc: crate::store::ts(end),
             ended_how,
             user_agent: r.user_agent.clone(),
+            erased_local: r.erased_at.map(local).unwrap_or_default(),
         }
     }
 }
@@ -125,6 +128,7 @@ pub fn write(rows: &[Row], format: Format, out: &mut dyn Write) -> std::io::Resu
                 "session_end_utc",
                 "ended_how",
                 "user_agent",
+                "erased_local",
             ])?;
             for r in rows {
                 w.write_record([
@@ -141,6 +145,7 @@ pub fn write(rows: &[Row], format: Format, out: &mut dyn Write) -> std::io::Resu
                     r.session_end_utc.clone(),
                     spreadsheet_safe(&r.ended_how),
                     spreadsheet_safe(&r.user_agent),
+                    r.erased_local.clone(),
                 ])?;
             }
             w.flush()
@@ -157,7 +162,7 @@ mod tests {
         let r = ConsentRecord {
             id: 1,
             accepted_at: "2026-11-22T15:04:05.12Z".parse().unwrap(),
-            mac: "02:00:00:00:00:01".parse().unwrap(),
+            mac: Some("02:00:00:00:00:01".parse().unwrap()),
             ip: "192.0.2.1".into(),
             name: "n".into(),
             organisation: "o".into(),
@@ -169,6 +174,7 @@ mod tests {
             ended_at: None,
             end_reason: None,
             ended_by: None,
+            erased_at: None,
         };
         let row = Row::new(&r, &TimeZone::UTC, "2026-11-22T15:30:00Z".parse().unwrap());
         assert_eq!(row.accepted_utc, "2026-11-22T15:04:05.120Z");

@@ -365,7 +365,7 @@ impl Store {
         let conn = self.lock();
         let mut stmt = conn.prepare(
             "SELECT c.id, c.accepted_at, c.mac, c.ip, c.name, c.organisation, c.user_agent, c.course_id, k.title,
-                    c.policy_hash, c.expires_at, c.ended_at, c.end_reason, c.ended_by
+                    c.policy_hash, c.expires_at, c.ended_at, c.end_reason, c.ended_by, c.erased_at
              FROM consents c JOIN courses k ON k.id = c.course_id
              WHERE c.accepted_at >= ?1 AND c.accepted_at < ?2 AND (?3 IS NULL OR c.course_id = ?3) AND (?4 IS NULL OR c.mac = ?4)
              ORDER BY c.accepted_at, c.id",
@@ -386,6 +386,7 @@ impl Store {
                 r.get::<_, Option<String>>(11)?,
                 r.get::<_, Option<String>>(12)?,
                 r.get::<_, Option<String>>(13)?,
+                r.get::<_, Option<String>>(14)?,
             ))
         })?;
         rows.map(|r| {
@@ -404,11 +405,13 @@ impl Store {
                 ended,
                 reason,
                 by,
+                erased,
             ) = r?;
             Ok(ConsentRecord {
                 id,
                 accepted_at: parse_ts(&accepted)?,
-                mac: parse_mac(&m)?,
+                // An erased consent keeps its skeleton with the MAC blanked.
+                mac: if erased.is_some() { None } else { Some(parse_mac(&m)?) },
                 ip,
                 name,
                 organisation,
@@ -420,6 +423,7 @@ impl Store {
                 ended_at: ended.as_deref().map(parse_ts).transpose()?,
                 end_reason: reason,
                 ended_by: by,
+                erased_at: erased.as_deref().map(parse_ts).transpose()?,
             })
         })
         .collect()
@@ -433,8 +437,8 @@ pub struct ConsentRecord {
     pub id: i64,
     /// When the guest accepted.
     pub accepted_at: Timestamp,
-    /// The device.
-    pub mac: MacAddr,
+    /// The device (`None` once erased).
+    pub mac: Option<MacAddr>,
     /// Its address.
     pub ip: String,
     /// Name given.
@@ -457,4 +461,6 @@ pub struct ConsentRecord {
     pub end_reason: Option<String>,
     /// Who ended it.
     pub ended_by: Option<String>,
+    /// When its personal fields were erased (on request or by the retention purge).
+    pub erased_at: Option<Timestamp>,
 }

@@ -381,7 +381,22 @@ fn audit_purge_and_erase_keep_the_chain_verifiable() {
     assert!(raw_store_contains(&gw.store, "Bob Keeps"));
     let (code, out) = verify(&gw.config);
     assert_eq!(code, Some(0), "{out}");
-    // The erasure is itself recorded: reason and who, not the device.
+    // The export still lists the erased consent's skeleton, without its personal fields.
+    let today = jiff::Timestamp::now().strftime("%Y-%m-%d").to_string();
+    let export = gw.cli_ok(&["audit", "export", "--from", &today, "--to", &today, "--format", "jsonl"]);
+    let rows: Vec<serde_json::Value> = export.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(rows.len(), 2, "{export}");
+    assert_eq!(
+        (rows[0]["mac"].as_str(), rows[0]["name"].as_str()),
+        (Some(""), Some("")),
+        "{export}"
+    );
+    assert!(!rows[0]["erased_local"].as_str().unwrap().is_empty(), "{export}");
+    assert_eq!(rows[0]["ended_how"], "erased", "{export}");
+    assert_eq!(
+        (rows[1]["name"].as_str(), rows[1]["erased_local"].as_str()),
+        (Some("Bob Keeps"), Some(""))
+    );
     let (ok, _, err) = gw.cli(&["audit", "erase", "--mac", &c1.mac, "--reason", "again"]);
     assert!(!ok && err.contains("nothing is held about"), "{err}");
     let (ok, _, err) = gw.cli(&["audit", "erase", "--mac", &c2.mac, "--reason", " "]);
