@@ -45,6 +45,10 @@ const TEMPLATES: &[(&str, &str)] = &[
         "admin/poster.html",
         include_str!("../portal-assets/templates/admin/poster.html"),
     ),
+    (
+        "admin/audit.html",
+        include_str!("../portal-assets/templates/admin/audit.html"),
+    ),
 ];
 
 /// The admin stylesheet (served as a file: the admin's CSP allows no inline style).

@@ -58,6 +58,8 @@ pub fn router(state: WebState) -> Router {
         .route("/guests/revoke", post(revoke))
         .route("/exceptions", post(grant_exception))
         .route("/exceptions/{id}/end", post(end_exception))
+        .route("/audit", get(audit))
+        .route("/audit/export", post(audit_export))
         .route("/admin.css", get(css))
         .layer(SetResponseHeaderLayer::overriding(
             header::CONTENT_SECURITY_POLICY,
@@ -816,4 +818,176 @@ async fn poster(State(st): State<WebState>, staff: Staff, Path(id): Path<i64>) -
             qr_svg => minijinja::Value::from_safe_string(qr_svg),
         },
     )
+}
+
+/// The audit pages are for auditor accounts (the DSL, the data-protection officer) only.
+fn auditor_only(st: &WebState, staff: &Staff) -> Option<Response> {
+    (staff.role != crate::store::Role::Auditor.to_string()).then(|| {
+        message(
+            st,
+            Some(staff),
+            StatusCode::FORBIDDEN,
+            "For auditors only",
+            "The audit log and exports are open to auditor accounts only. Ask the school's IT support if you need one.",
+            "/",
+        )
+    })
+}
+
+async fn audit(State(st): State<WebState>, staff: Staff) -> Response {
+    if let Some(refused) = auditor_only(&st, &staff) {
+        return refused;
+    }
+    let Ok((chain, versions, courses)) = st
+        .actions
+        .store
+        .run(|s| Ok((s.verify()?, s.policy_versions()?, s.courses()?)))
+        .await
+    else {
+        return unavailable(&st, &staff, "/");
+    };
+    let chain = match chain {
+        Ok(ok) => {
+            minijinja::context! { ok => true, events => ok.events, head => ok.head, continues_from => ok.continues_from }
+        }
+        Err(brk) => minijinja::context! { ok => false, event => brk.event, problem => brk.problem },
+    };
+    let when = |t: Option<&str>| {
+        t.and_then(|t| t.parse::<Timestamp>().ok())
+            .map_or_else(|| "-".to_owned(), |t| local(&st, t))
+    };
+    let versions: Vec<minijinja::Value> = versions
+        .iter()
+        .map(|v| {
+            minijinja::context! {
+                hash => &v.hash,
+                first_shown => when(Some(&v.first_shown_at)),
+                first_accepted => when(v.first_accepted_at.as_deref()),
+                last_accepted => when(v.last_accepted_at.as_deref()),
+                consents => v.consents,
+            }
+        })
+        .collect();
+    let courses: Vec<minijinja::Value> = courses
+        .iter()
+        .map(|c| minijinja::context! { id => c.id, title => &c.title })
+        .collect();
+    let today = st
+        .actions
+        .clock
+        .now()
+        .to_zoned(st.config.school.timezone.clone())
+        .date();
+    let month_start = today.first_of_month();
+    page(
+        &st,
+        StatusCode::OK,
+        "admin/audit.html",
+        Some(&staff),
+        minijinja::context! {
+            chain, versions, courses, retention_days => st.config.retention_days,
+            default_from => month_start.to_string(), default_to => today.to_string(),
+        },
+    )
+}
+
+/// The export as a download, recorded in the log (who, what range, how many rows) first: an
+/// export that cannot be recorded is not given.
+async fn audit_export(State(st): State<WebState>, staff: Staff, body: axum::body::Bytes) -> Response {
+    if let Some(refused) = auditor_only(&st, &staff) {
+        return refused;
+    }
+    let fields = match checked_form(&st, &staff, &body) {
+        Ok(f) => f,
+        Err(r) => return r,
+    };
+    let field = |k: &str| fields.get(k).map(String::as_str).unwrap_or("").trim();
+    let bad = |text: &str| {
+        message(
+            &st,
+            Some(&staff),
+            StatusCode::BAD_REQUEST,
+            "Export not made",
+            text,
+            "/audit",
+        )
+    };
+    let tz = st.config.school.timezone.clone();
+    let day = |k: &str, next: bool| {
+        let date: jiff::civil::Date = field(k).parse().ok()?;
+        let date = if next { date.tomorrow().ok()? } else { date };
+        date.to_zoned(tz.clone()).ok().map(|z| z.timestamp())
+    };
+    let (Some(from), Some(to)) = (day("from", false), day("to", true)) else {
+        return bad("Please give the first and last day as dates.");
+    };
+    if to <= from {
+        return bad("The last day must not be before the first.");
+    }
+    let course = match field("course") {
+        "" => None,
+        c => match c.parse::<i64>() {
+            Ok(id) => Some(id),
+            Err(_) => return bad("Please choose a course from the list."),
+        },
+    };
+    let mac = match field("mac") {
+        "" => None,
+        m => match m.parse::<MacAddr>() {
+            Ok(mac) => Some(mac),
+            Err(_) => return bad("The device address must be a MAC address like aa:bb:cc:dd:ee:ff."),
+        },
+    };
+    let (format, extension, content_type) = match field("format") {
+        "csv" => (crate::audit::Format::Csv, "csv", "text/csv; charset=utf-8"),
+        "jsonl" => (crate::audit::Format::Jsonl, "jsonl", "application/jsonl; charset=utf-8"),
+        _ => return bad("Please choose CSV or JSON Lines."),
+    };
+    let now = st.actions.clock.now();
+    let detail = serde_json::json!({
+        "by": staff.name,
+        "from": crate::store::ts(from),
+        "to": crate::store::ts(to),
+        "course": course,
+        "format": extension,
+    });
+    let records = st
+        .actions
+        .store
+        .run(move |s| {
+            let records = s.consents_between(from, to, course, mac)?;
+            let mut detail = detail;
+            detail["rows"] = records.len().into();
+            match mac {
+                Some(mac) => s.record_device_event(now, "exported", detail, mac)?,
+                None => s.record_event(now, "exported", &detail)?,
+            }
+            Ok(records)
+        })
+        .await;
+    let Ok(records) = records else {
+        return unavailable(&st, &staff, "/audit");
+    };
+    let rows: Vec<crate::audit::Row> = records.iter().map(|r| crate::audit::Row::new(r, &tz, now)).collect();
+    let mut out = Vec::new();
+    if crate::audit::write(&rows, format, &mut out).is_err() {
+        return unavailable(&st, &staff, "/audit");
+    }
+    tracing::info!(admin = %staff.name, rows = rows.len(), from = %from, to = %to, "audit export downloaded");
+    let name = format!(
+        "attachment; filename=\"aupgate-consents-{}-to-{}.{extension}\"",
+        field("from"),
+        field("to")
+    );
+    (
+        [
+            (header::CONTENT_TYPE, HeaderValue::from_static(content_type)),
+            (
+                header::CONTENT_DISPOSITION,
+                HeaderValue::from_str(&name).unwrap_or(HeaderValue::from_static("attachment")),
+            ),
+        ],
+        out,
+    )
+        .into_response()
 }
