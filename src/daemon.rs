@@ -124,10 +124,16 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         },
     );
     let admin_pages = pages.clone();
+    let live_policy = crate::web::Live::new((*policy).clone());
+    let reloadable = Reloadable {
+        config: config.clone(),
+        policy: live_policy.clone(),
+        pages: admin_pages.clone(),
+    };
     let portal_state = PortalState {
         config: config.clone(),
         pages,
-        policy: policy.clone(),
+        policy: live_policy.clone(),
         store: store.clone(),
         firewall: firewall.clone(),
         neighbours: Arc::new(KernelNeighbours::new(config.guest.interface.clone())),
@@ -164,7 +170,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     // are done once the daemon is up), and daily. The head's copy outside the database is what
     // shows the newest events were deleted.
     housekeeping(&admin).await;
-    let daily_task = tokio::spawn(daily(admin, shutdown_rx.clone()));
+    let daily_task = tokio::spawn(daily(admin.clone(), shutdown_rx.clone()));
+    let watchdog_task = tokio::spawn(watchdog(admin.clone(), shutdown_rx.clone()));
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
     tracing::info!(
         portal = %config.portal_url(),
@@ -174,7 +181,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         "aupgate ready"
     );
 
-    wait_for_signal().await?;
+    wait_for_signal(&reloadable, &admin).await?;
     tracing::info!("stopping; the firewall table stays in place");
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     let _ = shutdown_tx.send(true);
@@ -182,7 +189,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         for task in portal_tasks.into_iter().chain(admin_task) {
             let _ = task.await;
         }
-        let _ = tokio::join!(control_task, firewall_task, daily_task);
+        let _ = tokio::join!(control_task, firewall_task, daily_task, watchdog_task);
     };
     if tokio::time::timeout(DRAIN, all).await.is_err() {
         tracing::warn!("requests still running after {} s; stopping anyway", DRAIN.as_secs());
@@ -275,22 +282,121 @@ fn bind_control(path: &Path) -> anyhow::Result<UnixListener> {
     })?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(sock_mode))
         .with_context(|| format!("restricting {}", path.display()))?;
-    if gid.is_some() {
+    // Run as the aupgate group (the systemd unit), the socket is its already; chown is then not
+    // needed, and the unit's system-call filter would refuse it.
+    let socket_gid = std::fs::metadata(path)
+        .map(|m| std::os::unix::fs::MetadataExt::gid(&m))
+        .ok();
+    if gid.is_some() && gid != socket_gid {
         std::os::unix::fs::chown(path, None, gid)
             .with_context(|| format!("giving {} to the aupgate group", path.display()))?;
     }
     Ok(listener)
 }
 
-async fn wait_for_signal() -> anyhow::Result<()> {
+/// Waits for SIGTERM or SIGINT; on SIGHUP, reloads the policy and templates and goes on.
+async fn wait_for_signal(reloadable: &Reloadable, admin: &AdminState) -> anyhow::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+    let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+    loop {
+        tokio::select! {
+            _ = term.recv() => return Ok(()),
+            _ = int.recv() => return Ok(()),
+            _ = hup.recv() => {
+                let _ = sd_notify::notify(&[sd_notify::NotifyState::Reloading]);
+                reloadable.reload(admin).await;
+                let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+            }
+        }
     }
-    Ok(())
+}
+
+/// What SIGHUP re-reads: the policy text and the page templates. (Everything else in the config
+/// needs a restart: listeners, interface and store are bound at start.)
+struct Reloadable {
+    config: Arc<Config>,
+    policy: crate::web::Live<Policy>,
+    pages: Pages,
+}
+
+impl Reloadable {
+    /// Loads both before swapping either, so a broken file leaves the old ones in place. A new
+    /// policy text is recorded before guests see it, and with `[policy] reaccept = "immediately"`
+    /// devices that accepted another version are closed, as at start.
+    async fn reload(&self, admin: &AdminState) {
+        let loaded = Policy::load(self.config.portal.policy.as_deref())
+            .and_then(|p| Ok((p, assets::templates(self.config.portal.assets.as_deref())?)));
+        let (policy, env) = match loaded {
+            Ok(both) => both,
+            Err(e) => {
+                tracing::error!(error = %e, "reload refused: still showing the previous policy and pages");
+                return;
+            }
+        };
+        let now = admin.clock.now();
+        let (hash, text) = (policy.hash.clone(), policy.markdown.clone());
+        if let Err(e) = admin.store.run(move |s| s.record_policy(&hash, &text, now)).await {
+            tracing::error!(error = %e, "reload refused: cannot record the new policy text");
+            return;
+        }
+        let changed = self.policy.get().hash != policy.hash;
+        let hash = policy.hash.clone();
+        self.pages.replace(env);
+        self.policy.set(policy);
+        if changed && self.config.reaccept == crate::config::Reaccept::Immediately {
+            let current = hash.clone();
+            match admin
+                .store
+                .run(move |s| s.end_consents_to_other_policies(&current, now))
+                .await
+            {
+                Ok(macs) if !macs.is_empty() => {
+                    tracing::info!(
+                        devices = macs.len(),
+                        "policy changed: devices closed until they accept the new policy"
+                    );
+                    if let Err(e) = admin.firewall.sync(macs).await {
+                        tracing::error!(error = %e, "closing devices after the policy change failed; the daemon retries every second");
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => tracing::error!(error = %e, "cannot end consents given to the previous policy"),
+            }
+        }
+        tracing::info!(policy = %&hash[..12], changed, "reloaded the policy and page templates");
+    }
+}
+
+/// Pings systemd's watchdog (when the unit sets `WatchdogSec`) only while the daemon works: the
+/// firewall writer checked the table within the last 10 s and the store answers.
+async fn watchdog(admin: AdminState, mut stop: watch::Receiver<bool>) {
+    let Some(period) = sd_notify::watchdog_enabled() else {
+        return;
+    };
+    let mut every = tokio::time::interval(period / 3);
+    loop {
+        tokio::select! {
+            _ = every.tick() => {
+                let now = admin.clock.now();
+                let firewall_ok = admin
+                    .firewall
+                    .status()
+                    .last_check
+                    .is_some_and(|t| now.duration_since(t) < jiff::SignedDuration::from_secs(10));
+                let store_ok = tokio::time::timeout(period / 3, admin.store.run(|s| s.chain_head()))
+                    .await
+                    .is_ok_and(|r| r.is_ok());
+                if firewall_ok && store_ok {
+                    let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
+                } else {
+                    tracing::warn!(firewall_ok, store_ok, "not pinging the watchdog: the daemon is stuck");
+                }
+            }
+            _ = stop.changed() => break,
+        }
+    }
 }
 
 /// Purges personal data older than the retention period, then logs the audit chain's head.

@@ -1,7 +1,7 @@
 //! Shared web plumbing: page rendering, the one error type handlers return, and the guest-facing
 //! response headers. Guests see a friendly page with no internals; causes are logged here.
 
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
@@ -16,10 +16,38 @@ pub struct SchoolView {
     pub dsl_contact: String,
 }
 
-/// Renders pages; cheap to clone.
+/// A value the daemon can replace while running (on SIGHUP); readers take the current one and
+/// keep it for the whole request. Cheap to clone; clones share the value.
+#[derive(Debug)]
+pub struct Live<T>(Arc<RwLock<Arc<T>>>);
+
+impl<T> Clone for Live<T> {
+    fn clone(&self) -> Self {
+        Self(self.0.clone())
+    }
+}
+
+impl<T> Live<T> {
+    /// Starts with `value`.
+    pub fn new(value: T) -> Self {
+        Self(Arc::new(RwLock::new(Arc::new(value))))
+    }
+
+    /// The current value.
+    pub fn get(&self) -> Arc<T> {
+        self.0.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    /// Replaces the value for every clone; requests already running keep the old one.
+    pub fn set(&self, value: T) {
+        *self.0.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(value);
+    }
+}
+
+/// Renders pages; cheap to clone. Clones share the templates, which `replace` swaps.
 #[derive(Debug, Clone)]
 pub struct Pages {
-    env: Arc<minijinja::Environment<'static>>,
+    env: Live<minijinja::Environment<'static>>,
     school: SchoolView,
 }
 
@@ -27,9 +55,14 @@ impl Pages {
     /// Wraps a template environment.
     pub fn new(env: minijinja::Environment<'static>, school: SchoolView) -> Self {
         Self {
-            env: Arc::new(env),
+            env: Live::new(env),
             school,
         }
+    }
+
+    /// Swaps in re-read templates (every clone sees them).
+    pub fn replace(&self, env: minijinja::Environment<'static>) {
+        self.env.set(env);
     }
 
     /// Renders `name` with `ctx` plus `school`, or a plain fallback page if the template fails
@@ -37,7 +70,8 @@ impl Pages {
     pub fn render(&self, status: StatusCode, name: &str, ctx: minijinja::Value) -> Response {
         let ctx =
             minijinja::context! { school => minijinja::Value::from(minijinja::value::Serde(&self.school)), ..ctx };
-        match self.env.get_template(name).and_then(|t| t.render(ctx)) {
+        let env = self.env.get();
+        match env.get_template(name).and_then(|t| t.render(ctx)) {
             Ok(html) => (status, guest_headers(), Html(html)).into_response(),
             Err(e) => {
                 tracing::error!(template = name, error = %format!("{e:#}"), "template failed to render; showing the plain fallback page");

@@ -39,7 +39,7 @@ pub(super) async fn policy(State(st): State<PortalState>) -> Response {
     st.pages.render(
         StatusCode::OK,
         "policy.html",
-        minijinja::context! { policy_html => minijinja::Value::from_safe_string(st.policy.html.clone()) },
+        minijinja::context! { policy_html => minijinja::Value::from_safe_string(st.policy.get().html.clone()) },
     )
 }
 
@@ -82,6 +82,7 @@ fn for_portal(st: &PortalState, headers: &HeaderMap) -> bool {
 }
 
 fn terms_page(st: &PortalState, typed: &Typed, error: &str) -> Response {
+    let policy = st.policy.get();
     let status = if error.is_empty() {
         StatusCode::OK
     } else {
@@ -91,8 +92,8 @@ fn terms_page(st: &PortalState, typed: &Typed, error: &str) -> Response {
         status,
         "terms.html",
         minijinja::context! {
-            policy_html => minijinja::Value::from_safe_string(st.policy.html.clone()),
-            policy_version => &st.policy.hash,
+            policy_html => minijinja::Value::from_safe_string(policy.html.clone()),
+            policy_version => &policy.hash,
             form => minijinja::Value::from(minijinja::value::Serde(typed)),
             error,
             max_name => MAX_NAME_CHARS,
@@ -242,7 +243,8 @@ pub(super) async fn accept(
     };
 
     // 4. The rest of the form. The policy shown must be the policy in force now.
-    if field("policy") != st.policy.hash {
+    let policy = st.policy.get();
+    if field("policy") != policy.hash {
         typed.agree = false;
         return terms_page(
             &st,
@@ -326,7 +328,7 @@ pub(super) async fn accept(
         name,
         organisation,
         user_agent,
-        policy_hash: st.policy.hash.clone(),
+        policy_hash: policy.hash.clone(),
     };
     let consent_id = match st.store.run(move |s| s.record_consent(&consent)).await {
         Ok(id) => id,

@@ -37,8 +37,8 @@ pub struct PortalState {
     pub config: Arc<Config>,
     /// Page renderer.
     pub pages: Pages,
-    /// The policy being shown.
-    pub policy: Arc<Policy>,
+    /// The policy being shown (replaced on reload).
+    pub policy: crate::web::Live<Policy>,
     /// The store.
     pub store: Store,
     /// The firewall writer.

@@ -93,7 +93,7 @@ async fn lab() -> Lab {
                 dsl_contact: "Jenny James".into(),
             },
         ),
-        policy: policy.clone(),
+        policy: crate::web::Live::new((*policy).clone()),
         store: store.clone(),
         firewall,
         neighbours: Arc::new(StaticNeighbours(vec![

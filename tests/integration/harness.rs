@@ -21,6 +21,9 @@ pub struct Gateway<'a> {
     child: Option<Child>,
     /// PATH for the daemon, to stand in broken helper programs; `None` keeps ours.
     pub path: Option<String>,
+    /// A command the daemon is started through inside the namespace (e.g. `setpriv …`), which
+    /// must exec it (so the child's PID is the daemon's).
+    pub wrapper: Vec<String>,
 }
 
 /// A config for the lab's gateway; `extra` is appended verbatim.
@@ -62,6 +65,7 @@ impl<'a> Gateway<'a> {
             log: lab.path("daemon.log"),
             child: None,
             path: None,
+            wrapper: Vec::new(),
         };
         gw.start_again();
         gw
@@ -77,7 +81,9 @@ impl<'a> Gateway<'a> {
             .unwrap();
         let start_len = std::fs::metadata(&self.log).map(|m| m.len()).unwrap_or(0);
         let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", &self.lab.gw, BIN, "run", "--config"])
+        cmd.args(["netns", "exec", &self.lab.gw])
+            .args(&self.wrapper)
+            .args([BIN, "run", "--config"])
             .arg(&self.config);
         if let Some(path) = &self.path {
             cmd.env("PATH", path);
@@ -128,6 +134,31 @@ impl<'a> Gateway<'a> {
         sh(&["kill", "-TERM", &child.id().to_string()]);
         let status = child.wait().unwrap();
         assert!(status.success(), "daemon exit status {status}:\n{}", self.log_text());
+    }
+
+    /// The daemon's PID.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// Sends `signal` (e.g. "HUP") to the daemon.
+    pub fn signal(&self, signal: &str) {
+        let pid = self.pid().to_string();
+        let (ok, _, err) = sh(&["kill", &format!("-{signal}"), &pid]);
+        assert!(ok, "kill -{signal}: {err}");
+    }
+
+    /// Waits up to 10 s for the log to contain `needle` at least `times` times.
+    pub fn wait_log(&self, needle: &str, times: usize) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.log_text().matches(needle).count() < times {
+            assert!(
+                Instant::now() < deadline,
+                "no {needle:?} in the log:\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// SIGKILL: the daemon gets no chance to clean up.

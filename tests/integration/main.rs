@@ -10,6 +10,7 @@
 //! - `probes`: the OS captive-portal probes through real DNS, v4 and v6, before and after.
 //! - `audit`: the hash-chained log; verify catches edits made with the sqlite3 shell.
 //! - `admin`: the staff web UI over HTTPS, end to end with a guest.
+//! - `service`: SIGHUP reload, running unprivileged with two capabilities, the systemd unit.
 //! - `browser`: the guest flow in Debian's Chromium with JavaScript off, at 360 px.
 //!
 //! Tests that need root skip with a message when not root; with AUPGATE_REQUIRE_NETNS=1 (set by
@@ -33,3 +34,4 @@ mod https;
 mod netns;
 mod portal;
 mod probes;
+mod service;

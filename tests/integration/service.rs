@@ -1,0 +1,186 @@
+//! The daemon as the systemd unit runs it: SIGHUP reloads the policy and templates (and keeps
+//! the old ones when the new ones are broken); it works as an unprivileged user holding only
+//! CAP_NET_ADMIN and CAP_NET_BIND_SERVICE, nft and conntrack included; and the shipped unit
+//! passes `systemd-analyze verify` and rates 2.0 or lower in `systemd-analyze security`.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::Command;
+
+use jiff::SignedDuration;
+
+use crate::harness::{BIN, Gateway, accept, assert_closed, get, reaches_internet};
+use crate::netns::{GW_V4, Lab};
+
+#[test]
+fn sighup_reloads_the_policy_and_pages_and_keeps_them_when_broken() {
+    let Some(lab) = Lab::new(1) else { return };
+    let c1 = &lab.clients[0];
+    let policy = lab.path("policy.md");
+    std::fs::write(&policy, "# Wi-Fi Acceptable Use Policy\n\nVersion 1.\n").unwrap();
+    let mut gw = Gateway::start(&lab);
+    gw.restart_with_portal(&format!("policy = \"{}\"", policy.display()));
+    let (_, code) = gw.add_course(
+        "Course",
+        SignedDuration::from_hours(-1),
+        SignedDuration::from_hours(6),
+        40,
+    );
+    assert_eq!(accept(c1, &code, "Ann").status, 200);
+    let portal = format!("http://{GW_V4}:8080/");
+
+    // A new text: shown at once, recorded as a version; the open session runs on (next-join).
+    std::fs::write(&policy, "# Wi-Fi Acceptable Use Policy\n\nVersion 2.\n").unwrap();
+    gw.signal("HUP");
+    gw.wait_log("reloaded the policy and page templates", 1);
+    let page = get(c1, &format!("{portal}policy"), &[]).unwrap();
+    assert!(page.body.contains("Version 2."), "{}", page.body);
+    assert!(reaches_internet(c1), "next-join: the open session keeps running");
+    let versions: serde_json::Value = serde_json::from_str(&gw.cli_ok(&["policy", "list", "--json"])).unwrap();
+    // The built-in example (the first start), version 1, and version 2, now current.
+    let versions = versions.as_array().unwrap();
+    assert_eq!(versions.len(), 3, "{versions:?}");
+    assert_eq!(versions[2]["current"], true, "{versions:?}");
+
+    // A broken reload (the policy file is gone) changes nothing, and says so.
+    std::fs::remove_file(&policy).unwrap();
+    gw.signal("HUP");
+    gw.wait_log("reload refused", 1);
+    let page = get(c1, &format!("{portal}policy"), &[]).unwrap();
+    assert!(page.body.contains("Version 2."), "{}", page.body);
+
+    // With reaccept = "immediately", a reload with a new text closes devices that accepted
+    // another one, at once, without a restart.
+    gw.stop();
+    let text = std::fs::read_to_string(&gw.config).unwrap() + "\n[policy]\nreaccept = \"immediately\"\n";
+    std::fs::write(&gw.config, text).unwrap();
+    std::fs::write(&policy, "# Wi-Fi Acceptable Use Policy\n\nVersion 2.\n").unwrap();
+    gw.start_again();
+    assert_closed(c1);
+    assert_eq!(accept(c1, &code, "Ann").status, 200);
+    assert!(reaches_internet(c1));
+    std::fs::write(&policy, "# Wi-Fi Acceptable Use Policy\n\nVersion 3.\n").unwrap();
+    gw.signal("HUP");
+    gw.wait_log("reloaded the policy and page templates", 2);
+    assert_closed(c1);
+    assert!(get(c1, &portal, &[]).unwrap().body.contains("Version 3."));
+}
+
+/// The unit runs the daemon as the `aupgate` user with two capabilities; here `setpriv` does
+/// the same with `nobody`: the table is installed, a guest accepts and gets out, revoke closes it.
+#[test]
+fn works_unprivileged_with_only_net_admin_and_net_bind_service() {
+    let Some(lab) = Lab::new(1) else { return };
+    let c1 = &lab.clients[0];
+    for dir in ["state", "run"] {
+        std::fs::create_dir_all(lab.path(dir)).unwrap();
+        std::os::unix::fs::chown(lab.path(dir), Some(65534), Some(65534)).unwrap();
+    }
+    std::fs::set_permissions(lab.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut gw = Gateway::start(&lab);
+    gw.stop();
+    std::fs::set_permissions(&gw.config, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let _ = std::fs::remove_file(&gw.store);
+    for suffix in ["-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", gw.store.display()));
+    }
+    gw.wrapper = [
+        "setpriv",
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+        "--inh-caps=-all,+net_admin,+net_bind_service",
+        "--ambient-caps=-all,+net_admin,+net_bind_service",
+        "--bounding-set=-all,+net_admin,+net_bind_service",
+        "--no-new-privs",
+        "--",
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    gw.start_again();
+    let status = std::fs::read_to_string(format!("/proc/{}/status", gw.pid())).unwrap();
+    assert!(
+        status.lines().any(|l| l.starts_with("Uid:") && l.contains("65534")),
+        "{status}"
+    );
+    // CAP_NET_ADMIN (12) and CAP_NET_BIND_SERVICE (10) only: 0x1400.
+    assert!(status.lines().any(|l| l == "CapEff:\t0000000000001400"), "{status}");
+    assert!(
+        gw.nft_list("inet", "aupgate").is_some(),
+        "nft ran as the unprivileged user"
+    );
+    assert_closed(c1);
+    let (_, code) = gw.add_course(
+        "Course",
+        SignedDuration::from_hours(-1),
+        SignedDuration::from_hours(6),
+        40,
+    );
+    assert_eq!(accept(c1, &code, "Ann").status, 200, "{}", gw.log_text());
+    assert!(reaches_internet(c1));
+    gw.cli_ok(&["session", "revoke", &c1.mac]);
+    assert_closed(c1);
+    assert!(!gw.log_text().contains("ERROR"), "{}", gw.log_text());
+}
+
+/// `systemd-analyze` is there (scripts/setup installs systemd); as root in CI it must be.
+fn systemd_analyze() -> bool {
+    let there = Command::new("systemd-analyze").arg("--version").output().is_ok();
+    if !there {
+        assert!(
+            std::env::var("AUPGATE_REQUIRE_NETNS").as_deref() != Ok("1"),
+            "systemd-analyze is missing (apt-get install systemd)"
+        );
+        eprintln!("SKIP: systemd-analyze is missing (apt-get install systemd)");
+    }
+    there
+}
+
+#[test]
+fn the_unit_verifies_and_rates_ok_in_systemd_analyze_security() {
+    if !systemd_analyze() {
+        return;
+    }
+    let unit = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("systemd/aupgate.service")).unwrap();
+    // verify checks that ExecStart exists: point it at the binary under test.
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("aupgate.service");
+    assert!(unit.contains("ExecStart=/usr/bin/aupgate run"), "{unit}");
+    std::fs::write(
+        &copy,
+        unit.replace("ExecStart=/usr/bin/aupgate", &format!("ExecStart={BIN}")),
+    )
+    .unwrap();
+
+    let out = Command::new("systemd-analyze")
+        .args(["verify", "--man=no"])
+        .arg(&copy)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "systemd-analyze verify: {err}");
+    assert!(
+        !err.lines().any(|l| l.contains("aupgate.service")),
+        "verify warned about the unit: {err}"
+    );
+
+    let out = Command::new("systemd-analyze")
+        .args(["security", "--offline=true", "--no-pager"])
+        .arg(&copy)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .find(|l| l.contains("Overall exposure level"))
+        .unwrap_or_else(|| panic!("no score: {text} {}", String::from_utf8_lossy(&out.stderr)));
+    let score: f64 = line
+        .split(": ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("{line}"));
+    eprintln!("systemd-analyze security: {}", line.trim());
+    assert!(score <= 2.0, "exposure {score} > 2.0: {text}");
+    assert!(line.contains("OK"), "{line}");
+}
