@@ -56,6 +56,18 @@ pub enum Command {
     /// Versions of the Wi-Fi policy guests have been shown.
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// aupgate's nftables table.
+    #[command(subcommand)]
+    Firewall(FirewallCommand),
+}
+
+/// `aupgate firewall …`
+#[derive(Debug, Subcommand)]
+pub enum FirewallCommand {
+    /// Delete the table `inet aupgate` (e.g. when uninstalling). The daemon must be stopped
+    /// first, or it would put the table back. Afterwards the guest network is as open as your
+    /// own rules make it.
+    Remove,
 }
 
 /// `aupgate policy …`
@@ -223,6 +235,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             print_json(&read_store(&config)?.subject(&mac.to_string())?)
         }
         Command::Policy(PolicyCommand::List) => policy_list(&cli.config, cli.json),
+        Command::Firewall(FirewallCommand::Remove) => firewall_remove(&cli.config),
         Command::Audit(AuditCommand::Erase { mac, reason }) => audit_erase(&cli.config, cli.json, &mac, &reason),
         Command::Audit(AuditCommand::Purge { dry_run }) => audit_purge(&cli.config, cli.json, dry_run),
         Command::Audit(AuditCommand::Export {
@@ -541,6 +554,24 @@ fn audit_export(
             crate::audit::write(&rows, format, &mut f).with_context(|| format!("writing {}", file.display()))?;
             eprintln!("{} consent(s) written to {}", rows.len(), file.display());
         }
+    }
+    Ok(())
+}
+
+fn firewall_remove(path: &Path) -> anyhow::Result<()> {
+    let config = Config::load(path)?;
+    if std::os::unix::net::UnixStream::connect(&config.control_socket).is_ok() {
+        anyhow::bail!("the aupgate daemon is running and would put the table back (fix: systemctl stop aupgate first)");
+    }
+    let removed = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?
+        .block_on(NftFirewall::default().remove_table())?;
+    if removed {
+        println!("table inet aupgate deleted: the guest network is no longer restricted by aupgate.");
+    } else {
+        println!("table inet aupgate was not there; nothing to do.");
     }
     Ok(())
 }

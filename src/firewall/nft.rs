@@ -103,6 +103,20 @@ impl NftFirewall {
         Ok(())
     }
 
+    /// Deletes our table (`aupgate firewall remove`); returns false if it was not there.
+    ///
+    /// # Errors
+    /// If nft is missing or fails.
+    pub async fn remove_table(&self) -> Result<bool, FirewallError> {
+        const WHAT: &str = "deleting table inet aupgate";
+        let out = self.nft(WHAT, &["delete", "table", "inet", TABLE], None).await?;
+        match out.ok {
+            true => Ok(true),
+            false if missing(&out.stderr) => Ok(false),
+            false => Err(failed(WHAT, out)),
+        }
+    }
+
     async fn nft(&self, what: &'static str, args: &[&str], stdin: Option<&str>) -> Result<Output, FirewallError> {
         self.run(&self.nft, what, args, stdin).await
     }

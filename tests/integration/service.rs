@@ -184,3 +184,40 @@ fn the_unit_verifies_and_rates_ok_in_systemd_analyze_security() {
     assert!(score <= 2.0, "exposure {score} > 2.0: {text}");
     assert!(line.contains("OK"), "{line}");
 }
+
+/// Stopping the daemon leaves the guest network as it is; `aupgate firewall remove` is the
+/// explicit way to take the table out, and refuses while the daemon would put it back.
+#[test]
+fn stopping_leaves_the_network_as_is_and_firewall_remove_takes_the_table_out() {
+    let Some(lab) = Lab::new(2) else { return };
+    let (c1, c2) = (&lab.clients[0], &lab.clients[1]);
+    let mut gw = Gateway::start(&lab);
+    let (_, code) = gw.add_course(
+        "Course",
+        SignedDuration::from_hours(-1),
+        SignedDuration::from_hours(6),
+        40,
+    );
+    assert_eq!(accept(c1, &code, "Ann").status, 200);
+    let config = gw.config.to_str().unwrap().to_owned();
+    let remove = || lab.gw(&[BIN, "firewall", "remove", "--config", &config]);
+
+    let (ok, _, err) = remove();
+    assert!(!ok && err.contains("daemon is running"), "{err}");
+    assert!(gw.nft_list("inet", "aupgate").is_some());
+
+    gw.stop();
+    assert!(reaches_internet(c1), "accepted stays open with the daemon stopped");
+    assert!(!reaches_internet(c2), "others stay closed with the daemon stopped");
+
+    let (ok, out, err) = remove();
+    assert!(ok, "{err}");
+    assert!(out.contains("table inet aupgate deleted"), "{out}");
+    assert!(gw.nft_list("inet", "aupgate").is_none());
+    assert!(
+        reaches_internet(c2),
+        "without the table the lab's own (open) rules apply"
+    );
+    let (ok, out, _) = remove();
+    assert!(ok && out.contains("was not there"), "{out}");
+}
