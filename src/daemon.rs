@@ -242,9 +242,20 @@ fn group_id(etc_group: &str, name: &str) -> Option<u32> {
 /// `aupgate` group when that group exists (0660 in 0750), so staff in it can use the CLI.
 fn bind_control(path: &Path) -> anyhow::Result<UnixListener> {
     use std::os::unix::fs::FileTypeExt;
+    // Only a group we can give the socket to: as root, or running as that group (the unit).
     let gid = std::fs::read_to_string("/etc/group")
         .ok()
-        .and_then(|g| group_id(&g, "aupgate"));
+        .and_then(|g| group_id(&g, "aupgate"))
+        .filter(|gid| {
+            let ids = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+            let effective = |key: &str| {
+                ids.lines()
+                    .find_map(|l| l.strip_prefix(key))
+                    .and_then(|rest| rest.split_whitespace().nth(1))
+                    .and_then(|n| n.parse::<u32>().ok())
+            };
+            effective("Uid:") == Some(0) || effective("Gid:") == Some(*gid)
+        });
     let (dir_mode, sock_mode) = if gid.is_some() { (0o750, 0o660) } else { (0o700, 0o600) };
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty() && !d.exists()) {
         std::fs::create_dir_all(dir)
