@@ -130,7 +130,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         policy: live_policy.clone(),
         pages: admin_pages.clone(),
     };
+    let metrics = Arc::new(crate::metrics::Metrics::new(config.store_path.clone()));
     let portal_state = PortalState {
+        metrics: metrics.clone(),
         config: config.clone(),
         pages,
         policy: live_policy.clone(),
@@ -156,6 +158,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             pages: admin_pages,
             config: config.clone(),
             idle,
+            metrics,
         };
         tokio::spawn(portal::serve(
             listener,

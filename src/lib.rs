@@ -27,6 +27,7 @@ pub mod clock;
 pub mod config;
 pub mod daemon;
 pub mod firewall;
+pub mod metrics;
 pub mod neighbours;
 pub mod portal;
 pub mod store;

@@ -41,6 +41,8 @@ pub struct WebState {
     pub config: Arc<Config>,
     /// Idle time after which a session ends.
     pub idle: SignedDuration,
+    /// Counters for `/metrics`.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// The admin's routes, with its security headers.
@@ -58,6 +60,7 @@ pub fn router(state: WebState) -> Router {
         .route("/guests/revoke", post(revoke))
         .route("/exceptions", post(grant_exception))
         .route("/exceptions/{id}/end", post(end_exception))
+        .route("/metrics", get(metrics))
         .route("/audit", get(audit))
         .route("/audit/export", post(audit_export))
         .route("/admin.css", get(css))
@@ -818,6 +821,20 @@ async fn poster(State(st): State<WebState>, staff: Staff, Path(id): Path<i64>) -
             qr_svg => minijinja::Value::from_safe_string(qr_svg),
         },
     )
+}
+
+/// Prometheus metrics: counts and timings only (no MAC, name or address), so it needs no
+/// sign-in; the admin listener is on the staff side and guests are refused at the firewall.
+async fn metrics(State(st): State<WebState>) -> Response {
+    let text = st.metrics.encode(&st.actions.firewall.status());
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
 }
 
 /// The audit pages are for auditor accounts (the DSL, the data-protection officer) only.

@@ -130,6 +130,10 @@ pub struct FirewallStatus {
     pub last_rebuild: Option<jiff::Timestamp>,
     /// The last check's error, if it failed.
     pub last_error: Option<String>,
+    /// Checks since start (for `/metrics`).
+    pub checks: u64,
+    /// Rebuilds since start, the first included.
+    pub rebuilds: u64,
 }
 
 type SharedStatus = Arc<std::sync::Mutex<FirewallStatus>>;
@@ -197,6 +201,8 @@ pub struct Writer<F> {
     /// The table's listing right after our last full install.
     installed: std::sync::Mutex<Option<String>>,
     status: SharedStatus,
+    /// The devices the last check found let through, to log the ones whose access expires.
+    seen: std::sync::Mutex<BTreeSet<MacAddr>>,
 }
 
 impl<F: Firewall> Writer<F> {
@@ -209,6 +215,7 @@ impl<F: Firewall> Writer<F> {
             spec,
             installed: std::sync::Mutex::new(None),
             status: SharedStatus::default(),
+            seen: std::sync::Mutex::new(BTreeSet::new()),
         }
     }
 
@@ -239,6 +246,7 @@ impl<F: Firewall> Writer<F> {
             s.last_rebuild = Some(now);
             s.last_check = Some(now);
             s.last_error = None;
+            s.rebuilds += 1;
         });
         Ok(n)
     }
@@ -319,6 +327,10 @@ impl<F: Firewall> Writer<F> {
                 Some(until) => self.firewall.allow(mac, until.duration_since(now)).await?,
                 None => {
                     self.firewall.deny(mac).await?;
+                    self.seen
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .remove(&mac);
                     self.forget_device(mac).await;
                     tracing::info!(%mac, "device closed");
                 }
@@ -371,8 +383,21 @@ impl<F: Firewall> Writer<F> {
             s.elements = present.len();
             s.last_check = Some(now);
             s.last_error = None;
+            s.checks += 1;
         });
         let wanted: BTreeSet<MacAddr> = desired.iter().map(|(m, _)| *m).collect();
+        // Devices that were let through at the last check and no longer are, without anyone
+        // closing them (revoke and course end go through `sync`, which logs them): their
+        // course is over. One line each, for the journal.
+        let ended: Vec<MacAddr> = {
+            let mut seen = self.seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let ended = seen.difference(&wanted).copied().collect();
+            seen.clone_from(&wanted);
+            ended
+        };
+        for mac in ended {
+            tracing::info!(%mac, "access expired (the course is over); device closed");
+        }
         for mac in present.difference(&wanted) {
             tracing::warn!(%mac, "device in the allowed set without an open consent; removing it");
             self.firewall.deny(*mac).await?;

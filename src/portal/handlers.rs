@@ -1,5 +1,6 @@
 //! Portal handlers: the terms page, the redirect, and accept.
 
+use crate::metrics::refused;
 use std::net::{IpAddr, SocketAddr};
 
 use axum::body::Bytes;
@@ -101,9 +102,23 @@ fn terms_page(st: &PortalState, typed: &Typed, error: &str) -> Response {
     )
 }
 
+/// POST /accept, timed and counted for `/metrics`.
+pub(super) async fn accept(
+    State(st): State<PortalState>,
+    peer: ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let started = std::time::Instant::now();
+    let metrics = st.metrics.clone();
+    let response = accept_inner(State(st), peer, headers, body).await;
+    metrics.accept_finished(&response, started.elapsed());
+    response
+}
+
 /// POST /accept. In order: who is this device, brute-force guard, the form, the course; then
 /// consent committed; then the firewall opened; only then the "connected" page.
-pub(super) async fn accept(
+async fn accept_inner(
     State(st): State<PortalState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
@@ -160,11 +175,14 @@ pub(super) async fn accept(
         Ok(Some(n)) => n,
         Ok(None) => {
             tracing::warn!("no neighbour entry for the client; asked it to retry");
-            return pages.message(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "We couldn't recognise your device",
-                "Please make sure you are connected to the guest Wi-Fi, then reload this page and try again.",
-                true,
+            return refused(
+                pages.message(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "We couldn't recognise your device",
+                    "Please make sure you are connected to the guest Wi-Fi, then reload this page and try again.",
+                    true,
+                ),
+                "unknown_device",
             );
         }
         Err(e) => {
@@ -235,10 +253,13 @@ pub(super) async fn accept(
             return terms_page(&st, &typed, "Please enter your course access code.");
         }
         tracing::warn!(%mac, "wrong access code");
-        return terms_page(
-            &st,
-            &typed,
-            "That access code isn't right. Please check it (8 letters and numbers) and try again.",
+        return refused(
+            terms_page(
+                &st,
+                &typed,
+                "That access code isn't right. Please check it (8 letters and numbers) and try again.",
+            ),
+            "wrong_code",
         );
     };
 
@@ -246,10 +267,13 @@ pub(super) async fn accept(
     let policy = st.policy.get();
     if field("policy") != policy.hash {
         typed.agree = false;
-        return terms_page(
-            &st,
-            &typed,
-            "The policy has been updated since this page was loaded. Please read it again and accept.",
+        return refused(
+            terms_page(
+                &st,
+                &typed,
+                "The policy has been updated since this page was loaded. Please read it again and accept.",
+            ),
+            "policy_changed",
         );
     }
     let local = |t: Timestamp, fmt: &str| t.to_zoned(st.config.school.timezone.clone()).strftime(fmt).to_string();
@@ -261,14 +285,18 @@ pub(super) async fn accept(
                 local(course.starts_at, "%H:%M"),
                 local(course.starts_at, "%A %-d %B")
             );
-            return terms_page(&st, &typed, &msg);
+            tracing::info!(%mac, course = course.id, "code of a course not started yet");
+            return refused(terms_page(&st, &typed, &msg), "course_not_started");
         }
         CourseState::Ended => {
             tracing::info!(%mac, course = course.id, "code of an ended course");
-            return terms_page(
-                &st,
-                &typed,
-                "That course has ended, so its access code no longer works.",
+            return refused(
+                terms_page(
+                    &st,
+                    &typed,
+                    "That course has ended, so its access code no longer works.",
+                ),
+                "course_ended",
             );
         }
     }
@@ -348,10 +376,14 @@ pub(super) async fn accept(
             );
         }
         Err(StoreError::CourseNotRunning) => {
-            return terms_page(
-                &st,
-                &typed,
-                "That course has ended, so its access code no longer works.",
+            tracing::info!(%mac, course = course.id, "course ended while the guest was accepting");
+            return refused(
+                terms_page(
+                    &st,
+                    &typed,
+                    "That course has ended, so its access code no longer works.",
+                ),
+                "course_ended",
             );
         }
         Err(StoreError::RevokedForCourse) => {

@@ -47,6 +47,8 @@ pub struct PortalState {
     pub neighbours: Arc<dyn Neighbours>,
     /// Time.
     pub clock: Arc<dyn Clock>,
+    /// Counters for `/metrics`.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// The portal's routes. Everything not listed is a redirect to the portal page.
@@ -57,12 +59,30 @@ pub fn router(state: PortalState) -> Router {
         .route("/api/captive", get(api::captive))
         .route("/accept", get(handlers::to_portal).post(handlers::accept))
         .fallback(handlers::to_portal)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), count_request))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             Duration::from_secs(30),
         ))
         .with_state(state)
+}
+
+/// Counts each request by what it is, for `/metrics`.
+async fn count_request(
+    axum::extract::State(st): axum::extract::State<PortalState>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let kind = match (req.method() == axum::http::Method::POST, req.uri().path()) {
+        (true, "/accept") => "accept",
+        (false, "/") => "portal",
+        (false, "/policy") => "policy",
+        (false, "/api/captive") => "api",
+        _ => "redirect",
+    };
+    st.metrics.request(kind);
+    next.run(req).await
 }
 
 #[cfg(test)]

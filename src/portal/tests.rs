@@ -94,6 +94,7 @@ async fn lab() -> Lab {
             },
         ),
         policy: crate::web::Live::new((*policy).clone()),
+        metrics: Arc::new(crate::metrics::Metrics::new("unused.db".into())),
         store: store.clone(),
         firewall,
         neighbours: Arc::new(StaticNeighbours(vec![

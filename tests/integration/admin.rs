@@ -425,3 +425,91 @@ fn auditor_downloads_a_recorded_export_and_staff_cannot() {
     let verify = gw.cli_ok(&["audit", "verify"]);
     assert!(verify.starts_with("ok: "), "{verify}");
 }
+
+/// `GET /metrics` on the admin listener, as Prometheus would scrape it (no sign-in): accepts,
+/// refusals by reason, requests by kind, the latency histogram, the firewall's checks and the
+/// database size, and nothing personal. The journal has one line per accept and refusal with
+/// the MAC and course, and no guest's name above debug.
+#[test]
+fn metrics_count_accepts_and_refusals_without_personal_data() {
+    let Some(lab) = Lab::new(1) else { return };
+    let mut gw = Gateway::start(&lab);
+    gw.stop();
+    let text = std::fs::read_to_string(&gw.config).unwrap() + &format!("\n[admin]\nlisten = \"{ADMIN}\"\n");
+    std::fs::write(&gw.config, text).unwrap();
+    gw.start_again();
+    let c1 = &lab.clients[0];
+    let (course, code) = gw.add_course(
+        "Course",
+        jiff::SignedDuration::from_hours(-1),
+        jiff::SignedDuration::from_hours(6),
+        40,
+    );
+    assert_eq!(accept(c1, "WRNGWRNG", "Nadia Metrics").status, 422);
+    assert_eq!(accept(c1, &code, "Nadia Metrics").status, 200);
+
+    let scrape = || {
+        let (ok, out, err) = lab.net(&[
+            "curl",
+            "-sk",
+            "-i",
+            "--max-time",
+            "5",
+            &format!("https://{ADMIN}/metrics"),
+        ]);
+        assert!(ok, "{err}");
+        out
+    };
+    // The firewall's figures are those of its last check (once a second).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let mut out = scrape();
+    while !out.lines().any(|l| l == "aupgate_guests_allowed 1") {
+        assert!(std::time::Instant::now() < deadline, "{out}");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        out = scrape();
+    }
+    assert!(
+        out.to_ascii_lowercase()
+            .contains("content-type: application/openmetrics-text"),
+        "{out}"
+    );
+    for line in [
+        "aupgate_accepts_total 1",
+        "aupgate_refusals_total{reason=\"wrong_code\"} 1",
+        "aupgate_portal_requests_total{kind=\"accept\"} 2",
+        "aupgate_accept_duration_seconds_count 2",
+    ] {
+        assert!(out.lines().any(|l| l == line), "{line} missing:\n{out}");
+    }
+    let number = |name: &str| -> f64 {
+        out.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{name}:\n{out}"))
+    };
+    assert!(number("aupgate_firewall_reconciles_total") >= 1.0);
+    assert!(number("aupgate_firewall_restores_total") >= 1.0);
+    assert!(number("aupgate_database_size_bytes") > 0.0);
+    assert!(
+        !out.contains(&c1.mac) && !out.contains("Nadia"),
+        "nothing personal: {out}"
+    );
+
+    let log = gw.log_text();
+    let accepted = log
+        .lines()
+        .find(|l| l.contains("consent recorded and device opened"))
+        .unwrap_or_else(|| panic!("{log}"));
+    assert!(
+        accepted.contains(&c1.mac) && accepted.contains(&format!("course={course}")),
+        "{accepted}"
+    );
+    assert!(
+        log.lines()
+            .any(|l| l.contains("wrong access code") && l.contains(&c1.mac)),
+        "{log}"
+    );
+    for l in log.lines().filter(|l| !l.contains(" DEBUG ")) {
+        assert!(!l.contains("Nadia"), "a guest's name above debug: {l}");
+    }
+}

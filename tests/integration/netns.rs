@@ -295,6 +295,13 @@ impl Lab {
         sh(&full)
     }
 
+    /// Runs a command inside the "internet" namespace (which also plays the staff network).
+    pub fn net(&self, args: &[&str]) -> (bool, String, String) {
+        let mut full = vec!["ip", "netns", "exec", &self.net];
+        full.extend_from_slice(args);
+        sh(&full)
+    }
+
     /// A path inside the lab's temporary folder.
     pub fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)

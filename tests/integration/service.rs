@@ -221,3 +221,28 @@ fn stopping_leaves_the_network_as_is_and_firewall_remove_takes_the_table_out() {
     let (ok, out, _) = remove();
     assert!(ok && out.contains("was not there"), "{out}");
 }
+
+/// When a course ends while the daemon runs, the journal says so: one line naming the device.
+#[test]
+fn a_course_ending_is_one_line_in_the_journal() {
+    let Some(lab) = Lab::new(1) else { return };
+    let c1 = &lab.clients[0];
+    let gw = Gateway::start(&lab);
+    let (_, code) = gw.add_course(
+        "Short",
+        SignedDuration::from_hours(-1),
+        SignedDuration::from_secs(4),
+        40,
+    );
+    assert_eq!(accept(c1, &code, "Ann").status, 200);
+    assert!(reaches_internet(c1));
+    gw.wait_log("access expired", 1);
+    let line = gw
+        .log_text()
+        .lines()
+        .find(|l| l.contains("access expired"))
+        .unwrap()
+        .to_owned();
+    assert!(line.contains(&c1.mac) && line.contains("INFO"), "{line}");
+    assert!(!reaches_internet(c1));
+}

@@ -1,0 +1,207 @@
+//! Prometheus metrics for `GET /metrics` on the admin listener: counts and timings only, never
+//! a MAC, name or address. Counters are bumped where things happen (the portal); the firewall's
+//! and the store's figures are read when scraped.
+
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use axum::response::Response;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::firewall::FirewallStatus;
+
+/// Why an accept was refused, put on the response by the handler that refused it (the status
+/// code names the reason otherwise).
+#[derive(Debug, Clone, Copy)]
+pub struct Refusal(pub &'static str);
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabel {
+    kind: String,
+}
+
+/// Every metric, and the registry that encodes them.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    accepts: Counter,
+    refusals: Family<ReasonLabel, Counter>,
+    requests: Family<KindLabel, Counter>,
+    accept_seconds: Histogram,
+    checks: Counter,
+    restores: Counter,
+    guests_allowed: Gauge,
+    database_bytes: Gauge,
+    store_path: PathBuf,
+    /// Scrapes copy the firewall's running totals into counters; one at a time.
+    scrape: Mutex<()>,
+}
+
+impl Metrics {
+    /// Registers every metric; `store_path` is measured for the database size.
+    pub fn new(store_path: PathBuf) -> Self {
+        let mut registry = Registry::with_prefix("aupgate");
+        let m = Self {
+            registry: Registry::default(),
+            accepts: Counter::default(),
+            refusals: Family::default(),
+            requests: Family::default(),
+            // 5 ms to about 10 s: an accept is a FULL-synced write plus an nft call.
+            accept_seconds: Histogram::new(exponential_buckets(0.005, 2.0, 12)),
+            checks: Counter::default(),
+            restores: Counter::default(),
+            guests_allowed: Gauge::default(),
+            database_bytes: Gauge::default(),
+            store_path,
+            scrape: Mutex::new(()),
+        };
+        registry.register("accepts", "Guests who accepted and were let through", m.accepts.clone());
+        registry.register("refusals", "Accepts refused, by reason", m.refusals.clone());
+        registry.register("portal_requests", "Portal requests, by kind", m.requests.clone());
+        registry.register(
+            "accept_duration_seconds",
+            "Time from an accept request to its answer",
+            m.accept_seconds.clone(),
+        );
+        registry.register(
+            "firewall_reconciles",
+            "Checks of the nftables table against the store",
+            m.checks.clone(),
+        );
+        registry.register(
+            "firewall_restores",
+            "Rebuilds of the nftables table (start-up, or after outside changes)",
+            m.restores.clone(),
+        );
+        registry.register(
+            "guests_allowed",
+            "Devices in the allowed set at the last check",
+            m.guests_allowed.clone(),
+        );
+        registry.register(
+            "database_size_bytes",
+            "Size of the SQLite database and its WAL",
+            m.database_bytes.clone(),
+        );
+        Self { registry, ..m }
+    }
+
+    /// Counts one portal request of `kind`.
+    pub fn request(&self, kind: &str) {
+        self.requests.get_or_create(&KindLabel { kind: kind.to_owned() }).inc();
+    }
+
+    /// Records how an accept ended: 200 is an accept; anything else a refusal, by the reason
+    /// the handler gave or else by its status.
+    pub fn accept_finished(&self, response: &Response, took: Duration) {
+        self.accept_seconds.observe(took.as_secs_f64());
+        let status = response.status();
+        if status == StatusCode::OK {
+            self.accepts.inc();
+            return;
+        }
+        let reason = response.extensions().get::<Refusal>().map_or_else(
+            || match status {
+                StatusCode::BAD_REQUEST | StatusCode::PAYLOAD_TOO_LARGE => "bad_form",
+                StatusCode::UNPROCESSABLE_ENTITY => "incomplete_form",
+                StatusCode::TOO_MANY_REQUESTS => "locked_out",
+                StatusCode::CONFLICT => "course_full",
+                StatusCode::FORBIDDEN => "revoked",
+                s if s.is_server_error() => "unavailable",
+                _ => "other",
+            },
+            |r| r.0,
+        );
+        self.refusals
+            .get_or_create(&ReasonLabel {
+                reason: reason.to_owned(),
+            })
+            .inc();
+    }
+
+    /// The text exposition, with the firewall's and the store's figures as of now.
+    pub fn encode(&self, firewall: &FirewallStatus) -> String {
+        let _one = self.scrape.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        self.checks.inc_by(firewall.checks.saturating_sub(self.checks.get()));
+        self.restores
+            .inc_by(firewall.rebuilds.saturating_sub(self.restores.get()));
+        self.guests_allowed
+            .set(i64::try_from(firewall.elements).unwrap_or(i64::MAX));
+        let size = |p: PathBuf| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+        let mut wal = self.store_path.clone().into_os_string();
+        wal.push("-wal");
+        let bytes = size(self.store_path.clone()) + size(wal.into());
+        self.database_bytes.set(i64::try_from(bytes).unwrap_or(i64::MAX));
+        let mut out = String::new();
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+/// Marks `response` as a refusal for `reason` (for the refusals metric).
+pub fn refused(mut response: Response, reason: &'static str) -> Response {
+    response.extensions_mut().insert(Refusal(reason));
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::response::IntoResponse;
+
+    use super::*;
+
+    #[test]
+    fn accepts_refusals_and_scraped_figures_are_encoded() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("a.db");
+        std::fs::write(&db, vec![0u8; 4096]).unwrap();
+        let m = Metrics::new(db);
+        m.request("portal");
+        m.request("portal");
+        m.accept_finished(&StatusCode::OK.into_response(), Duration::from_millis(20));
+        m.accept_finished(
+            &refused(StatusCode::UNPROCESSABLE_ENTITY.into_response(), "wrong_code"),
+            Duration::from_millis(3),
+        );
+        m.accept_finished(&StatusCode::CONFLICT.into_response(), Duration::from_millis(3));
+        let fw = FirewallStatus {
+            elements: 7,
+            checks: 42,
+            rebuilds: 2,
+            ..FirewallStatus::default()
+        };
+        let text = m.encode(&fw);
+        for line in [
+            "aupgate_accepts_total 1",
+            "aupgate_refusals_total{reason=\"wrong_code\"} 1",
+            "aupgate_refusals_total{reason=\"course_full\"} 1",
+            "aupgate_portal_requests_total{kind=\"portal\"} 2",
+            "aupgate_accept_duration_seconds_count 3",
+            "aupgate_firewall_reconciles_total 42",
+            "aupgate_firewall_restores_total 2",
+            "aupgate_guests_allowed 7",
+            "aupgate_database_size_bytes 4096",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing in:\n{text}");
+        }
+        // A second scrape does not count the firewall's totals twice.
+        let again = m.encode(&fw);
+        assert!(
+            again.lines().any(|l| l == "aupgate_firewall_reconciles_total 42"),
+            "{again}"
+        );
+    }
+}
