@@ -2,7 +2,6 @@
 //! daemon; mutating subcommands ask the running daemon over the control socket (it alone owns the
 //! firewall); listings read the store directly, read-only, so they work even when it is down.
 
-use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
@@ -224,7 +223,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 .context("starting the async runtime")?
                 .block_on(crate::daemon::run(config))
         }
-        Command::Check => check(&cli.config),
+        Command::Check => check(&cli.config, cli.json),
         Command::Course(cmd) => course(&cli.config, cli.json, cmd),
         Command::Session(cmd) => session(&cli.config, cli.json, cmd),
         Command::Admin(cmd) => admin(&cli.config, cli.json, cmd),
@@ -730,157 +729,49 @@ fn audit_verify(path: &Path, json: bool) -> anyhow::Result<()> {
     }
 }
 
-fn check(path: &Path) -> anyhow::Result<()> {
-    let config = match Config::load(path) {
-        Ok(c) => c,
+fn check(path: &Path, json: bool) -> anyhow::Result<()> {
+    let report = match Config::load(path) {
+        Ok(config) => crate::doctor::examine(&config, path),
         Err(e) => {
-            println!("{e}");
-            return Err(CheckFailed {
-                problems: 1,
-                config: true,
-            }
-            .into());
+            let mut r = crate::doctor::Report::default();
+            r.findings.push(crate::doctor::Finding {
+                level: crate::doctor::Level::Fail,
+                check: "config",
+                message: e.to_string(),
+                machine: false,
+            });
+            r
         }
     };
-    let mut config_problems: Vec<String> = Vec::new();
-    let mut machine_problems: Vec<String> = Vec::new();
-    let mut warnings: Vec<String> = Vec::new();
-    let iface = &config.guest.interface;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
-    if !Path::new("/sys/class/net").join(iface).exists() {
-        config_problems.push(format!("config key guest.interface: no interface {iface:?} on this machine (fix: use a name `ip link` shows, or bring the interface up first)"));
-    } else if let Ok(have) = runtime.block_on(crate::neighbours::interface_addresses(iface)) {
-        // Guests are sent to http://ADDRESS:PORT/; an address the router does not have there
-        // would send every guest nowhere.
-        let wanted = [
-            ("guest.address", Some(IpAddr::V4(config.guest.address))),
-            ("guest.address6", config.guest.address6.map(IpAddr::V6)),
-        ];
-        // A dual-stack guest network the config is silent about: guests can use IPv6 (they stay
-        // closed over it, but the portal cannot be named there), so say so.
-        let global_v6: Vec<String> = have
+    let (fails, config_fails) = report.failures();
+    if json {
+        print_json(&serde_json::json!({"ok": fails == 0, "findings": report.findings}))?;
+    } else {
+        print!("{}", report.text());
+        let warns = report
+            .findings
             .iter()
-            .filter(|ip| matches!(ip, IpAddr::V6(v6) if (v6.segments()[0] & 0xffc0) != 0xfe80))
-            .map(ToString::to_string)
-            .collect();
-        if config.guest.address6.is_none() && !global_v6.is_empty() {
-            warnings.push(format!(
-                "warning: config key guest.address6 is not set, but {iface} has IPv6 ({}) (fix: set guest.address6 to the router's address there, so guests on IPv6 are sent to the portal by it)",
-                global_v6.join(", ")
-            ));
-        }
-        for (key, want) in wanted.iter().filter_map(|(k, w)| w.map(|w| (k, w))) {
-            if !have.contains(&want) {
-                let list: Vec<String> = have.iter().map(ToString::to_string).collect();
-                config_problems.push(format!(
-                    "config key {key}: {want} is not an address of {iface} (it has: {}) (fix: give the router's own address on the guest network)",
-                    if list.is_empty() { "none".to_owned() } else { list.join(", ") }
-                ));
-            }
+            .filter(|f| f.level == crate::doctor::Level::Warn)
+            .count();
+        if fails == 0 {
+            println!(
+                "{}: configuration and machine OK{}",
+                path.display(),
+                if warns > 0 {
+                    format!(", {warns} warning(s)")
+                } else {
+                    String::new()
+                }
+            );
         }
     }
-    if let Err(e) = Policy::load(config.portal.policy.as_deref()) {
-        config_problems.push(e.to_string());
-    }
-    if let Err(e) = assets::templates(config.portal.assets.as_deref()) {
-        config_problems.push(e.to_string());
-    }
-    if let Some(Err(e)) = config.portal.tls.as_ref().map(crate::portal::tls::server_config) {
-        config_problems.push(e.to_string());
-    }
-    if let Err(e) = check_store(&config.store_path) {
-        config_problems.push(format!("config key store.path: {e:#}"));
-    }
-    // The daemon creates the socket's folder, but not a whole missing tree above it.
-    if let Some(dir) = config
-        .control_socket
-        .parent()
-        .filter(|d| !d.exists() && d.parent().is_some_and(|p| !p.exists()))
-    {
-        config_problems.push(format!(
-            "config key control.socket: folder {} does not exist and cannot be created (fix: choose a path under /run)",
-            dir.display()
-        ));
-    }
-    let mut notes: Vec<String> = Vec::new();
-    if let Some(admin) = &config.admin {
-        let (cert, key) = match &admin.tls {
-            Some((c, k)) => (c.clone(), Some(k.clone())),
-            None => (crate::admin::tls::self_signed_paths(&config).0, None),
-        };
-        if let Some(key) = &key
-            && let Err(e) = crate::portal::tls::server_config_from(&cert, key, "admin")
-        {
-            config_problems.push(e.to_string());
-        } else if cert.exists() {
-            match crate::portal::tls::fingerprint(&cert) {
-                Ok(fp) => notes.push(format!(
-                    "admin: https://{}/ certificate SHA-256 fingerprint {fp}",
-                    admin.listen
-                )),
-                Err(e) => config_problems.push(e.to_string()),
-            }
-        } else {
-            notes.push(format!(
-                "admin: https://{}/ will use a self-signed certificate made on first start ({})",
-                admin.listen,
-                cert.display()
-            ));
-        }
-    }
-    let probe = runtime.block_on(NftFirewall::default().probe());
-    if let Err(e) = probe {
-        machine_problems.push(format!("firewall: {e}"));
-    }
-    for p in config_problems
-        .iter()
-        .chain(&machine_problems)
-        .chain(&warnings)
-        .chain(&notes)
-    {
-        println!("{p}");
-    }
-    let problems = config_problems.len() + machine_problems.len();
-    if problems > 0 {
+    if fails > 0 {
         return Err(CheckFailed {
-            problems,
-            config: !config_problems.is_empty(),
+            problems: fails,
+            config: config_fails > 0,
         }
         .into());
     }
-    println!(
-        "{}: configuration and machine OK (guest interface {iface}, portal {})",
-        path.display(),
-        config.portal_url()
-    );
-    Ok(())
-}
-
-fn check_store(path: &Path) -> anyhow::Result<()> {
-    if path.exists() {
-        let store = Store::open(path).context("cannot open it")?;
-        store.check_writable().context("cannot write it")?;
-        return Ok(());
-    }
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    if !dir.exists() {
-        // The daemon creates its folder (systemd's StateDirectory normally does).
-        return Ok(());
-    }
-    let probe = dir.join(".aupgate-check");
-    std::fs::write(&probe, b"").with_context(|| {
-        format!(
-            "folder {} is not writable (fix: make it writable by the aupgate service)",
-            dir.display()
-        )
-    })?;
-    let _ = std::fs::remove_file(probe);
     Ok(())
 }
 

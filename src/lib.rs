@@ -26,6 +26,7 @@ pub mod clients;
 pub mod clock;
 pub mod config;
 pub mod daemon;
+pub mod doctor;
 pub mod firewall;
 pub mod metrics;
 pub mod neighbours;

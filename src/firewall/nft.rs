@@ -103,6 +103,31 @@ impl NftFirewall {
         Ok(())
     }
 
+    /// Has the kernel check `ruleset`, built under a scratch table name, in a transaction that
+    /// is then thrown away (`nft --check`): nothing is applied, so guests are never affected.
+    ///
+    /// # Errors
+    /// If nft is missing, or the kernel refuses the ruleset (its message kept).
+    pub async fn check_ruleset(&self, ruleset: &Ruleset) -> Result<(), FirewallError> {
+        const WHAT: &str = "checking the ruleset in a scratch table";
+        let script = ruleset
+            .script()
+            .replace(&format!("inet {TABLE} "), &format!("inet {TABLE}_check "))
+            .replace(&format!("inet {TABLE}\n"), &format!("inet {TABLE}_check\n"));
+        let out = self.nft(WHAT, &["-c", "-f", "-"], Some(&script)).await?;
+        if out.ok { Ok(()) } else { Err(failed(WHAT, out)) }
+    }
+
+    /// The whole ruleset as nft's JSON (for the doctor's look at the school's own rules).
+    ///
+    /// # Errors
+    /// If nft is missing or fails.
+    pub async fn ruleset_json(&self) -> Result<String, FirewallError> {
+        const WHAT: &str = "listing the ruleset";
+        let out = self.nft(WHAT, &["-j", "list", "ruleset"], None).await?;
+        if out.ok { Ok(out.stdout) } else { Err(failed(WHAT, out)) }
+    }
+
     /// Deletes our table (`aupgate firewall remove`); returns false if it was not there.
     ///
     /// # Errors

@@ -216,6 +216,15 @@ impl Store {
         Ok(())
     }
 
+    /// The schema version of this database, and the latest this build knows.
+    ///
+    /// # Errors
+    /// On a database failure.
+    pub fn schema_versions(&self) -> Result<(u32, u32), StoreError> {
+        let have: u32 = self.lock().query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        Ok((have, schema::LATEST))
+    }
+
     /// Checks the database can be written, without changing anything visible.
     ///
     /// # Errors

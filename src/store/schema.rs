@@ -3,6 +3,9 @@
 
 use rusqlite_migration::{M, Migrations};
 
+/// The number of migrations (the schema version a fully migrated database has).
+pub(super) const LATEST: u32 = 6;
+
 /// All migrations, oldest first.
 pub(super) fn migrations() -> Migrations<'static> {
     Migrations::new(vec![
@@ -192,5 +195,9 @@ mod tests {
     #[test]
     fn migrations_are_valid() {
         assert!(super::migrations().validate().is_ok());
+        let mut conn = rusqlite::Connection::open_in_memory().unwrap();
+        super::migrations().to_latest(&mut conn).unwrap();
+        let version: u32 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+        assert_eq!(version, super::LATEST, "LATEST names the last migration");
     }
 }

@@ -80,7 +80,7 @@ fn check_passes_on_a_good_gateway_and_cli_needs_the_daemon() {
     assert!(ok, "{out}{err}");
     assert!(
         out.lines()
-            .any(|l| l.starts_with("warning: config key guest.address6") && l.contains("fd00:aa:2::1")),
+            .any(|l| l.starts_with("warn ipv6: config key guest.address6") && l.contains("fd00:aa:2::1")),
         "{out}"
     );
     // An address the guest interface does not have is caught, naming the key and what it has.

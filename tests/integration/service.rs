@@ -246,3 +246,117 @@ fn a_course_ending_is_one_line_in_the_journal() {
     assert!(line.contains(&c1.mac) && line.contains("INFO"), "{line}");
     assert!(!reaches_internet(c1));
 }
+
+/// `aupgate check --json` in the lab, as support would run it on the router: every part ok with
+/// the daemon up and DNS served; the school's own forward chain dropping by default is a
+/// warning; a stopped daemon with its table still in place is a warning, not a failure.
+#[test]
+fn the_doctor_reports_each_part_with_json_for_monitoring() {
+    let Some(mut lab) = Lab::new(1) else { return };
+    lab.start_dns(&[], "portal.lab.example");
+    let lab = lab;
+    let c1 = &lab.clients[0];
+    let mut gw = Gateway::start(&lab);
+    let (_, code) = gw.add_course(
+        "Course",
+        SignedDuration::from_hours(-1),
+        SignedDuration::from_hours(6),
+        40,
+    );
+    assert_eq!(accept(c1, &code, "Ann").status, 200);
+    let config = gw.config.to_str().unwrap().to_owned();
+    let doctor = |lab: &Lab| {
+        let (ok, out, err) = lab.gw(&[BIN, "check", "--json", "--config", &config]);
+        let report: serde_json::Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}{err}"));
+        (ok, report)
+    };
+    let find = |report: &serde_json::Value, check: &str| -> Vec<(String, String)> {
+        report["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|f| f["check"] == check)
+            .map(|f| {
+                (
+                    f["level"].as_str().unwrap().to_owned(),
+                    f["message"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect()
+    };
+    let (ok, report) = doctor(&lab);
+    assert!(ok, "{report:#}");
+    assert_eq!(report["ok"], true);
+    for check in [
+        "config",
+        "guest interface",
+        "policy",
+        "pages",
+        "firewall",
+        "school rules",
+        "ports",
+        "store",
+        "disk",
+        "daemon",
+    ] {
+        let found = find(&report, check);
+        assert!(
+            !found.is_empty() && found.iter().all(|(l, _)| l == "ok"),
+            "{check}: {found:?}\n{report:#}"
+        );
+    }
+    assert!(
+        find(&report, "firewall")[0]
+            .1
+            .contains("the kernel accepts aupgate's ruleset")
+    );
+    assert!(
+        find(&report, "daemon")[0].1.contains("1 allowed device(s)"),
+        "{report:#}"
+    );
+    assert!(
+        find(&report, "ports")[0].1.contains("in use by the running aupgate"),
+        "{report:#}"
+    );
+    assert!(find(&report, "store")[0].1.contains("schema 6"), "{report:#}");
+    let services = find(&report, "guest services");
+    assert!(
+        services.iter().any(|(l, m)| l == "ok" && m.contains("DNS")),
+        "{services:?}"
+    );
+
+    // The school's own rules drop forwarded traffic by default: a warning naming the chain.
+    let (ok, _, err) = lab.gw(&[
+        "nft",
+        "add table inet school; add chain inet school school_forward { type filter hook forward priority 0; policy drop; }",
+    ]);
+    assert!(ok, "{err}");
+    let (ok, report) = doctor(&lab);
+    assert!(ok, "a warning is not a failure: {report:#}");
+    let school = find(&report, "school rules");
+    assert!(
+        school[0].0 == "warn" && school[0].1.contains("inet school chain school_forward"),
+        "{school:?}"
+    );
+    let (ok, _, err) = lab.gw(&["nft", "delete", "table", "inet", "school"]);
+    assert!(ok, "{err}");
+
+    // The daemon stopped: its table stays, guests stay closed; a warning with the fix.
+    gw.stop();
+    let (ok, report) = doctor(&lab);
+    assert!(ok, "{report:#}");
+    let daemon = find(&report, "daemon");
+    assert!(
+        daemon[0].0 == "warn" && daemon[0].1.contains("systemctl start aupgate"),
+        "{daemon:?}"
+    );
+    assert!(find(&report, "ports")[0].1.contains("is free"), "{report:#}");
+    // The text form: one line per finding, each ok / warn / FAIL.
+    let (_, text, _) = lab.gw(&[BIN, "check", "--config", &config]);
+    for line in text.lines().filter(|l| !l.contains("configuration and machine OK")) {
+        assert!(
+            line.starts_with("ok   ") || line.starts_with("warn ") || line.starts_with("FAIL "),
+            "{line}"
+        );
+    }
+}

@@ -1,0 +1,564 @@
+//! `aupgate check`: the doctor IT support runs first. Each finding is one line, `ok`, `warn` or
+//! `fail`, naming what was checked and, when it is not ok, the fix. `--json` gives the same for
+//! monitoring. Nothing here changes the machine: the ruleset is checked by the kernel in a
+//! transaction that is thrown away (`nft --check`), and the store is opened read-only.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::path::Path;
+
+use serde::Serialize;
+
+use crate::config::Config;
+use crate::firewall::{Firewall as _, NftFirewall, Ruleset};
+use crate::store::Store;
+
+/// How a finding came out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Level {
+    /// Fine.
+    Ok,
+    /// Works, but something IT support should look at.
+    Warn,
+    /// aupgate will not work (or not safely) until it is fixed.
+    Fail,
+}
+
+/// One line of the report.
+#[derive(Debug, Clone, Serialize)]
+pub struct Finding {
+    /// ok, warn or fail.
+    pub level: Level,
+    /// What was checked, e.g. `firewall`.
+    pub check: &'static str,
+    /// What was found, with the fix when it is not ok.
+    pub message: String,
+    /// A failure of the machine rather than the config (exit 69 rather than 78).
+    #[serde(skip)]
+    pub machine: bool,
+}
+
+/// The doctor's findings, in the order they were made.
+#[derive(Debug, Default, Serialize)]
+pub struct Report {
+    /// Every finding.
+    pub findings: Vec<Finding>,
+}
+
+impl Report {
+    fn add(&mut self, level: Level, check: &'static str, message: impl Into<String>) {
+        self.findings.push(Finding {
+            level,
+            check,
+            message: message.into(),
+            machine: false,
+        });
+    }
+    fn ok(&mut self, check: &'static str, message: impl Into<String>) {
+        self.add(Level::Ok, check, message);
+    }
+    fn warn(&mut self, check: &'static str, message: impl Into<String>) {
+        self.add(Level::Warn, check, message);
+    }
+    fn fail(&mut self, check: &'static str, message: impl Into<String>) {
+        self.add(Level::Fail, check, message);
+    }
+    fn fail_machine(&mut self, check: &'static str, message: impl Into<String>) {
+        self.add(Level::Fail, check, message);
+        if let Some(f) = self.findings.last_mut() {
+            f.machine = true;
+        }
+    }
+
+    /// Failures: (all, those of the config rather than the machine).
+    pub fn failures(&self) -> (usize, usize) {
+        let fails = self.findings.iter().filter(|f| f.level == Level::Fail);
+        (fails.clone().count(), fails.filter(|f| !f.machine).count())
+    }
+
+    /// The report as text, one line per finding.
+    pub fn text(&self) -> String {
+        self.findings
+            .iter()
+            .map(|f| {
+                let tag = match f.level {
+                    Level::Ok => "ok  ",
+                    Level::Warn => "warn",
+                    Level::Fail => "FAIL",
+                };
+                format!("{tag} {}: {}\n", f.check, f.message)
+            })
+            .collect()
+    }
+}
+
+/// Examines `config` and this machine.
+pub fn examine(config: &Config, path: &Path) -> Report {
+    let mut r = Report::default();
+    r.ok("config", format!("{} is valid", path.display()));
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            r.fail_machine("doctor", format!("cannot start its async runtime: {e}"));
+            return r;
+        }
+    };
+    guest_side(config, &runtime, &mut r);
+    assets(config, &mut r);
+    let nft = NftFirewall::default();
+    firewall(config, &runtime, &nft, &mut r);
+    listeners(config, &mut r);
+    certificates(config, &mut r);
+    store(config, &mut r);
+    daemon(config, &runtime, &nft, &mut r);
+    r
+}
+
+fn guest_side(config: &Config, runtime: &tokio::runtime::Runtime, r: &mut Report) {
+    let iface = &config.guest.interface;
+    if !Path::new("/sys/class/net").join(iface).exists() {
+        r.fail("guest interface", format!("config key guest.interface: no interface {iface:?} on this machine (fix: use a name `ip link` shows, or bring the interface up first)"));
+        return;
+    }
+    let have = match runtime.block_on(crate::neighbours::interface_addresses(iface)) {
+        Ok(have) => have,
+        Err(e) => {
+            r.fail_machine("guest interface", format!("cannot read the addresses of {iface}: {e}"));
+            return;
+        }
+    };
+    let list: Vec<String> = have.iter().map(ToString::to_string).collect();
+    let wanted = [
+        ("guest.address", Some(IpAddr::V4(config.guest.address))),
+        ("guest.address6", config.guest.address6.map(IpAddr::V6)),
+    ];
+    let mut good = true;
+    for (key, want) in wanted.iter().filter_map(|(k, w)| w.map(|w| (k, w))) {
+        if !have.contains(&want) {
+            good = false;
+            r.fail(
+                "guest interface",
+                format!(
+                    "config key {key}: {want} is not an address of {iface} (it has: {}) (fix: give the router's own address on the guest network)",
+                    if list.is_empty() { "none".to_owned() } else { list.join(", ") }
+                ),
+            );
+        }
+    }
+    if good {
+        r.ok("guest interface", format!("{iface} has {}", list.join(", ")));
+    }
+    // A dual-stack guest network the config is silent about: guests stay closed over IPv6 (the
+    // table is inet), but the portal cannot be named there.
+    let global_v6: Vec<String> = have
+        .iter()
+        .filter(|ip| matches!(ip, IpAddr::V6(v6) if (v6.segments()[0] & 0xffc0) != 0xfe80))
+        .map(ToString::to_string)
+        .collect();
+    match (config.guest.address6, global_v6.is_empty()) {
+        (None, false) => r.warn(
+            "ipv6",
+            format!(
+                "config key guest.address6 is not set, but {iface} has IPv6 ({}) (fix: set guest.address6 to the router's address there, so guests on IPv6 are sent to the portal by it)",
+                global_v6.join(", ")
+            ),
+        ),
+        (None, true) => r.ok("ipv6", format!("{iface} has no global IPv6; guests use IPv4")),
+        (Some(a), _) => r.ok("ipv6", format!("guests on IPv6 are sent to the portal at [{a}]")),
+    }
+    // DNS and DHCP for guests: aupgate redirects their DNS to the router and lets DHCP through,
+    // but something on the router must answer.
+    for (port, what) in [(53u16, "DNS"), (67, "DHCP")] {
+        match udp_listening(port, config.guest.address) {
+            Some(true) => r.ok("guest services", format!("{what} (udp/{port}) is listening for guests")),
+            Some(false) => r.warn(
+                "guest services",
+                format!("nothing listens on udp/{port} ({what}) for {} (fix: run dnsmasq on the guest interface; deploy/dnsmasq-guest.conf is a snippet)", config.guest.address),
+            ),
+            None => r.warn("guest services", format!("cannot read /proc/net/udp to look for {what}")),
+        }
+    }
+}
+
+/// Whether a UDP socket is bound to `port` on `addr` or on every address, in this namespace.
+fn udp_listening(port: u16, addr: Ipv4Addr) -> Option<bool> {
+    let v4 = std::fs::read_to_string("/proc/net/udp").ok()?;
+    let v6 = std::fs::read_to_string("/proc/net/udp6").unwrap_or_default();
+    let want = format!("{:08X}", u32::from_le_bytes(addr.octets()));
+    let found = v4.lines().chain(v6.lines()).skip(1).any(|line| {
+        let Some(local) = line.split_whitespace().nth(1) else {
+            return false;
+        };
+        let Some((ip, p)) = local.rsplit_once(':') else {
+            return false;
+        };
+        u16::from_str_radix(p, 16).ok() == Some(port) && (ip.chars().all(|c| c == '0') || ip == want)
+    });
+    Some(found)
+}
+
+fn assets(config: &Config, r: &mut Report) {
+    match crate::assets::Policy::load(config.portal.policy.as_deref()) {
+        Ok(p) => r.ok(
+            "policy",
+            format!("version {} ({} bytes)", &p.hash[..12], p.markdown.len()),
+        ),
+        Err(e) => r.fail("policy", e.to_string()),
+    }
+    match crate::assets::templates(config.portal.assets.as_deref()) {
+        Ok(_) => r.ok("pages", "templates load"),
+        Err(e) => r.fail("pages", e.to_string()),
+    }
+}
+
+fn firewall(config: &Config, runtime: &tokio::runtime::Runtime, nft: &NftFirewall, r: &mut Report) {
+    if let Err(e) = runtime.block_on(nft.probe()) {
+        r.fail_machine("firewall", e.to_string());
+        return;
+    }
+    let ruleset = Ruleset {
+        interface: config.guest.interface.clone(),
+        portal_port: config.portal.port,
+        https_port: config.portal.tls.as_ref().map(|t| t.port),
+        allowed: Vec::new(),
+    };
+    match runtime.block_on(nft.check_ruleset(&ruleset)) {
+        Ok(()) => r.ok("firewall", "nft and conntrack present; the kernel accepts aupgate's ruleset"),
+        Err(e) => r.fail_machine(
+            "firewall",
+            format!("the kernel refuses aupgate's ruleset: {e} (fix: a kernel with nf_tables, and the nftables package from Debian 12 or later)"),
+        ),
+    }
+    match runtime.block_on(nft.ruleset_json()) {
+        Ok(json) => school_rules(&json, r),
+        Err(e) => r.warn("school rules", format!("cannot list the ruleset: {e}")),
+    }
+}
+
+/// Warns about the school's own rules dropping forwarded traffic by default: aupgate can only
+/// restrict, so an accepted guest still needs the school's forward chain to let it out.
+fn school_rules(json: &str, r: &mut Report) {
+    let Ok(doc) = serde_json::from_str::<serde_json::Value>(json) else {
+        r.warn("school rules", "cannot read nft's JSON listing");
+        return;
+    };
+    let dropping: Vec<String> = doc["nftables"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|o| o.get("chain"))
+        .filter(|c| c["hook"] == "forward" && c["policy"] == "drop" && c["table"] != crate::firewall::TABLE)
+        .map(|c| {
+            format!(
+                "{} {} chain {}",
+                c["family"].as_str().unwrap_or("?"),
+                c["table"].as_str().unwrap_or("?"),
+                c["name"].as_str().unwrap_or("?")
+            )
+        })
+        .collect();
+    if dropping.is_empty() {
+        r.ok("school rules", "no other table drops forwarded traffic by default");
+    } else {
+        r.warn(
+            "school rules",
+            format!(
+                "{} drop forwarded traffic by default (fix: make sure they accept traffic from the guest interface to the internet, or accepted guests get no internet; see deploy/nftables-router.conf)",
+                dropping.join(", ")
+            ),
+        );
+    }
+}
+
+fn listeners(config: &Config, r: &mut Report) {
+    let running = std::os::unix::net::UnixStream::connect(&config.control_socket).is_ok();
+    let mut ports = vec![("portal.port", config.portal.port)];
+    if let Some(tls) = &config.portal.tls {
+        ports.push(("portal.https_port", tls.port));
+    }
+    for (key, port) in ports {
+        match std::net::TcpListener::bind((Ipv6Addr::UNSPECIFIED, port))
+            .or_else(|_| std::net::TcpListener::bind((Ipv4Addr::UNSPECIFIED, port)))
+        {
+            Ok(_) => r.ok("ports", format!("port {port} ({key}) is free")),
+            Err(_) if running => r.ok("ports", format!("port {port} ({key}) is in use by the running aupgate")),
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => r.fail_machine(
+                "ports",
+                format!("port {port} ({key}) is used by another program (fix: `ss -ltnp 'sport = :{port}'` names it; stop it or change {key})"),
+            ),
+            Err(e) => r.warn("ports", format!("cannot test port {port} ({key}): {e}")),
+        }
+    }
+}
+
+fn certificates(config: &Config, r: &mut Report) {
+    if let Some(tls) = &config.portal.tls {
+        match crate::portal::tls::server_config(tls) {
+            Err(e) => r.fail("tls", e.to_string()),
+            Ok(_) => certificate("tls", &tls.cert, config.portal.hostname.as_deref(), r),
+        }
+    }
+    if let Some(admin) = &config.admin {
+        let (cert, key) = match &admin.tls {
+            Some((c, k)) => (c.clone(), Some(k.clone())),
+            None => (crate::admin::tls::self_signed_paths(config).0, None),
+        };
+        if let Some(key) = &key
+            && let Err(e) = crate::portal::tls::server_config_from(&cert, key, "admin")
+        {
+            r.fail("admin", e.to_string());
+        } else if cert.exists() {
+            match crate::portal::tls::fingerprint(&cert) {
+                Ok(fp) => r.ok(
+                    "admin",
+                    format!("https://{}/ certificate SHA-256 fingerprint {fp}", admin.listen),
+                ),
+                Err(e) => r.fail("admin", e.to_string()),
+            }
+            if key.is_some() {
+                certificate("admin", &cert, None, r);
+            }
+        } else {
+            r.ok(
+                "admin",
+                format!(
+                    "https://{}/ will use a self-signed certificate made on first start ({})",
+                    admin.listen,
+                    cert.display()
+                ),
+            );
+        }
+    }
+}
+
+/// Expiry (and, for the portal, the host name) of the first certificate in `path`.
+fn certificate(check: &'static str, path: &Path, hostname: Option<&str>, r: &mut Report) {
+    let Ok(pem) = std::fs::read(path) else { return };
+    let Ok((_, pem)) = x509_parser::pem::parse_x509_pem(&pem) else {
+        r.fail(check, format!("{}: not a PEM certificate", path.display()));
+        return;
+    };
+    let Ok(cert) = pem.parse_x509() else {
+        r.fail(check, format!("{}: the certificate cannot be parsed", path.display()));
+        return;
+    };
+    let now = x509_parser::time::ASN1Time::now();
+    let left = cert.validity().time_to_expiration().map(|d| d.whole_days());
+    if let Some(host) = hostname {
+        let names: Vec<String> = cert
+            .subject_alternative_name()
+            .ok()
+            .flatten()
+            .map(|san| {
+                san.value
+                    .general_names
+                    .iter()
+                    .filter_map(|n| match n {
+                        x509_parser::extensions::GeneralName::DNSName(d) => Some((*d).to_owned()),
+                        _ => None,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let matches = names.iter().any(|n| {
+            n.eq_ignore_ascii_case(host)
+                || n.strip_prefix("*.").is_some_and(|rest| {
+                    host.split_once('.')
+                        .is_some_and(|(_, parent)| parent.eq_ignore_ascii_case(rest))
+                })
+        });
+        if !matches {
+            r.fail(
+                check,
+                format!(
+                    "{}: the certificate is for {} but [portal] hostname is {host} (fix: a certificate for {host})",
+                    path.display(),
+                    if names.is_empty() {
+                        "no DNS name".to_owned()
+                    } else {
+                        names.join(", ")
+                    }
+                ),
+            );
+            return;
+        }
+    }
+    match left {
+        None if cert.validity().not_before > now => {
+            r.fail(check, format!("{}: the certificate is not valid yet", path.display()))
+        }
+        None => r.fail(
+            check,
+            format!(
+                "{}: the certificate has expired (fix: renew it, then restart aupgate)",
+                path.display()
+            ),
+        ),
+        Some(days) if days < 14 => r.warn(
+            check,
+            format!(
+                "{}: the certificate expires in {days} days (fix: renew it, then restart aupgate)",
+                path.display()
+            ),
+        ),
+        Some(days) => r.ok(check, format!("{}: valid for {days} more days", path.display())),
+    }
+}
+
+fn store(config: &Config, r: &mut Report) {
+    let path = &config.store_path;
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    if path.exists() {
+        match Store::open_read_only(path).and_then(|s| s.schema_versions()) {
+            Ok((have, latest)) if have == latest => r.ok("store", format!("{} (schema {have})", path.display())),
+            Ok((have, latest)) if have < latest => r.ok(
+                "store",
+                format!("{} (schema {have}; this version migrates it to {latest} when the daemon starts)", path.display()),
+            ),
+            Ok((have, latest)) => r.fail(
+                "store",
+                format!("config key store.path: {} has schema {have}, newer than this aupgate knows ({latest}) (fix: install the newer aupgate again)", path.display()),
+            ),
+            Err(e) => r.fail("store", format!("config key store.path: cannot open {}: {e}", path.display())),
+        }
+        let writable = std::fs::OpenOptions::new().append(true).open(path);
+        if let Err(e) = writable {
+            r.fail(
+                "store",
+                format!(
+                    "config key store.path: {} cannot be written: {e} (fix: make it writable by the aupgate service)",
+                    path.display()
+                ),
+            );
+        }
+    } else if dir.exists() {
+        let probe = dir.join(".aupgate-check");
+        match std::fs::write(&probe, b"") {
+            Ok(()) => {
+                let _ = std::fs::remove_file(&probe);
+                r.ok("store", format!("{} will be created on first start", path.display()));
+            }
+            Err(e) => r.fail("store", format!("config key store.path: folder {} is not writable: {e} (fix: make it writable by the aupgate service)", dir.display())),
+        }
+    } else {
+        // systemd's StateDirectory (or the daemon) creates it.
+        r.ok("store", format!("{} will be created on first start", path.display()));
+    }
+    // The daemon creates the socket's folder, but not a whole missing tree above it.
+    if let Some(d) = config
+        .control_socket
+        .parent()
+        .filter(|d| !d.exists() && d.parent().is_some_and(|p| !p.exists()))
+    {
+        r.fail("control", format!("config key control.socket: folder {} does not exist and cannot be created (fix: choose a path under /run)", d.display()));
+    }
+    match free_mib(if dir.exists() { dir } else { Path::new("/") }) {
+        Some(mib) if mib < 100 => r.warn(
+            "disk",
+            format!("only {mib} MiB free for the store (fix: free space; a full disk stops new guests from accepting)"),
+        ),
+        Some(mib) => r.ok("disk", format!("{mib} MiB free for the store")),
+        None => r.warn("disk", "cannot tell how much space is free (df failed)"),
+    }
+}
+
+/// Free space under `dir` in MiB, from `df` (coreutils; std has no statvfs).
+fn free_mib(dir: &Path) -> Option<u64> {
+    let out = std::process::Command::new("df").args(["-Pk"]).arg(dir).output().ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let kib: u64 = text.lines().nth(1)?.split_whitespace().nth(3)?.parse().ok()?;
+    Some(kib / 1024)
+}
+
+fn daemon(config: &Config, runtime: &tokio::runtime::Runtime, nft: &NftFirewall, r: &mut Report) {
+    let running = std::os::unix::net::UnixStream::connect(&config.control_socket).is_ok();
+    let table = runtime.block_on(nft.fingerprint()).ok().flatten().is_some();
+    let allowed = if table {
+        runtime.block_on(nft.elements()).map(|e| e.len()).ok()
+    } else {
+        None
+    };
+    match (running, table) {
+        (true, true) => r.ok("daemon", format!("running; table inet aupgate present with {} allowed device(s)", allowed.unwrap_or(0))),
+        (true, false) => r.fail_machine("daemon", "running, but table inet aupgate is missing (fix: it is restored within seconds; if not, see journalctl -u aupgate)"),
+        (false, true) => r.warn("daemon", format!("not running (fix: systemctl start aupgate); table inet aupgate is in place with {} allowed device(s), so guests stay closed", allowed.unwrap_or(0))),
+        (false, false) => r.warn("daemon", "not running and table inet aupgate is absent: the guest network is not restricted (fix: systemctl enable --now aupgate)"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cert_for(dir: &Path, name: &str) -> std::path::PathBuf {
+        let pair = rcgen::generate_simple_self_signed(vec![name.to_owned()]).unwrap();
+        let path = dir.join(format!("{name}.pem"));
+        std::fs::write(&path, pair.cert.pem()).unwrap();
+        path
+    }
+
+    #[test]
+    fn a_certificate_must_name_the_portal_host_and_its_days_are_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = cert_for(dir.path(), "portal.school.example");
+        let mut r = Report::default();
+        certificate("tls", &path, Some("portal.school.example"), &mut r);
+        certificate("tls", &path, Some("PORTAL.school.example"), &mut r);
+        certificate("tls", &path, Some("wifi.school.example"), &mut r);
+        let wild = cert_for(dir.path(), "*.school.example");
+        certificate("tls", &wild, Some("wifi.school.example"), &mut r);
+        certificate("tls", &wild, Some("a.b.school.example"), &mut r);
+        let levels: Vec<Level> = r.findings.iter().map(|f| f.level).collect();
+        assert_eq!(
+            levels,
+            [Level::Ok, Level::Ok, Level::Fail, Level::Ok, Level::Fail],
+            "{}",
+            r.text()
+        );
+        assert!(r.findings[0].message.contains("more days"), "{}", r.text());
+        assert!(
+            r.findings[2]
+                .message
+                .contains("fix: a certificate for wifi.school.example"),
+            "{}",
+            r.text()
+        );
+    }
+
+    #[test]
+    fn school_rules_that_drop_forwarding_are_a_warning_ours_are_not() {
+        let listing = |table: &str, policy: &str| {
+            format!(
+                r#"{{"nftables":[{{"chain":{{"family":"inet","table":"{table}","name":"forward","hook":"forward","policy":"{policy}"}}}}]}}"#
+            )
+        };
+        let mut r = Report::default();
+        school_rules(&listing("filter", "drop"), &mut r);
+        school_rules(&listing("filter", "accept"), &mut r);
+        school_rules(&listing(crate::firewall::TABLE, "drop"), &mut r);
+        let levels: Vec<Level> = r.findings.iter().map(|f| f.level).collect();
+        assert_eq!(levels, [Level::Warn, Level::Ok, Level::Ok], "{}", r.text());
+        assert!(
+            r.findings[0].message.contains("inet filter chain forward"),
+            "{}",
+            r.text()
+        );
+    }
+
+    #[test]
+    fn text_lines_say_ok_warn_or_fail_and_failures_are_split_by_cause() {
+        let mut r = Report::default();
+        r.ok("a", "fine");
+        r.warn("b", "hmm (fix: x)");
+        r.fail("c", "bad config (fix: y)");
+        r.fail_machine("d", "bad machine (fix: z)");
+        assert_eq!(
+            r.text(),
+            "ok   a: fine\nwarn b: hmm (fix: x)\nFAIL c: bad config (fix: y)\nFAIL d: bad machine (fix: z)\n"
+        );
+        assert_eq!(r.failures(), (2, 1));
+    }
+}
