@@ -360,3 +360,44 @@ fn the_doctor_reports_each_part_with_json_for_monitoring() {
         );
     }
 }
+
+/// The sample base ruleset in deploy/ loads on the lab's router and reloads without `flush
+/// ruleset`, leaving aupgate's table, with an accepted guest in its set, in place. (Whether a
+/// guest gets out through it depends on the WAN's name, which the lab does not share; the
+/// helper that wrote it checked that in namespaces named like the sample.)
+#[test]
+fn the_sample_router_ruleset_loads_beside_aupgate() {
+    let Some(lab) = Lab::new(1) else { return };
+    let c1 = &lab.clients[0];
+    let gw = Gateway::start(&lab);
+    let (_, code) = gw.add_course(
+        "Course",
+        SignedDuration::from_hours(-1),
+        SignedDuration::from_hours(6),
+        40,
+    );
+    assert_eq!(accept(c1, &code, "Ann").status, 200);
+    // The lab's guest interface is guest0 and its address 192.0.2.1; the sample's are
+    // wlan-guest and 10.50.0.1, so it is loaded with those names swapped.
+    let sample =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/nftables-router.conf")).unwrap();
+    assert!(
+        !sample.lines().any(|l| l.trim_start().starts_with("flush ruleset")),
+        "must not flush ruleset"
+    );
+    let file = lab.path("router.nft");
+    std::fs::write(
+        &file,
+        sample.replace("wlan-guest", "guest0").replace("10.50.0.1", GW_V4),
+    )
+    .unwrap();
+    let file = file.to_str().unwrap();
+    for _ in 0..2 {
+        let (ok, _, err) = lab.gw(&["nft", "-f", file]);
+        assert!(ok, "{err}");
+    }
+    let set = gw
+        .nft_list("inet", "aupgate")
+        .expect("aupgate's table survives the reloads");
+    assert!(set.contains(&c1.mac), "{set}");
+}
