@@ -308,12 +308,7 @@ fn auditor_downloads_a_recorded_export_and_staff_cannot() {
         assert!(ok, "{err}");
     }
     let c1 = &lab.clients[0];
-    let (_, code) = gw.add_course(
-        "Course",
-        jiff::SignedDuration::from_hours(-1),
-        jiff::SignedDuration::from_hours(6),
-        40,
-    );
+    let code = gw.add_running_course();
     let hostile = "=HYPERLINK(\"http://evil.example/\",\"click\")";
     assert_eq!(accept(c1, &code, hostile).status, 200);
     let today = jiff::Timestamp::now().strftime("%Y-%m-%d").to_string();

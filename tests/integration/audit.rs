@@ -42,12 +42,7 @@ fn sqlite(db: &std::path::Path, sql: &str) {
 fn audit_verify_passes_then_catches_an_edit_and_a_deletion() {
     let Some(lab) = Lab::new(2) else { return };
     let mut gw = Gateway::start(&lab);
-    let (_, code) = gw.add_course(
-        "Course",
-        SignedDuration::from_hours(-1),
-        SignedDuration::from_hours(6),
-        40,
-    );
+    let code = gw.add_running_course();
     assert_eq!(accept(&lab.clients[0], &code, "Ann Smith").status, 200);
     assert_eq!(accept(&lab.clients[1], &code, "Bob Jones").status, 200);
     gw.cli_ok(&["session", "revoke", &lab.clients[0].mac]);
@@ -212,12 +207,7 @@ fn audit_export_is_excel_safe_csv_and_exact_jsonl() {
 fn policy_versions_and_a_subject_access_request() {
     let Some(lab) = Lab::new(2) else { return };
     let gw = Gateway::start(&lab);
-    let (_, code) = gw.add_course(
-        "Course",
-        SignedDuration::from_hours(-1),
-        SignedDuration::from_hours(6),
-        40,
-    );
+    let code = gw.add_running_course();
     let (c1, c2) = (&lab.clients[0], &lab.clients[1]);
     assert_eq!(accept(c1, &code, "Ann Smith").status, 200);
     assert_eq!(accept(c2, &code, "Bob Jones").status, 200);
@@ -356,12 +346,7 @@ fn audit_purge_and_erase_keep_the_chain_verifiable() {
 
     // Erasure of a live device: it is closed, its personal data leaves the file, and the other
     // guest is untouched.
-    let (_, code) = gw.add_course(
-        "Course",
-        SignedDuration::from_hours(-1),
-        SignedDuration::from_hours(6),
-        40,
-    );
+    let code = gw.add_running_course();
     assert_eq!(accept(c1, &code, "Ann Erasable").status, 200);
     assert_eq!(accept(c2, &code, "Bob Keeps").status, 200);
     assert!(reaches_internet(c1));

@@ -217,6 +217,17 @@ impl<'a> Gateway<'a> {
     }
 
     /// Creates a course running from `from` to `to` relative to now; returns (id, code).
+    /// A course running now (started an hour ago, ends in six hours, 40 devices); its code.
+    pub fn add_running_course(&self) -> String {
+        self.add_course(
+            "Course",
+            SignedDuration::from_hours(-1),
+            SignedDuration::from_hours(6),
+            40,
+        )
+        .1
+    }
+
     pub fn add_course(&self, title: &str, from: SignedDuration, to: SignedDuration, max: u32) -> (i64, String) {
         let fmt = |d: SignedDuration| (Timestamp::now() + d).strftime("%Y-%m-%dT%H:%M:%S").to_string();
         let out = self.cli_ok(&[

@@ -4,7 +4,6 @@
 
 use std::path::Path;
 
-use jiff::SignedDuration;
 use serde_json::Value;
 
 use crate::harness::{Gateway, accept_via, assert_closed_to};
@@ -137,12 +136,7 @@ fn https_portal_and_captive_api_follow_the_device() {
     assert_closed_to(c1, &format!("http://{NAME}:8080/"));
 
     // Open: the API says so, with the time left and no extension.
-    let (_, code) = gw.add_course(
-        "Course",
-        SignedDuration::from_hours(-1),
-        SignedDuration::from_hours(6),
-        40,
-    );
+    let code = gw.add_running_course();
     assert_eq!(accept_via(c1, &format!("http://{NAME}:8080"), &code, "Ann").status, 200);
     let (_, _, body) = https_get(c1, &ca, &api, Some("application/captive+json"));
     let v: Value = serde_json::from_str(&body).unwrap();

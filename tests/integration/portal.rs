@@ -11,12 +11,7 @@ fn bad_input_gets_a_clear_page_and_opens_nothing() {
     let Some(lab) = Lab::new(1) else { return };
     let gw = Gateway::start(&lab);
     let c1 = &lab.clients[0];
-    let (_, code) = gw.add_course(
-        "Course",
-        SignedDuration::from_hours(-1),
-        SignedDuration::from_hours(6),
-        40,
-    );
+    let code = gw.add_running_course();
     let url = format!("http://{GW_V4}:8080/accept");
     let page = get(c1, &format!("http://{GW_V4}:8080/"), &[]).unwrap();
     let policy = policy_field(&page.body);
@@ -212,12 +207,7 @@ fn full_disk_opens_nothing_and_recovers() {
     let _unmount = Unmount(state.clone());
     let gw = Gateway::start(&lab);
     let c1 = &lab.clients[0];
-    let (_, code) = gw.add_course(
-        "Course",
-        SignedDuration::from_hours(-1),
-        SignedDuration::from_hours(6),
-        40,
-    );
+    let code = gw.add_running_course();
     // Fill the filesystem to the last byte.
     let filler = state.join("filler");
     let (_, _, _) = crate::netns::sh(&["dd", "if=/dev/zero", &format!("of={}", filler.display()), "bs=64k"]);

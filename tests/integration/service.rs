@@ -20,12 +20,7 @@ fn sighup_reloads_the_policy_and_pages_and_keeps_them_when_broken() {
     std::fs::write(&policy, "# Wi-Fi Acceptable Use Policy\n\nVersion 1.\n").unwrap();
     let mut gw = Gateway::start(&lab);
     gw.restart_with_portal(&format!("policy = \"{}\"", policy.display()));
-    let (_, code) = gw.add_course(
-        "Course",
-        SignedDuration::from_hours(-1),
-        SignedDuration::from_hours(6),
-        40,
-    );
+    let code = gw.add_running_course();
     assert_eq!(accept(c1, &code, "Ann").status, 200);
     let portal = format!("http://{GW_V4}:8080/");
 
@@ -110,12 +105,7 @@ fn works_unprivileged_with_only_net_admin_and_net_bind_service() {
         "nft ran as the unprivileged user"
     );
     assert_closed(c1);
-    let (_, code) = gw.add_course(
-        "Course",
-        SignedDuration::from_hours(-1),
-        SignedDuration::from_hours(6),
-        40,
-    );
+    let code = gw.add_running_course();
     assert_eq!(accept(c1, &code, "Ann").status, 200, "{}", gw.log_text());
     assert!(reaches_internet(c1));
     gw.cli_ok(&["session", "revoke", &c1.mac]);
@@ -192,12 +182,7 @@ fn stopping_leaves_the_network_as_is_and_firewall_remove_takes_the_table_out() {
     let Some(lab) = Lab::new(2) else { return };
     let (c1, c2) = (&lab.clients[0], &lab.clients[1]);
     let mut gw = Gateway::start(&lab);
-    let (_, code) = gw.add_course(
-        "Course",
-        SignedDuration::from_hours(-1),
-        SignedDuration::from_hours(6),
-        40,
-    );
+    let code = gw.add_running_course();
     assert_eq!(accept(c1, &code, "Ann").status, 200);
     let config = gw.config.to_str().unwrap().to_owned();
     let remove = || lab.gw(&[BIN, "firewall", "remove", "--config", &config]);
@@ -257,12 +242,7 @@ fn the_doctor_reports_each_part_with_json_for_monitoring() {
     let lab = lab;
     let c1 = &lab.clients[0];
     let mut gw = Gateway::start(&lab);
-    let (_, code) = gw.add_course(
-        "Course",
-        SignedDuration::from_hours(-1),
-        SignedDuration::from_hours(6),
-        40,
-    );
+    let code = gw.add_running_course();
     assert_eq!(accept(c1, &code, "Ann").status, 200);
     let config = gw.config.to_str().unwrap().to_owned();
     let doctor = |lab: &Lab| {
@@ -370,12 +350,7 @@ fn the_sample_router_ruleset_loads_beside_aupgate() {
     let Some(lab) = Lab::new(1) else { return };
     let c1 = &lab.clients[0];
     let gw = Gateway::start(&lab);
-    let (_, code) = gw.add_course(
-        "Course",
-        SignedDuration::from_hours(-1),
-        SignedDuration::from_hours(6),
-        40,
-    );
+    let code = gw.add_running_course();
     assert_eq!(accept(c1, &code, "Ann").status, 200);
     // The lab's guest interface is guest0 and its address 192.0.2.1; the sample's are
     // wlan-guest and 10.50.0.1, so it is loaded with those names swapped.
