@@ -59,7 +59,7 @@ pub fn router(state: PortalState) -> Router {
         .route("/api/captive", get(api::captive))
         .route("/accept", get(handlers::to_portal).post(handlers::accept))
         .fallback(handlers::to_portal)
-        .layer(axum::middleware::from_fn_with_state(state.clone(), count_request))
+        .layer(axum::middleware::from_fn_with_state(state.metrics.clone(), count_request))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
@@ -68,9 +68,10 @@ pub fn router(state: PortalState) -> Router {
         .with_state(state)
 }
 
-/// Counts each request by what it is, for `/metrics`.
+/// Counts each request by what it is, for `/metrics`. Its state is only the metrics: the whole
+/// `PortalState` would be cloned for every request.
 async fn count_request(
-    axum::extract::State(st): axum::extract::State<PortalState>,
+    axum::extract::State(metrics): axum::extract::State<Arc<crate::metrics::Metrics>>,
     req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
@@ -81,7 +82,7 @@ async fn count_request(
         (false, "/api/captive") => "api",
         _ => "redirect",
     };
-    st.metrics.request(kind);
+    metrics.request(kind);
     next.run(req).await
 }
 
