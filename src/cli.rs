@@ -550,6 +550,9 @@ fn audit_export(
                 .mode(0o600)
                 .open(file)
                 .with_context(|| format!("creating {}", file.display()))?;
+            // `mode` only applies to a new file; an existing one is restricted too.
+            f.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600))
+                .with_context(|| format!("restricting {}", file.display()))?;
             crate::audit::write(&rows, format, &mut f).with_context(|| format!("writing {}", file.display()))?;
             eprintln!("{} consent(s) written to {}", rows.len(), file.display());
         }

@@ -64,6 +64,24 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         }
     }
 
+    // The table before anything else can fail: at boot the staff-side address may not exist
+    // yet, and a daemon that exits before installing the table would leave guests unrestricted
+    // (DESIGN, fail closed). Once installed, it stays however start-up ends.
+    let writer = Writer::new(
+        NftFirewall::default(),
+        store.clone(),
+        clock.clone(),
+        TableSpec {
+            interface: config.guest.interface.clone(),
+            portal_port: config.portal.port,
+            https_port: config.portal.tls.as_ref().map(|t| t.port),
+        },
+    );
+    let devices = writer
+        .reconcile_all()
+        .await
+        .context("installing the nftables table inet aupgate")?;
+
     // TLS first: a bad certificate is a configuration error, found before anything is bound.
     let tls = match &config.portal.tls {
         Some(tls) => Some((
@@ -98,21 +116,6 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             Some((listener, acceptor, admin.session_idle))
         }
     };
-
-    let writer = Writer::new(
-        NftFirewall::default(),
-        store.clone(),
-        clock.clone(),
-        TableSpec {
-            interface: config.guest.interface.clone(),
-            portal_port: config.portal.port,
-            https_port: config.portal.tls.as_ref().map(|t| t.port),
-        },
-    );
-    let devices = writer
-        .reconcile_all()
-        .await
-        .context("installing the nftables table inet aupgate")?;
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let (firewall, firewall_task) = writer.spawn(shutdown_rx.clone());
@@ -359,7 +362,9 @@ impl Reloadable {
         let hash = policy.hash.clone();
         self.pages.replace(env);
         self.policy.set(policy);
-        if changed && self.config.reaccept == crate::config::Reaccept::Immediately {
+        // Not only when the text changed: if closing failed at an earlier reload, this retries
+        // it (it ends nothing when every open consent names the current text).
+        if self.config.reaccept == crate::config::Reaccept::Immediately {
             let current = hash.clone();
             match admin
                 .store

@@ -107,10 +107,11 @@ pub fn examine(config: &Config, path: &Path) -> Report {
     assets(config, &mut r);
     let nft = NftFirewall::default();
     firewall(config, &runtime, &nft, &mut r);
-    listeners(config, &mut r);
+    let running = std::os::unix::net::UnixStream::connect(&config.control_socket).is_ok();
+    listeners(config, running, &mut r);
     certificates(config, &mut r);
     store(config, &mut r);
-    daemon(config, &runtime, &nft, &mut r);
+    daemon(running, &runtime, &nft, &mut r);
     r
 }
 
@@ -270,8 +271,8 @@ fn school_rules(json: &str, r: &mut Report) {
     }
 }
 
-fn listeners(config: &Config, r: &mut Report) {
-    let running = std::os::unix::net::UnixStream::connect(&config.control_socket).is_ok();
+/// `running`: the daemon answers on its control socket.
+fn listeners(config: &Config, running: bool, r: &mut Report) {
     let mut ports = vec![("portal.port", config.portal.port)];
     if let Some(tls) = &config.portal.tls {
         ports.push(("portal.https_port", tls.port));
@@ -473,8 +474,7 @@ fn free_mib(dir: &Path) -> Option<u64> {
     Some(kib / 1024)
 }
 
-fn daemon(config: &Config, runtime: &tokio::runtime::Runtime, nft: &NftFirewall, r: &mut Report) {
-    let running = std::os::unix::net::UnixStream::connect(&config.control_socket).is_ok();
+fn daemon(running: bool, runtime: &tokio::runtime::Runtime, nft: &NftFirewall, r: &mut Report) {
     let table = runtime.block_on(nft.fingerprint()).ok().flatten().is_some();
     let allowed = if table {
         runtime.block_on(nft.elements()).map(|e| e.len()).ok()

@@ -116,6 +116,11 @@ async fn connection(stream: tokio::net::UnixStream, state: AdminState) -> std::i
     let mut line = Vec::new();
     let mut reader = tokio::io::BufReader::new(read).take(MAX_LINE as u64);
     reader.read_until(b'\n', &mut line).await?;
+    if line.is_empty() {
+        // Connected and closed without a request: `check` and `firewall remove` asking whether
+        // the daemon is up. Nothing to answer, and nothing to log.
+        return Ok(());
+    }
     let reply = match serde_json::from_slice::<Request>(&line) {
         Ok(req) => handle(req, &state).await,
         Err(e) => Reply::Error {

@@ -366,6 +366,8 @@ impl<F: Firewall> Writer<F> {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone();
         if listed.is_none() || listed != expected {
+            // Shown as missing until the restore below succeeds (it sets it back).
+            update(&self.status, |s| s.table_present = listed.is_some());
             let what = if listed.is_none() { "deleted" } else { "changed" };
             tracing::warn!(
                 table = TABLE,

@@ -59,7 +59,10 @@ pub fn router(state: PortalState) -> Router {
         .route("/api/captive", get(api::captive))
         .route("/accept", get(handlers::to_portal).post(handlers::accept))
         .fallback(handlers::to_portal)
-        .layer(axum::middleware::from_fn_with_state(state.metrics.clone(), count_request))
+        .layer(axum::middleware::from_fn_with_state(
+            state.metrics.clone(),
+            count_request,
+        ))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,

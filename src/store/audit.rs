@@ -241,6 +241,14 @@ impl Store {
                         format!("consent {} was blanked without an erasure or purge record", c.id),
                     );
                 }
+                // Erasure blanks every personal field; a row marked erased that still names a
+                // device would let that device through unchecked.
+                if c.salt.is_some() || c.personal.iter().any(|f| !f.is_empty()) {
+                    return brk(
+                        event,
+                        format!("consent {} is marked erased but still holds personal fields", c.id),
+                    );
+                }
                 None
             } else if differs(
                 "personal",

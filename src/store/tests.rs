@@ -626,3 +626,21 @@ fn purge_keeps_what_a_running_session_needs_and_never_reuses_ids() {
     assert!(s.purge(year, later).unwrap().is_empty());
     assert_eq!(s.verify().unwrap().unwrap().events, 1);
 }
+
+#[test]
+fn an_erased_consent_that_names_a_device_again_is_caught() {
+    let (s, _) = chained();
+    let one: MacAddr = "02:00:00:00:00:01".parse().unwrap();
+    s.erase(one, "request", "dpo", t("2026-11-23T11:00:00Z")).unwrap();
+    s.verify().unwrap().unwrap();
+    // Covered by the erasure record, but given a MAC back: allowed() would match it.
+    s.lock()
+        .execute("UPDATE consents SET mac = '02:00:00:00:00:09' WHERE id = 1", [])
+        .unwrap();
+    let brk = s.verify().unwrap().unwrap_err();
+    assert!(
+        brk.problem
+            .contains("consent 1 is marked erased but still holds personal fields"),
+        "{brk}"
+    );
+}
