@@ -4,7 +4,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use rusqlite::params;
+use rusqlite::{Connection, params};
 use serde_json::Value;
 
 use super::{GENESIS, Store, StoreError, device_commitment, event_hash, sha256_lines};
@@ -23,6 +23,15 @@ pub(super) fn personal_commitment(
         Some(salt) => sha256_lines(&[salt, mac, ip, name, organisation, user_agent]),
         None => sha256_lines(&[mac, ip, name, organisation, user_agent]),
     }
+}
+
+/// Runs an `UPDATE … RETURNING id` (or a `DELETE`) and returns the ids it touched, sorted, so a
+/// record of them reads the same whatever order SQLite visited the rows in.
+pub(super) fn returning_ids(conn: &Connection, sql: &str, args: impl rusqlite::Params) -> Result<Vec<i64>, StoreError> {
+    let mut stmt = conn.prepare(sql)?;
+    let mut ids: Vec<i64> = stmt.query_map(args, |r| r.get(0))?.collect::<Result<_, _>>()?;
+    ids.sort_unstable();
+    Ok(ids)
 }
 
 /// The chain and the consents agree.

@@ -8,6 +8,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 use serde_json::json;
 
+use super::audit::returning_ids;
 use super::{Store, StoreError, chain_head, forget_old_pages, insert_event, ts};
 use crate::clients::MacAddr;
 
@@ -89,21 +90,21 @@ impl Store {
             "UPDATE exceptions SET ended_at = ?2, end_reason = 'erased' WHERE mac = ?1 AND ended_at IS NULL AND until > ?2",
             params![m, at],
         )?;
-        let ids = |sql: &str, args: &[&dyn rusqlite::ToSql]| -> Result<Vec<i64>, StoreError> {
-            let mut stmt = tx.prepare(sql)?;
-            let mut ids: Vec<i64> = stmt.query_map(args, |r| r.get(0))?.collect::<Result<_, _>>()?;
-            ids.sort_unstable();
-            Ok(ids)
-        };
         let erasure = Erasure {
-            consents: ids(
+            consents: returning_ids(
+                &tx,
                 &format!("UPDATE consents SET {BLANK_CONSENT} WHERE mac = ?1 RETURNING id"),
-                &[&m, &at],
+                params![m, at],
             )?,
-            events: ids("DELETE FROM event_subjects WHERE mac = ?1 RETURNING event_id", &[&m])?,
-            exceptions: ids(
+            events: returning_ids(
+                &tx,
+                "DELETE FROM event_subjects WHERE mac = ?1 RETURNING event_id",
+                [&m],
+            )?,
+            exceptions: returning_ids(
+                &tx,
                 "UPDATE exceptions SET mac = '', reason = '', erased_at = ?2 WHERE mac = ?1 RETURNING id",
-                &[&m, &at],
+                params![m, at],
             )?,
             code_attempts: tx.execute("DELETE FROM code_attempts WHERE device = ?1", [&m])? as u64,
             sessions_ended: sessions_ended as u64,
