@@ -1,6 +1,8 @@
 //! The audit chain: every event carries the hash of the one before and of its own content, and
 //! every consent row is bound to its event by the non-personal fields and a SHA-256 commitment
-//! over the personal ones. `verify` re-computes all of it and names the first thing that differs.
+//! over the personal ones. Exception rows are bound to their grant the same way, and every row
+//! that ended to the event that ended it (`ended`). `verify` re-computes all of it and names the
+//! first thing that differs.
 
 use std::collections::{HashMap, HashSet};
 
@@ -32,6 +34,19 @@ pub(super) fn returning_ids(conn: &Connection, sql: &str, args: impl rusqlite::P
     let mut ids: Vec<i64> = stmt.query_map(args, |r| r.get(0))?.collect::<Result<_, _>>()?;
     ids.sort_unstable();
     Ok(ids)
+}
+
+/// The record an event that ends sessions carries under `"ended"`: the consents and exceptions
+/// it ended, and the `end_reason` (and, for consents, `ended_by`) it gave them; their `ended_at`
+/// is the event's own time. `verify` holds every ended row to it, so a row reopened or reworded
+/// by hand is caught. Every UPDATE that ends a row writes one in the same transaction.
+pub(super) fn ended(consents: &[i64], exceptions: &[i64], end_reason: &str, ended_by: Option<&str>) -> Value {
+    serde_json::json!({
+        "consents": consents,
+        "exceptions": exceptions,
+        "end_reason": end_reason,
+        "ended_by": ended_by,
+    })
 }
 
 /// The chain and the consents agree.
@@ -69,6 +84,168 @@ struct ConsentRow {
     personal: [String; 5],
     salt: Option<String>,
     erased: bool,
+    end: RowEnd,
+}
+
+/// How a consent or exception row says it ended: `ended_at`, `end_reason` and (consents only)
+/// `ended_by`.
+struct RowEnd {
+    at: Option<String>,
+    reason: Option<String>,
+    /// `None` for an exception, which has no such column.
+    by: Option<Option<String>>,
+}
+
+/// How an event says a row ended (`ended_at` is the event's time).
+#[derive(Clone)]
+struct End {
+    event: i64,
+    at: String,
+    reason: String,
+    by: Option<String>,
+}
+
+/// An exception as its grant event records it.
+struct Grant {
+    event: i64,
+    at: String,
+    until: String,
+    by: String,
+    /// The event commits to the device and reason (through its device link). Grants written
+    /// before device links existed do not, and their row's device cannot be checked.
+    committed: bool,
+    /// An erasure after this grant blanked the exception.
+    erased: bool,
+}
+
+/// The kinds of event that end consents or exceptions.
+const ENDING_KINDS: [&str; 6] = [
+    "revoked",
+    "course-ended",
+    "policy-changed",
+    "consent-withdrawn",
+    "erased",
+    "exception-ended",
+];
+
+/// What the chain says about how rows ended, and which exceptions it granted.
+#[derive(Default)]
+struct Endings {
+    consents: HashMap<i64, End>,
+    exceptions: HashMap<i64, End>,
+    grants: HashMap<i64, Grant>,
+    /// The times of ending events written before events recorded what they ended (`ended`).
+    /// Which rows those ended is unknown, so a row ended at exactly such a time is accepted
+    /// unchecked, and one such an event ended cannot be caught if reopened.
+    unrecorded: HashSet<String>,
+}
+
+fn ids(v: &Value, key: &str) -> Vec<i64> {
+    v.get(key)
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(Value::as_i64).collect())
+        .unwrap_or_default()
+}
+
+fn text(v: &Value, key: &str) -> String {
+    v.get(key).and_then(Value::as_str).unwrap_or_default().to_owned()
+}
+
+impl Endings {
+    fn note(&mut self, event: i64, at: &str, kind: &str, v: &Value) {
+        let end = |reason: String, by: Option<String>| End {
+            event,
+            at: at.to_owned(),
+            reason,
+            by,
+        };
+        if kind == "exception-granted" {
+            if let Some(x) = v.get("exception").and_then(Value::as_i64) {
+                // A purge can delete the newest exception, and the table then gives its id
+                // again: a grant starts that id's story afresh.
+                self.exceptions.remove(&x);
+                let (until, by) = (text(v, "until"), text(v, "by"));
+                self.grants.insert(
+                    x,
+                    Grant {
+                        event,
+                        at: at.to_owned(),
+                        until,
+                        by,
+                        committed: v.get("device").is_some(),
+                        erased: false,
+                    },
+                );
+            }
+            return;
+        }
+        if kind == "erased" {
+            for x in ids(v, "exceptions") {
+                if let Some(g) = self.grants.get_mut(&x) {
+                    g.erased = true;
+                }
+            }
+        }
+        match v.get("ended") {
+            Some(e) => {
+                let by = e.get("ended_by").and_then(Value::as_str).map(str::to_owned);
+                let end = end(text(e, "end_reason"), by);
+                // A row is only ever ended once (every UPDATE requires `ended_at IS NULL`).
+                for c in ids(e, "consents") {
+                    self.consents.entry(c).or_insert_with(|| end.clone());
+                }
+                for x in ids(e, "exceptions") {
+                    self.exceptions.entry(x).or_insert_with(|| end.clone());
+                }
+            }
+            // Before `ended` existed, ending an exception already named it, and was recorded
+            // only when its UPDATE had found the row open.
+            None if kind == "exception-ended" => {
+                if let Some(x) = v.get("exception").and_then(Value::as_i64) {
+                    self.exceptions
+                        .entry(x)
+                        .or_insert_with(|| end("ended by staff".into(), None));
+                }
+            }
+            None if ENDING_KINDS.contains(&kind) => {
+                self.unrecorded.insert(at.to_owned());
+            }
+            None => {}
+        }
+    }
+
+    /// Checks how row `id` of `table` (whose own event is `own`) ended against the event that
+    /// ended it, if any. Expiry at `expires_at`/`until` leaves the row open, so needs no event.
+    fn check(&self, end: Option<&End>, table: &str, id: i64, own: i64, row: &RowEnd) -> Option<ChainBreak> {
+        let Some(end) = end else {
+            let marked = row.at.is_some() || row.reason.is_some() || row.by.as_ref().is_some_and(Option::is_some);
+            let unrecorded = row.at.as_ref().is_some_and(|t| self.unrecorded.contains(t));
+            return (marked && !unrecorded).then(|| ChainBreak {
+                event: own,
+                problem: format!(
+                    "{table} {id} is marked ended but no event ended it (it was ended behind the log's back)"
+                ),
+            });
+        };
+        let field = if row.at.is_none() {
+            return Some(ChainBreak {
+                event: end.event,
+                problem: format!("{table} {id} was reopened (this event ended it, but its row has no end any more)"),
+            });
+        } else if row.at.as_deref() != Some(end.at.as_str()) {
+            "end time"
+        } else if row.reason.as_deref() != Some(end.reason.as_str()) {
+            "end reason"
+        } else if row.by.as_ref().is_some_and(|by| *by != end.by) {
+            "who ended it"
+        } else {
+            return None;
+        };
+        Some(ChainBreak {
+            event: end.event,
+            problem: format!("{table} {id} no longer matches the event that ended it ({field} was changed)"),
+        })
+    }
 }
 
 /// What the chain itself says was removed on purpose: by erasure (ids) and by purges (the
@@ -83,16 +260,10 @@ struct Removals {
 
 impl Removals {
     fn note(&mut self, kind: &str, v: &Value) {
-        let ids = |key: &str| {
-            v.get(key)
-                .and_then(Value::as_array)
-                .map(|a| a.iter().filter_map(Value::as_i64).collect::<Vec<_>>())
-                .unwrap_or_default()
-        };
         match kind {
             "erased" => {
-                self.erased_consents.extend(ids("consents"));
-                self.erased_events.extend(ids("events"));
+                self.erased_consents.extend(ids(v, "consents"));
+                self.erased_events.extend(ids(v, "events"));
             }
             "purge" => {
                 if let Some(cutoff) = v.get("cutoff").and_then(Value::as_str)
@@ -114,10 +285,137 @@ impl Removals {
     }
 }
 
+/// An exception as verify reads it.
+struct ExceptionRow {
+    id: i64,
+    mac: String,
+    reason: String,
+    granted_by: String,
+    granted_at: String,
+    until: String,
+    erased: bool,
+    end: RowEnd,
+}
+
+/// Every exception row matches its grant event (device, reason, who, when, until) and the event
+/// that ended it; every granted exception still has its row unless a purge removed it.
+/// `links` holds the device and reason each grant event names, by event id. Exception ids can
+/// be given again after a purge, so only what the chain says after an id's latest grant counts.
+fn check_exceptions(
+    conn: &Connection,
+    endings: &Endings,
+    removals: &Removals,
+    links: &HashMap<i64, (String, String)>,
+) -> Result<Option<ChainBreak>, StoreError> {
+    let rows: Vec<ExceptionRow> = {
+        let mut stmt = conn.prepare(
+            "SELECT id, mac, reason, granted_by, granted_at, until, erased_at, ended_at, end_reason FROM exceptions ORDER BY id",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok(ExceptionRow {
+                id: r.get(0)?,
+                mac: r.get(1)?,
+                reason: r.get(2)?,
+                granted_by: r.get(3)?,
+                granted_at: r.get(4)?,
+                until: r.get(5)?,
+                erased: r.get::<_, Option<String>>(6)?.is_some(),
+                end: RowEnd {
+                    at: r.get(7)?,
+                    reason: r.get(8)?,
+                    by: None,
+                },
+            })
+        })?;
+        rows.collect::<Result<_, _>>()?
+    };
+    let brk = |event: i64, problem: String| Ok(Some(ChainBreak { event, problem }));
+    for x in &rows {
+        let Some(g) = endings.grants.get(&x.id) else {
+            return brk(
+                0,
+                format!(
+                    "exception {} has no event in the chain (it was added behind the log's back)",
+                    x.id
+                ),
+            );
+        };
+        let field = if x.until != g.until {
+            Some("its end")
+        } else if x.granted_at != g.at {
+            Some("when it was granted")
+        } else if x.granted_by != g.by {
+            Some("who granted it")
+        } else if x.erased {
+            if !g.erased {
+                return brk(
+                    g.event,
+                    format!("exception {} was blanked without an erasure record", x.id),
+                );
+            }
+            if !x.mac.is_empty() || !x.reason.is_empty() {
+                return brk(
+                    g.event,
+                    format!("exception {} is marked erased but still holds personal fields", x.id),
+                );
+            }
+            None
+        } else {
+            match links.get(&g.event) {
+                Some((mac, note)) if *mac != x.mac || *note != x.reason => Some("device or reason"),
+                Some(_) => None,
+                None if !g.committed => None,
+                // A purge keeps the link of a kept exception's grant, and only an erasure
+                // (handled above) removes it earlier: without it the MAC cannot be checked.
+                None => {
+                    return brk(
+                        g.event,
+                        format!(
+                            "exception {} has lost the device link of its event (its device can no longer be checked)",
+                            x.id
+                        ),
+                    );
+                }
+            }
+        };
+        if let Some(field) = field {
+            return brk(
+                g.event,
+                format!("exception {} no longer matches its event ({field} was changed)", x.id),
+            );
+        }
+        if let Some(b) = endings.check(endings.exceptions.get(&x.id), "exception", x.id, g.event, &x.end) {
+            return Ok(Some(b));
+        }
+    }
+    // A granted exception with no row is gone on purpose only if a purge's cut-off is after its
+    // end (as the chain tells it), or after an ending event that did not say what it ended.
+    let present: HashSet<i64> = rows.iter().map(|x| x.id).collect();
+    let deleted = endings
+        .grants
+        .iter()
+        .filter(|(id, g)| {
+            let end = endings.exceptions.get(id).map_or(g.until.as_str(), |e| e.at.as_str());
+            !present.contains(id)
+                && !removals.purged(end)
+                && !endings
+                    .unrecorded
+                    .iter()
+                    .any(|t| t.as_str() >= g.at.as_str() && removals.purged(t))
+        })
+        .min_by_key(|(_, g)| g.event);
+    match deleted {
+        Some((id, g)) => brk(g.event, format!("exception {id} was deleted")),
+        None => Ok(None),
+    }
+}
+
 impl Store {
-    /// Re-computes the hash chain over all events and checks every consent, and every device an
-    /// event names, against its event. Data removed by `erase` or the retention purge is
-    /// accepted as gone only where the chain itself records its removal.
+    /// Re-computes the hash chain over all events and checks every consent, every exception,
+    /// and every device an event names, against its event: a consent's or exception's end
+    /// (time, reason, who) against the event that ended it, and a row marked ended against the
+    /// lack of one. Data removed by `erase` or the retention purge is accepted as gone only
+    /// where the chain itself records its removal.
     ///
     /// # Errors
     /// The outer error is a database failure; the inner one is the first mismatch found.
@@ -134,6 +432,7 @@ impl Store {
         let mut prev: Option<String> = None;
         let mut first: Option<(i64, String)> = None;
         let mut removals = Removals::default();
+        let mut endings = Endings::default();
         let mut consent_events = HashMap::new();
         let mut device_events = Vec::new();
         for (id, at, kind, detail, prev_hash, hash) in &events {
@@ -157,6 +456,7 @@ impl Store {
             }
             if let Ok(v) = serde_json::from_str::<Value>(detail) {
                 removals.note(kind, &v);
+                endings.note(*id, at, kind, &v);
                 if let Some(d) = v.get("device").and_then(Value::as_str) {
                     device_events.push((*id, at.clone(), d.to_owned()));
                 }
@@ -185,6 +485,16 @@ impl Store {
             let rows = stmt.query_map([], |r| Ok((r.get(0)?, (r.get(1)?, r.get(2)?, r.get(3)?))))?;
             rows.collect::<Result<_, _>>()?
         };
+        // The device and reason each grant names, to hold the exception rows to below.
+        let grant_links: HashMap<i64, (String, String)> = endings
+            .grants
+            .values()
+            .filter_map(|g| {
+                subjects
+                    .get(&g.event)
+                    .map(|(_, mac, note)| (g.event, (mac.clone(), note.clone())))
+            })
+            .collect();
         for (id, at, commitment) in &device_events {
             match subjects.remove(id) {
                 Some((salt, mac, note)) if device_commitment(&salt, &mac, &note) != *commitment => {
@@ -206,7 +516,8 @@ impl Store {
         // Every consent row matches its event, and every consent event still has its row.
         let consents: Vec<ConsentRow> = {
             let mut stmt = conn.prepare(
-                "SELECT id, course_id, accepted_at, expires_at, policy_hash, mac, ip, name, organisation, user_agent, salt, erased_at
+                "SELECT id, course_id, accepted_at, expires_at, policy_hash, mac, ip, name, organisation, user_agent, salt, erased_at,
+                        ended_at, end_reason, ended_by
                  FROM consents ORDER BY id",
             )?;
             let rows = stmt.query_map(params![], |r| {
@@ -219,6 +530,11 @@ impl Store {
                     personal: [r.get(5)?, r.get(6)?, r.get(7)?, r.get(8)?, r.get(9)?],
                     salt: r.get(10)?,
                     erased: r.get::<_, Option<String>>(11)?.is_some(),
+                    end: RowEnd {
+                        at: r.get(12)?,
+                        reason: r.get(13)?,
+                        by: Some(r.get(14)?),
+                    },
                 })
             })?;
             rows.collect::<Result<_, _>>()?
@@ -273,9 +589,15 @@ impl Store {
                     format!("consent {} no longer matches its event ({field} was changed)", c.id),
                 );
             }
+            if let Some(b) = endings.check(endings.consents.get(&c.id), "consent", c.id, event, &c.end) {
+                return Ok(Err(b));
+            }
         }
         if let Some((id, (event, _))) = consent_events.into_iter().min_by_key(|(_, (e, _))| *e) {
             return brk(event, format!("consent {id} was deleted"));
+        }
+        if let Some(b) = check_exceptions(&conn, &endings, &removals, &grant_links)? {
+            return Ok(Err(b));
         }
         Ok(Ok(ChainOk {
             events: events.len() as u64,

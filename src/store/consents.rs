@@ -4,6 +4,7 @@ use jiff::Timestamp;
 use rusqlite::{Connection, params};
 use serde_json::json;
 
+use super::audit::{ended, returning_ids};
 use super::{Store, StoreError, insert_event, insert_subject_event, parse_mac, parse_ts, ts};
 use crate::clients::{MacAddr, Session};
 
@@ -45,6 +46,52 @@ fn max_expiry(conn: &Connection, mac: MacAddr, now: Timestamp) -> Result<Option<
         |r| r.get(0),
     )?;
     raw.as_deref().map(parse_ts).transpose()
+}
+
+/// Runs an `UPDATE consents … RETURNING id, mac` that ends consents. Returns the ids ended
+/// (sorted, for the event's record) and their devices (sorted, each once: the caller closes them
+/// in the firewall).
+pub(super) fn end_consents(
+    conn: &Connection,
+    sql: &str,
+    args: impl rusqlite::Params,
+) -> Result<(Vec<i64>, Vec<MacAddr>), StoreError> {
+    let mut stmt = conn.prepare(sql)?;
+    let rows = stmt.query_map(args, |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))?;
+    let (mut ids, mut macs) = (Vec::new(), Vec::new());
+    for row in rows {
+        let (id, mac) = row?;
+        ids.push(id);
+        macs.push(parse_mac(&mac)?);
+    }
+    ids.sort_unstable();
+    macs.sort();
+    macs.dedup();
+    Ok((ids, macs))
+}
+
+/// Ends every open consent and exception of `mac` with `reason`, given by `by`. Returns the ids
+/// ended (consents, exceptions), for the event the caller writes in the same transaction.
+pub(super) fn end_device(
+    conn: &Connection,
+    mac: MacAddr,
+    now: Timestamp,
+    reason: &str,
+    by: &str,
+) -> Result<(Vec<i64>, Vec<i64>), StoreError> {
+    let (m, at) = (mac.to_string(), ts(now));
+    let consents = returning_ids(
+        conn,
+        "UPDATE consents SET ended_at = ?2, end_reason = ?3, ended_by = ?4
+         WHERE mac = ?1 AND ended_at IS NULL AND expires_at > ?2 RETURNING id",
+        params![m, at, reason, by],
+    )?;
+    let exceptions = returning_ids(
+        conn,
+        "UPDATE exceptions SET ended_at = ?2, end_reason = ?3 WHERE mac = ?1 AND ended_at IS NULL AND until > ?2 RETURNING id",
+        params![m, at, reason],
+    )?;
+    Ok((consents, exceptions))
 }
 
 impl Store {
@@ -127,11 +174,17 @@ impl Store {
     pub fn withdraw_consent(&self, id: i64, now: Timestamp, reason: &str) -> Result<(), StoreError> {
         let mut conn = self.lock();
         let tx = conn.transaction()?;
-        tx.execute(
-            "UPDATE consents SET ended_at = ?2, end_reason = ?3 WHERE id = ?1 AND ended_at IS NULL",
+        let ids = returning_ids(
+            &tx,
+            "UPDATE consents SET ended_at = ?2, end_reason = ?3 WHERE id = ?1 AND ended_at IS NULL RETURNING id",
             params![id, ts(now), reason],
         )?;
-        insert_event(&tx, now, "consent-withdrawn", &json!({"consent": id, "reason": reason}))?;
+        insert_event(
+            &tx,
+            now,
+            "consent-withdrawn",
+            &json!({"consent": id, "reason": reason, "ended": ended(&ids, &[], reason, None)}),
+        )?;
         tx.commit()?;
         Ok(())
     }
@@ -142,25 +195,21 @@ impl Store {
     /// # Errors
     /// On a database failure.
     pub fn end_consents_to_other_policies(&self, current: &str, now: Timestamp) -> Result<Vec<MacAddr>, StoreError> {
+        const REASON: &str = "policy changed";
         let mut conn = self.lock();
         let tx = conn.transaction()?;
-        let macs = {
-            let mut stmt = tx.prepare(
-                "UPDATE consents SET ended_at = ?2, end_reason = 'policy changed'
-                 WHERE ended_at IS NULL AND expires_at > ?2 AND policy_hash != ?1 RETURNING mac",
-            )?;
-            let rows = stmt.query_map(params![current, ts(now)], |r| r.get::<_, String>(0))?;
-            let mut macs = rows.map(|m| parse_mac(&m?)).collect::<Result<Vec<_>, _>>()?;
-            macs.sort();
-            macs.dedup();
-            macs
-        };
-        if !macs.is_empty() {
+        let (ids, macs) = end_consents(
+            &tx,
+            "UPDATE consents SET ended_at = ?2, end_reason = ?3
+             WHERE ended_at IS NULL AND expires_at > ?2 AND policy_hash != ?1 RETURNING id, mac",
+            params![current, ts(now), REASON],
+        )?;
+        if !ids.is_empty() {
             insert_event(
                 &tx,
                 now,
                 "policy-changed",
-                &json!({"policy": current, "devices_closed": macs.len()}),
+                &json!({"policy": current, "devices_closed": macs.len(), "ended": ended(&ids, &[], REASON, None)}),
             )?;
         }
         tx.commit()?;
@@ -172,26 +221,25 @@ impl Store {
     /// # Errors
     /// On a database failure.
     pub fn revoke(&self, mac: MacAddr, now: Timestamp, by: &str) -> Result<usize, StoreError> {
+        const REASON: &str = "revoked";
         let mut conn = self.lock();
         let tx = conn.transaction()?;
-        let n = tx.execute(
-            "UPDATE consents SET ended_at = ?2, end_reason = 'revoked', ended_by = ?3 WHERE mac = ?1 AND ended_at IS NULL AND expires_at > ?2",
-            params![mac.to_string(), ts(now), by],
-        )?;
-        let e = tx.execute(
-            "UPDATE exceptions SET ended_at = ?2, end_reason = 'revoked' WHERE mac = ?1 AND ended_at IS NULL AND until > ?2",
-            params![mac.to_string(), ts(now)],
-        )?;
+        let (consents, exceptions) = end_device(&tx, mac, now, REASON, by)?;
         insert_subject_event(
             &tx,
             now,
             "revoked",
-            json!({"consents": n, "exceptions": e, "by": by}),
+            json!({
+                "consents": consents.len(),
+                "exceptions": exceptions.len(),
+                "by": by,
+                "ended": ended(&consents, &exceptions, REASON, Some(by)),
+            }),
             mac,
             "",
         )?;
         tx.commit()?;
-        Ok(n + e)
+        Ok(consents.len() + exceptions.len())
     }
 
     /// Until when `mac` may pass (the latest end among its open consents and exceptions), or

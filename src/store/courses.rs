@@ -4,7 +4,9 @@ use jiff::Timestamp;
 use rusqlite::{OptionalExtension, Row, params};
 use serde_json::json;
 
-use super::{Store, StoreError, insert_event, parse_mac, parse_ts, ts};
+use super::audit::ended;
+use super::consents::end_consents;
+use super::{Store, StoreError, insert_event, parse_ts, ts};
 use crate::clients::{AccessCode, Course, MacAddr};
 
 const COLUMNS: &str = "id, title, code, starts_at, ends_at, max_devices, ended_early_at";
@@ -149,22 +151,18 @@ impl Store {
             )?;
             found.ended_early_at = Some(now);
         }
-        let macs = {
-            let mut stmt = tx.prepare(
-                "UPDATE consents SET ended_at = ?2, end_reason = 'course ended', ended_by = ?3
-                 WHERE course_id = ?1 AND ended_at IS NULL AND expires_at > ?2 RETURNING mac",
-            )?;
-            let rows = stmt.query_map(params![id, ts(now), by], |r| r.get::<_, String>(0))?;
-            let mut macs = rows.map(|m| parse_mac(&m?)).collect::<Result<Vec<_>, _>>()?;
-            macs.sort();
-            macs.dedup();
-            macs
-        };
+        const REASON: &str = "course ended";
+        let (ids, macs) = end_consents(
+            &tx,
+            "UPDATE consents SET ended_at = ?2, end_reason = ?3, ended_by = ?4
+             WHERE course_id = ?1 AND ended_at IS NULL AND expires_at > ?2 RETURNING id, mac",
+            params![id, ts(now), REASON, by],
+        )?;
         insert_event(
             &tx,
             now,
             "course-ended",
-            &json!({"course": id, "devices_closed": macs.len(), "by": by}),
+            &json!({"course": id, "devices_closed": macs.len(), "by": by, "ended": ended(&ids, &[], REASON, Some(by))}),
         )?;
         tx.commit()?;
         Ok((found, macs))

@@ -7,6 +7,7 @@ use rusqlite::{OptionalExtension, params};
 use serde::Serialize;
 use serde_json::json;
 
+use super::audit::ended;
 use super::{Store, StoreError, insert_subject_event, parse_mac, parse_ts, ts};
 use crate::clients::MacAddr;
 
@@ -64,12 +65,13 @@ impl Store {
     /// # Errors
     /// `NotFound`, or a database failure.
     pub fn end_exception(&self, id: i64, now: Timestamp, by: &str) -> Result<MacAddr, StoreError> {
+        const REASON: &str = "ended by staff";
         let mut conn = self.lock();
         let tx = conn.transaction()?;
         let mac: Option<String> = tx
             .query_row(
-                "UPDATE exceptions SET ended_at = ?2, end_reason = 'ended by staff' WHERE id = ?1 AND ended_at IS NULL RETURNING mac",
-                params![id, ts(now)],
+                "UPDATE exceptions SET ended_at = ?2, end_reason = ?3 WHERE id = ?1 AND ended_at IS NULL RETURNING mac",
+                params![id, ts(now), REASON],
                 |r| r.get(0),
             )
             .optional()?;
@@ -77,7 +79,14 @@ impl Store {
             return Err(StoreError::NotFound(format!("open exception {id}")));
         };
         let mac = parse_mac(&mac)?;
-        insert_subject_event(&tx, now, "exception-ended", json!({"exception": id, "by": by}), mac, "")?;
+        insert_subject_event(
+            &tx,
+            now,
+            "exception-ended",
+            json!({"exception": id, "by": by, "ended": ended(&[], &[id], REASON, None)}),
+            mac,
+            "",
+        )?;
         tx.commit()?;
         Ok(mac)
     }

@@ -8,7 +8,8 @@ use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 use serde_json::json;
 
-use super::audit::returning_ids;
+use super::audit::{ended, returning_ids};
+use super::consents::end_device;
 use super::{Store, StoreError, chain_head, forget_old_pages, insert_event, ts};
 use crate::clients::MacAddr;
 
@@ -79,17 +80,11 @@ impl Store {
     /// # Errors
     /// `NotFound` if nothing is held about `mac`; a database failure.
     pub fn erase(&self, mac: MacAddr, reason: &str, by: &str, now: Timestamp) -> Result<Erasure, StoreError> {
+        const REASON: &str = "erased";
         let mut conn = self.lock();
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let (m, at) = (mac.to_string(), ts(now));
-        let sessions_ended = tx.execute(
-            "UPDATE consents SET ended_at = ?2, end_reason = 'erased', ended_by = ?3
-             WHERE mac = ?1 AND ended_at IS NULL AND expires_at > ?2",
-            params![m, at, by],
-        )? + tx.execute(
-            "UPDATE exceptions SET ended_at = ?2, end_reason = 'erased' WHERE mac = ?1 AND ended_at IS NULL AND until > ?2",
-            params![m, at],
-        )?;
+        let (ended_consents, ended_exceptions) = end_device(&tx, mac, now, REASON, by)?;
         let erasure = Erasure {
             consents: returning_ids(
                 &tx,
@@ -107,7 +102,7 @@ impl Store {
                 params![m, at],
             )?,
             code_attempts: tx.execute("DELETE FROM code_attempts WHERE device = ?1", [&m])? as u64,
-            sessions_ended: sessions_ended as u64,
+            sessions_ended: (ended_consents.len() + ended_exceptions.len()) as u64,
         };
         if erasure.consents.is_empty()
             && erasure.events.is_empty()
@@ -128,6 +123,7 @@ impl Store {
                 "sessions_ended": erasure.sessions_ended,
                 "reason": reason,
                 "by": by,
+                "ended": ended(&ended_consents, &ended_exceptions, REASON, Some(by)),
             }),
         )?;
         tx.commit()?;
@@ -150,7 +146,7 @@ impl Store {
     ///
     /// An event is kept, however old, while a consent or exception it vouches for is still
     /// kept (a session that ends after the cut-off); its device link goes at the cut-off all
-    /// the same.
+    /// the same, except an exception's grant, whose link checks the kept row (`OLD_LINKS`).
     ///
     /// # Errors
     /// On a database failure; nothing is removed then.
@@ -195,7 +191,7 @@ impl Store {
             params![cutoff, at],
         )?;
         tx.execute(
-            "DELETE FROM event_subjects WHERE event_id IN (SELECT id FROM events WHERE at < ?1)",
+            &format!("DELETE FROM event_subjects WHERE event_id IN ({OLD_LINKS})"),
             [&cutoff],
         )?;
         tx.execute("DELETE FROM events WHERE id < ?1", [below])?;
@@ -210,6 +206,16 @@ impl Store {
 
 /// The consents whose events come before event `?1` (deleted with them by a purge).
 const CONSENTS_BEFORE: &str = "SELECT json_extract(detail, '$.consent') FROM events WHERE kind = 'consent' AND id < ?1";
+
+/// The device links a purge with cut-off `?1` removes: those of events older than it, except
+/// the grant of an exception that is itself kept. That link is the only check on the kept row's
+/// MAC and reason (a MAC changed by hand would let another device through), and it holds nothing
+/// the row does not; it goes with the row. `granted_at` tells the grant apart from an older one
+/// of a purged exception whose id was given again (the table is not AUTOINCREMENT).
+const OLD_LINKS: &str = "SELECT event_id FROM event_subjects WHERE event_id IN (SELECT id FROM events WHERE at < ?1)
+     AND event_id NOT IN (
+         SELECT e.id FROM events e JOIN exceptions x ON x.id = json_extract(e.detail, '$.exception') AND x.granted_at = e.at
+         WHERE e.kind = 'exception-granted' AND coalesce(x.ended_at, x.until) >= ?1)";
 
 fn plan(conn: &Connection, cutoff: Timestamp) -> Result<Purge, StoreError> {
     let c = ts(cutoff);
@@ -268,10 +274,7 @@ fn plan(conn: &Connection, cutoff: Timestamp) -> Result<Purge, StoreError> {
                 |r| r.get(0),
             )?
             .unsigned_abs(),
-        device_links: count(
-            "SELECT count(*) FROM event_subjects WHERE event_id IN (SELECT id FROM events WHERE at < ?1)",
-            &c,
-        )?,
+        device_links: count(&format!("SELECT count(*) FROM ({OLD_LINKS})"), &c)?,
         exceptions: count(
             "SELECT count(*) FROM exceptions WHERE coalesce(ended_at, until) < ?1",
             &c,

@@ -574,11 +574,10 @@ fn purge_removes_old_records_records_the_head_and_verify_passes() {
     assert!(s.verify().unwrap().unwrap_err().problem.contains("does not start"));
 }
 
-#[test]
-fn purge_keeps_what_a_running_session_needs_and_never_reuses_ids() {
+/// `setup`'s course with consent 1 (02:..:01), and a year-long course with consent 2
+/// (02:..:02): its consent is older than a purge's cut-off in 2027, but its session still runs.
+fn a_long_session() -> (Store, Course) {
     let (s, c) = setup(5);
-    let year = jiff::SignedDuration::from_hours(24 * 365);
-    // A year-long course: its consent is older than the cut-off but its session still runs.
     let long = s
         .add_course(
             "Apprenticeship",
@@ -594,6 +593,13 @@ fn purge_keeps_what_a_running_session_needs_and_never_reuses_ids() {
         .unwrap();
     s.record_consent(&consent(&long, "02:00:00:00:00:02", "2026-11-23T09:06:00Z"))
         .unwrap();
+    (s, c)
+}
+
+#[test]
+fn purge_keeps_what_a_running_session_needs_and_never_reuses_ids() {
+    let (s, c) = a_long_session();
+    let year = jiff::SignedDuration::from_hours(24 * 365);
     s.record_consent(&consent(&c, "02:00:00:00:00:04", "2026-11-23T09:07:00Z"))
         .unwrap();
     let now = t("2027-12-01T10:00:00Z");
@@ -643,4 +649,282 @@ fn an_erased_consent_that_names_a_device_again_is_caught() {
             .contains("consent 1 is marked erased but still holds personal fields"),
         "{brk}"
     );
+}
+
+/// Issue 10: a store whose every kind of session has ended honestly: consent 1 revoked (event
+/// 4), consent 2 ended with its course (event 5), exception 1 open, exception 2 ended by staff,
+/// exception 3 revoked with its device.
+fn ended() -> Store {
+    let (s, c) = chained();
+    s.end_course(c.id, t("2026-11-23T10:30:00Z"), "office").unwrap();
+    let (five, six): (MacAddr, MacAddr) = (
+        "02:00:00:00:00:05".parse().unwrap(),
+        "02:00:00:00:00:06".parse().unwrap(),
+    );
+    let (now, until) = (t("2026-11-23T11:00:00Z"), t("2026-11-23T18:00:00Z"));
+    s.grant_exception(five, "contractor", "office", now, until).unwrap();
+    let two = s.grant_exception(six, "visitor", "office", now, until).unwrap();
+    s.end_exception(two, t("2026-11-23T11:30:00Z"), "office").unwrap();
+    s.grant_exception(six, "again", "office", t("2026-11-23T12:00:00Z"), until)
+        .unwrap();
+    s.revoke(six, t("2026-11-23T12:30:00Z"), "dsl").unwrap();
+    s.verify().unwrap().unwrap();
+    s
+}
+
+/// Applies `sql` to a fresh `ended()` store and checks that verify names `problem`.
+fn caught(sql: &str, problem: &str) -> ChainBreak {
+    let s = ended();
+    s.lock().execute_batch(sql).unwrap();
+    let brk = s.verify().unwrap().unwrap_err();
+    assert!(brk.problem.contains(problem), "{sql}: {brk}");
+    brk
+}
+
+#[test]
+fn issue_10_verify_catches_a_consent_reopened_or_ended_by_hand() {
+    let reopen = "UPDATE consents SET ended_at = NULL, end_reason = NULL, ended_by = NULL WHERE id =";
+    assert_eq!(
+        caught(&format!("{reopen} 1"), "consent 1 was reopened").event,
+        4,
+        "the revoke"
+    );
+    assert_eq!(
+        caught(&format!("{reopen} 2"), "consent 2 was reopened").event,
+        5,
+        "the course's end"
+    );
+    for (sql, problem) in [
+        // A revocation turned into a course's end lets the device accept again.
+        (
+            "UPDATE consents SET end_reason = 'course ended' WHERE id = 1",
+            "consent 1 no longer matches the event that ended it (end reason was changed)",
+        ),
+        (
+            "UPDATE consents SET ended_by = 'nobody' WHERE id = 2",
+            "(who ended it was changed)",
+        ),
+        (
+            "UPDATE consents SET ended_at = '2026-11-23T10:45:00.000Z' WHERE id = 2",
+            "(end time was changed)",
+        ),
+    ] {
+        caught(sql, problem);
+    }
+
+    // An open consent marked revoked by hand: the device could never accept again.
+    let (s, c) = setup(5);
+    s.record_consent(&consent(&c, "02:00:00:00:00:01", "2026-11-23T09:05:00Z"))
+        .unwrap();
+    s.lock()
+        .execute("UPDATE consents SET end_reason = 'revoked' WHERE id = 1", [])
+        .unwrap();
+    let brk = s.verify().unwrap().unwrap_err();
+    assert_eq!(brk.event, 2, "the consent's own event: {brk}");
+    assert!(
+        brk.problem.contains("consent 1 is marked ended but no event ended it"),
+        "{brk}"
+    );
+}
+
+#[test]
+fn issue_10_verify_catches_an_exception_lengthened_reopened_or_forged() {
+    let reopen = "UPDATE exceptions SET ended_at = NULL, end_reason = NULL WHERE id =";
+    for (sql, problem) in [
+        (
+            "UPDATE exceptions SET until = '2027-11-23T18:00:00.000Z' WHERE id = 1",
+            "exception 1 no longer matches its event (its end was changed)",
+        ),
+        (&format!("{reopen} 2"), "exception 2 was reopened"),
+        // Revoked with its device.
+        (&format!("{reopen} 3"), "exception 3 was reopened"),
+        (
+            "UPDATE exceptions SET end_reason = 'erased' WHERE id = 2",
+            "exception 2 no longer matches the event that ended it (end reason was changed)",
+        ),
+        (
+            "UPDATE exceptions SET ended_at = '2026-11-23T11:30:00.000Z', end_reason = 'ended by staff' WHERE id = 1",
+            "exception 1 is marked ended but no event ended it",
+        ),
+        // Another device in an open exception's row.
+        (
+            "UPDATE exceptions SET mac = '02:00:00:00:00:07' WHERE id = 1",
+            "(device or reason was changed)",
+        ),
+        (
+            "UPDATE exceptions SET granted_by = 'head' WHERE id = 1",
+            "(who granted it was changed)",
+        ),
+        ("DELETE FROM exceptions WHERE id = 2", "exception 2 was deleted"),
+        (
+            "UPDATE exceptions SET mac = '', reason = '', erased_at = 'x' WHERE id = 1",
+            "exception 1 was blanked without an erasure record",
+        ),
+    ] {
+        caught(sql, problem);
+    }
+    let forged = "INSERT INTO exceptions (mac, reason, granted_by, granted_at, until)
+         VALUES ('02:00:00:00:00:07', 'forged', 'office', '2026-11-23T11:00:00.000Z', '2027-01-01T00:00:00.000Z')";
+    assert_eq!(caught(forged, "exception 4 has no event in the chain").event, 0);
+}
+
+#[test]
+fn issue_10_every_honest_ending_records_its_rows_and_verifies() {
+    let (s, c) = setup(5);
+    let last = |s: &Store| -> serde_json::Value {
+        let detail: String = s
+            .lock()
+            .query_row("SELECT detail FROM events ORDER BY id DESC LIMIT 1", [], |r| r.get(0))
+            .unwrap();
+        serde_json::from_str(&detail).unwrap()
+    };
+    let mac = |n: u8| -> MacAddr { format!("02:00:00:00:00:0{n}").parse().unwrap() };
+    for n in 1..=4 {
+        s.record_consent(&consent(&c, &mac(n).to_string(), &format!("2026-11-23T09:0{n}:00Z")))
+            .unwrap();
+    }
+    s.withdraw_consent(4, t("2026-11-23T09:05:00Z"), "firewall error")
+        .unwrap();
+    assert_eq!(last(&s)["ended"]["consents"], serde_json::json!([4]));
+    s.verify().unwrap().unwrap();
+    // Withdrawing it again ends nothing, and says so.
+    s.withdraw_consent(4, t("2026-11-23T09:06:00Z"), "firewall error")
+        .unwrap();
+    assert_eq!(last(&s)["ended"]["consents"], serde_json::json!([]));
+    s.verify().unwrap().unwrap();
+
+    s.grant_exception(
+        mac(1),
+        "laptop",
+        "office",
+        t("2026-11-23T09:10:00Z"),
+        t("2026-11-23T18:00:00Z"),
+    )
+    .unwrap();
+    s.revoke(mac(1), t("2026-11-23T10:00:00Z"), "dsl").unwrap();
+    assert_eq!(
+        last(&s)["ended"],
+        serde_json::json!({"consents": [1], "exceptions": [1], "end_reason": "revoked", "ended_by": "dsl"})
+    );
+    s.verify().unwrap().unwrap();
+
+    s.record_policy("def", "# Policy v2", t("2026-11-23T10:10:00Z"))
+        .unwrap();
+    s.end_consents_to_other_policies("def", t("2026-11-23T10:10:00Z"))
+        .unwrap();
+    assert_eq!(last(&s)["ended"]["consents"], serde_json::json!([2, 3]));
+    s.verify().unwrap().unwrap();
+
+    let mut again = consent(&c, &mac(2).to_string(), "2026-11-23T10:20:00Z");
+    again.policy_hash = "def".into();
+    s.record_consent(&again).unwrap();
+    s.end_course(c.id, t("2026-11-23T10:30:00Z"), "office").unwrap();
+    assert_eq!(last(&s)["ended"]["consents"], serde_json::json!([5]));
+    s.verify().unwrap().unwrap();
+
+    let x = s
+        .grant_exception(
+            mac(6),
+            "visitor",
+            "office",
+            t("2026-11-23T11:00:00Z"),
+            t("2026-11-23T18:00:00Z"),
+        )
+        .unwrap();
+    s.end_exception(x, t("2026-11-23T11:30:00Z"), "office").unwrap();
+    assert_eq!(last(&s)["ended"]["exceptions"], serde_json::json!([x]));
+    s.grant_exception(
+        mac(6),
+        "again",
+        "office",
+        t("2026-11-23T12:00:00Z"),
+        t("2026-11-23T18:00:00Z"),
+    )
+    .unwrap();
+    s.verify().unwrap().unwrap();
+    s.erase(mac(6), "request", "dpo", t("2026-11-23T12:30:00Z")).unwrap();
+    assert_eq!(last(&s)["ended"]["exceptions"], serde_json::json!([x + 1]));
+    s.verify().unwrap().unwrap();
+
+    // A year later everything goes, and what is left verifies.
+    let year = jiff::SignedDuration::from_hours(24 * 365);
+    s.purge(year, t("2027-12-01T00:00:00Z")).unwrap();
+    s.verify().unwrap().unwrap();
+}
+
+#[test]
+fn issue_10_a_purge_keeps_endings_and_exceptions_checkable() {
+    let (s, _) = a_long_session();
+    let year = jiff::SignedDuration::from_hours(24 * 365);
+    // Kept (the long consent's event keeps everything after it), naming consent 1, which goes.
+    s.revoke("02:00:00:00:00:01".parse().unwrap(), t("2026-11-23T10:00:00Z"), "dsl")
+        .unwrap();
+    let five: MacAddr = "02:00:00:00:00:05".parse().unwrap();
+    // A short exception whose grant stays but whose row goes, and a long one that stays.
+    s.grant_exception(
+        five,
+        "day pass",
+        "office",
+        t("2026-11-23T10:00:00Z"),
+        t("2026-11-23T18:00:00Z"),
+    )
+    .unwrap();
+    let long_pass = s
+        .grant_exception(
+            five,
+            "contractor",
+            "office",
+            t("2026-11-23T10:00:00Z"),
+            t("2028-01-01T00:00:00Z"),
+        )
+        .unwrap();
+    let p = s.purge(year, t("2027-12-01T10:00:00Z")).unwrap();
+    assert_eq!((p.consents_deleted, p.exceptions), (1, 1), "{p:?}");
+    s.verify().unwrap().unwrap();
+    assert!(s.allowed_until(five, t("2027-12-01T10:00:00Z")).unwrap().is_some());
+    // The kept exception's device is still checked after the purge.
+    s.lock()
+        .execute(
+            "UPDATE exceptions SET mac = '02:00:00:00:00:07' WHERE id = ?1",
+            [long_pass],
+        )
+        .unwrap();
+    let brk = s.verify().unwrap().unwrap_err();
+    assert!(brk.problem.contains("(device or reason was changed)"), "{brk}");
+    s.lock()
+        .execute("DELETE FROM event_subjects WHERE mac = '02:00:00:00:00:05'", [])
+        .unwrap();
+    let brk = s.verify().unwrap().unwrap_err();
+    assert!(brk.problem.contains("lost the device link"), "{brk}");
+}
+
+#[test]
+fn issue_10_endings_recorded_before_their_rows_were_named_are_accepted_unchecked() {
+    // As a store written before events said which rows they ended: the revoke's event has
+    // only counts. Its consent cannot be checked, and is not reported.
+    let (s, c) = setup(5);
+    s.record_consent(&consent(&c, "02:00:00:00:00:01", "2026-11-23T09:05:00Z"))
+        .unwrap();
+    let now = t("2026-11-23T10:00:00Z");
+    {
+        let conn = s.lock();
+        conn.execute(
+            "UPDATE consents SET ended_at = ?1, end_reason = 'revoked', ended_by = 'dsl'",
+            [ts(now)],
+        )
+        .unwrap();
+        insert_event(
+            &conn,
+            now,
+            "revoked",
+            &serde_json::json!({"consents": 1, "exceptions": 0, "by": "dsl"}),
+        )
+        .unwrap();
+    }
+    s.verify().unwrap().unwrap();
+    // An end at any other time is still one no event explains.
+    s.lock()
+        .execute("UPDATE consents SET ended_at = '2026-11-23T10:01:00.000Z'", [])
+        .unwrap();
+    assert!(s.verify().unwrap().unwrap_err().problem.contains("no event ended it"));
 }
