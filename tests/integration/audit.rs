@@ -1,6 +1,6 @@
 //! The audit log through the real daemon and CLI: `audit verify` passes on the real store,
-//! then catches a row edited and an event deleted with the sqlite3 shell; the chain head is in
-//! the daemon's log.
+//! then catches a row edited, a session reopened and an event deleted with the sqlite3 shell;
+//! the chain head is in the daemon's log.
 
 use std::process::Command;
 
@@ -29,13 +29,15 @@ fn copy_of(lab: &Lab, gw: &Gateway<'_>, name: &str) -> (std::path::PathBuf, std:
     (db, config)
 }
 
-fn sqlite(db: &std::path::Path, sql: &str) {
+/// Runs `sql` with the sqlite3 shell on `db`; returns what it printed.
+fn sqlite(db: &std::path::Path, sql: &str) -> String {
     let out = Command::new("sqlite3")
         .arg(db)
         .arg(sql)
         .output()
         .expect("sqlite3 (apt-get install sqlite3)");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
 #[test]
@@ -101,6 +103,110 @@ fn audit_verify_passes_then_catches_an_edit_and_a_deletion() {
     let (code, out) = verify(&config);
     assert_eq!(code, Some(1), "{out}");
     assert!(out.contains("its content does not match its hash"), "{out}");
+}
+
+/// Issue 10: how sessions end is part of the record. A consent closed with `session revoke`,
+/// one closed with `course end`, and exceptions granted and ended (the CLI has no exception
+/// command, so through the store on the stopped daemon's file, as the staff web UI does it)
+/// verify. Each reopened, reworded, lengthened or forged with the sqlite3 shell makes `audit
+/// verify` exit 1 naming it; with the row put back it passes again.
+#[test]
+fn issue_10_audit_verify_catches_a_session_or_exception_reopened_by_hand() {
+    let Some(lab) = Lab::new(2) else { return };
+    let mut gw = Gateway::start(&lab);
+    let (c1, c2) = (&lab.clients[0], &lab.clients[1]);
+    let code = gw.add_running_course();
+    assert_eq!(accept(c1, &code, "Ann Smith").status, 200);
+    gw.cli_ok(&["session", "revoke", &c1.mac]);
+    let (course, code) = gw.add_course(
+        "Second",
+        SignedDuration::from_hours(-1),
+        SignedDuration::from_hours(6),
+        40,
+    );
+    assert_eq!(accept(c2, &code, "Bob Jones").status, 200);
+    gw.cli_ok(&["course", "end", &course.to_string()]);
+    assert_closed(c2);
+    gw.stop();
+    {
+        let s = aupgate::store::Store::open(&gw.store).unwrap();
+        let (now, mac) = (jiff::Timestamp::now(), "02:00:5e:00:00:42".parse().unwrap());
+        let until = now + SignedDuration::from_hours(8);
+        s.grant_exception(mac, "Contractor laptop", "office", now, until)
+            .unwrap();
+        let visitor = s.grant_exception(mac, "Visitor", "office", now, until).unwrap();
+        s.end_exception(visitor, now, "office").unwrap();
+    }
+    let (db, config) = copy_of(&lab, &gw, "endings");
+    let (code, out) = verify(&config);
+    assert_eq!(code, Some(0), "{out}");
+    let event = |kind: &str| sqlite(&db, &format!("SELECT id FROM events WHERE kind = '{kind}'"));
+    let (revoked, course_ended, exception_ended) = (event("revoked"), event("course-ended"), event("exception-ended"));
+    // The row as it is, as SQL literals, to put it back after each edit.
+    let saved = |table: &str, id: u32, columns: &str| {
+        let quoted: Vec<String> = columns.split(", ").map(|c| format!("quote({c})")).collect();
+        let values = sqlite(
+            &db,
+            &format!("SELECT {} FROM {table} WHERE id = {id}", quoted.join(", ")),
+        );
+        let sets: Vec<String> = columns
+            .split(", ")
+            .zip(values.split('|'))
+            .map(|(c, v)| format!("{c} = {v}"))
+            .collect();
+        format!("UPDATE {table} SET {} WHERE id = {id}", sets.join(", "))
+    };
+    let consent_end = "ended_at, end_reason, ended_by";
+    let (one, two) = (saved("consents", 1, consent_end), saved("consents", 2, consent_end));
+    let (long, visitor) = (
+        saved("exceptions", 1, "until"),
+        saved("exceptions", 2, "ended_at, end_reason"),
+    );
+    let cases = [
+        (
+            "UPDATE consents SET ended_at = NULL, end_reason = NULL, ended_by = NULL WHERE id = 1",
+            one.clone(),
+            format!("ALTERED: event {revoked}: consent 1 was reopened"),
+        ),
+        (
+            "UPDATE consents SET ended_at = NULL, end_reason = NULL, ended_by = NULL WHERE id = 2",
+            two,
+            format!("ALTERED: event {course_ended}: consent 2 was reopened"),
+        ),
+        // A revocation reworded as a course's end would let the device accept again.
+        (
+            "UPDATE consents SET end_reason = 'course ended' WHERE id = 1",
+            one,
+            format!(
+                "ALTERED: event {revoked}: consent 1 no longer matches the event that ended it (end reason was changed)"
+            ),
+        ),
+        (
+            "UPDATE exceptions SET until = '2099-01-01T00:00:00.000Z' WHERE id = 1",
+            long,
+            "exception 1 no longer matches its event (its end was changed)".to_owned(),
+        ),
+        (
+            "UPDATE exceptions SET ended_at = NULL, end_reason = NULL WHERE id = 2",
+            visitor,
+            format!("ALTERED: event {exception_ended}: exception 2 was reopened"),
+        ),
+        (
+            "INSERT INTO exceptions (mac, reason, granted_by, granted_at, until)
+             SELECT '02:00:5e:00:00:43', 'forged', granted_by, granted_at, until FROM exceptions WHERE id = 1",
+            "DELETE FROM exceptions WHERE id = 3".to_owned(),
+            "ALTERED: event 0: exception 3 has no event in the chain".to_owned(),
+        ),
+    ];
+    for (edit, restore, named) in cases {
+        sqlite(&db, edit);
+        let (code, out) = verify(&config);
+        assert_eq!(code, Some(1), "{edit}: {out}");
+        assert!(out.contains(&named), "{edit}: {out}");
+        sqlite(&db, &restore);
+        let (code, out) = verify(&config);
+        assert_eq!(code, Some(0), "after {restore}: {out}");
+    }
 }
 
 /// The export, parsed with a real CSV library and serde: BOM, RFC 4180 quoting, CRLF, a
