@@ -25,7 +25,9 @@ pub enum ConfigError {
         source: std::io::Error,
     },
     /// The TOML is malformed, has an unknown key or a value of the wrong type.
-    #[error("config {path}: {message}")]
+    #[error(
+        "config {path}: {message} (fix: correct that line; the example config lists every key, and aupgate check tests the file)"
+    )]
     Syntax {
         /// The file.
         path: PathBuf,

@@ -19,7 +19,7 @@ use crate::config::Config;
 use crate::firewall::{NftFirewall, TableSpec, Writer};
 use crate::neighbours::KernelNeighbours;
 use crate::portal::{self, PortalState};
-use crate::store::Store;
+use crate::store::{Store, StoreError};
 use crate::web::{Pages, SchoolView};
 
 /// How long in-flight requests get to finish on shutdown.
@@ -33,6 +33,18 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let config = Arc::new(config);
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
 
+    // First, before anything that can fail (policy, templates, store, certificates, ports): our
+    // table in the kernel. After a boot it goes in closed; a daemon that stops below leaves it
+    // so, and guests stay closed however start-up ends (DESIGN, invariant 1).
+    let spec = TableSpec::for_config(&config);
+    let kept = crate::firewall::close_at_start(&NftFirewall::default(), &spec)
+        .await
+        .context("installing the nftables table inet aupgate")?;
+    tracing::info!(
+        devices_kept = kept,
+        "table inet aupgate in place: guests stay closed until the store says who accepted"
+    );
+
     if let Some(dir) = config.store_path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).with_context(|| {
             format!(
@@ -41,11 +53,17 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             )
         })?;
     }
-    let store = Store::open(&config.store_path).with_context(|| {
-        format!(
-            "opening the store {} (fix: check [store] path and its folder's permissions)",
-            config.store_path.display()
-        )
+    let store = Store::open(&config.store_path).map_err(|e| {
+        let shown = config.store_path.display();
+        match e {
+            // The error names its own fix.
+            StoreError::Damaged | StoreError::DiskFull | StoreError::ReadOnly => {
+                anyhow::Error::new(e).context(format!("opening the store {shown}"))
+            }
+            e => anyhow::Error::new(e).context(format!(
+                "opening the store {shown} (fix: check [store] path and its folder's permissions)"
+            )),
+        }
     })?;
     let policy = Arc::new(Policy::load(config.portal.policy.as_deref())?);
     let env = assets::templates(config.portal.assets.as_deref())?;
@@ -64,19 +82,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         }
     }
 
-    // The table before anything else can fail: at boot the staff-side address may not exist
-    // yet, and a daemon that exits before installing the table would leave guests unrestricted
-    // (DESIGN, fail closed). Once installed, it stays however start-up ends.
-    let writer = Writer::new(
-        NftFirewall::default(),
-        store.clone(),
-        clock.clone(),
-        TableSpec {
-            interface: config.guest.interface.clone(),
-            portal_port: config.portal.port,
-            https_port: config.portal.tls.as_ref().map(|t| t.port),
-        },
-    );
+    // Now the table from the store: exactly the devices that accepted.
+    let writer = Writer::new(NftFirewall::default(), store.clone(), clock.clone(), spec.clone());
     let devices = writer
         .reconcile_all()
         .await
@@ -178,6 +185,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     housekeeping(&admin).await;
     let daily_task = tokio::spawn(daily(admin.clone(), shutdown_rx.clone()));
     let watchdog_task = tokio::spawn(watchdog(admin.clone(), shutdown_rx.clone()));
+    save_boot_ruleset(&config, &spec);
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
     tracing::info!(
         portal = %config.portal_url(),
@@ -202,6 +210,21 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     }
     let _ = std::fs::remove_file(&config.control_socket);
     Ok(())
+}
+
+/// Keeps the closed table for the next boot beside the store: this start worked, so its table
+/// is known to be good. Not fatal: guests are closed now, and `aupgate check` reports the file
+/// missing or stale.
+fn save_boot_ruleset(config: &Config, spec: &TableSpec) {
+    let path = crate::firewall::boot::path_for(&config.store_path);
+    match crate::firewall::boot::save(&path, spec) {
+        Ok(()) => tracing::debug!(path = %path.display(), "saved the closed table for the next boot"),
+        Err(e) => tracing::error!(
+            path = %path.display(),
+            error = %e,
+            "cannot save the closed table for the next boot, so after a reboot guests are unrestricted until the daemon starts (fix: make the store's folder writable by the aupgate service)"
+        ),
+    }
 }
 
 /// The portal's listeners: IPv4 on all addresses, and IPv6 (v6-only, so this does not depend

@@ -9,7 +9,7 @@ use std::path::Path;
 use serde::Serialize;
 
 use crate::config::Config;
-use crate::firewall::{Firewall as _, NftFirewall, Ruleset};
+use crate::firewall::{Firewall as _, NftFirewall, TableSpec, boot};
 use crate::store::Store;
 
 /// How a finding came out.
@@ -111,8 +111,65 @@ pub fn examine(config: &Config, path: &Path) -> Report {
     listeners(config, running, &mut r);
     certificates(config, &mut r);
     store(config, &mut r);
+    boot_protection(config, Path::new("/"), &mut r);
     daemon(running, &runtime, &nft, &mut r);
     r
+}
+
+/// The boot-time protection: the closed table the daemon saved, and the unit that loads it
+/// before the network comes up. `root` is `/` but for tests.
+fn boot_protection(config: &Config, root: &Path, r: &mut Report) {
+    let path = boot::path_for(&config.store_path);
+    let shown = path.display();
+    match boot::state(&path, &TableSpec::for_config(config)) {
+        boot::State::Current => r.ok("boot ruleset", format!("{shown} holds the closed table for this config")),
+        boot::State::Missing => r.warn("boot ruleset", format!("{shown} is missing, so after a reboot guests are unrestricted until the daemon has started (fix: start the daemon once, systemctl restart aupgate; it writes the file)")),
+        boot::State::Stale => r.warn("boot ruleset", format!("{shown} is stale: it was written for another config or aupgate version, so after a reboot it would close the wrong interface or ports (fix: systemctl restart aupgate, which rewrites it)")),
+        boot::State::Unreadable(e) => r.warn("boot ruleset", format!("cannot read {shown}: {e} (fix: let root read the store's folder)")),
+    }
+    let unit = boot::UNIT;
+    let installed = ["etc/systemd/system", "usr/lib/systemd/system", "lib/systemd/system"]
+        .iter()
+        .map(|d| root.join(d).join(unit))
+        .find(|p| p.exists());
+    let Some(installed) = installed else {
+        return r.warn("boot unit", format!("{unit} is not installed, so nothing closes the guest network at boot before the daemon starts (fix: install the aupgate package, or copy systemd/{unit} to /etc/systemd/system and run systemctl enable {unit})"));
+    };
+    if !root.join("etc/systemd/system/sysinit.target.wants").join(unit).exists() {
+        return r.warn("boot unit", format!("{unit} is not enabled, so nothing closes the guest network at boot before the daemon starts (fix: systemctl enable {unit})"));
+    }
+    let mut texts = vec![std::fs::read_to_string(&installed).unwrap_or_default()];
+    let dropins = root.join("etc/systemd/system").join(format!("{unit}.d"));
+    let mut confs: Vec<_> = std::fs::read_dir(&dropins)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "conf"))
+        .collect();
+    confs.sort();
+    texts.extend(confs.iter().map(|p| std::fs::read_to_string(p).unwrap_or_default()));
+    match loaded_by(&texts) {
+        Some(loads) if Path::new(&loads) == path => {
+            r.ok("boot unit", format!("{unit} is enabled and loads {shown} before the network comes up"));
+        }
+        loads => r.warn("boot unit", format!("{unit} loads {}, but the daemon keeps the closed table in {shown} (beside [store] path) (fix: systemctl edit {unit}, with the lines ExecStart= and ExecStart=/usr/sbin/nft -f {shown})", loads.as_deref().unwrap_or("nothing"))),
+    }
+}
+
+/// The file `nft -f` loads in the unit's effective `ExecStart` (drop-ins in order; an empty
+/// `ExecStart=` clears the ones before it, as systemd does).
+fn loaded_by(texts: &[String]) -> Option<String> {
+    let mut exec = None;
+    for line in texts.iter().flat_map(|t| t.lines()) {
+        if let Some(cmd) = line.trim().strip_prefix("ExecStart=") {
+            exec = Some(cmd.trim().to_owned()).filter(|c| !c.is_empty());
+        }
+    }
+    let exec = exec?;
+    let mut words = exec.split_whitespace();
+    words.find(|w| *w == "-f" || *w == "--file")?;
+    words.next().map(str::to_owned)
 }
 
 fn guest_side(config: &Config, runtime: &tokio::runtime::Runtime, r: &mut Report) {
@@ -217,12 +274,7 @@ fn firewall(config: &Config, runtime: &tokio::runtime::Runtime, nft: &NftFirewal
         r.fail_machine("firewall", e.to_string());
         return;
     }
-    let ruleset = Ruleset {
-        interface: config.guest.interface.clone(),
-        portal_port: config.portal.port,
-        https_port: config.portal.tls.as_ref().map(|t| t.port),
-        allowed: Vec::new(),
-    };
+    let ruleset = TableSpec::for_config(config).ruleset(Vec::new());
     match runtime.block_on(nft.check_ruleset(&ruleset)) {
         Ok(()) => r.ok("firewall", "nft and conntrack present; the kernel accepts aupgate's ruleset"),
         Err(e) => r.fail_machine(
@@ -546,6 +598,70 @@ mod tests {
             "{}",
             r.text()
         );
+    }
+
+    #[test]
+    fn boot_protection_says_when_the_file_or_the_unit_is_missing_or_stale() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let text = format!(
+            "[school]\nname = \"S\"\ntimezone = \"UTC\"\ndsl_contact = \"office\"\n[guest]\ninterface = \"guest0\"\naddress = \"10.50.0.1\"\n[store]\npath = \"{}/state/aupgate.db\"\n",
+            root.display()
+        );
+        let config = Config::parse(&text, Path::new("t.toml")).unwrap();
+        let run = || {
+            let mut r = Report::default();
+            boot_protection(&config, root, &mut r);
+            r.findings
+                .iter()
+                .map(|f| (f.check, f.level, f.message.clone()))
+                .collect::<Vec<_>>()
+        };
+        let file = root.join("state/closed.nft");
+        let found = run();
+        assert_eq!(found[0].1, Level::Warn);
+        assert!(found[0].2.contains("is missing"), "{found:?}");
+        assert_eq!((found[1].0, found[1].1), ("boot unit", Level::Warn));
+        assert!(found[1].2.contains("is not installed"), "{found:?}");
+
+        std::fs::create_dir_all(root.join("state")).unwrap();
+        boot::save(&file, &TableSpec::for_config(&config)).unwrap();
+        let units = root.join("usr/lib/systemd/system");
+        std::fs::create_dir_all(&units).unwrap();
+        std::fs::write(
+            units.join(boot::UNIT),
+            include_str!("../systemd/aupgate-closed.service"),
+        )
+        .unwrap();
+        let found = run();
+        assert_eq!((found[0].0, found[0].1), ("boot ruleset", Level::Ok), "{found:?}");
+        assert!(found[1].2.contains("is not enabled"), "{found:?}");
+
+        let wants = root.join("etc/systemd/system/sysinit.target.wants");
+        std::fs::create_dir_all(&wants).unwrap();
+        std::os::unix::fs::symlink(units.join(boot::UNIT), wants.join(boot::UNIT)).unwrap();
+        let found = run();
+        assert_eq!(
+            found[1].1,
+            Level::Warn,
+            "the shipped unit loads /var/lib/aupgate: {found:?}"
+        );
+        assert!(found[1].2.contains("systemctl edit"), "{found:?}");
+
+        let dropin = root.join("etc/systemd/system").join(format!("{}.d", boot::UNIT));
+        std::fs::create_dir_all(&dropin).unwrap();
+        std::fs::write(
+            dropin.join("store.conf"),
+            format!("[Service]\nExecStart=\nExecStart=/usr/sbin/nft -f {}\n", file.display()),
+        )
+        .unwrap();
+        let found = run();
+        assert_eq!(found[1].1, Level::Ok, "{found:?}");
+
+        std::fs::write(&file, "table inet aupgate {}\n").unwrap();
+        let found = run();
+        assert_eq!(found[0].1, Level::Warn);
+        assert!(found[0].2.contains("stale"), "{found:?}");
     }
 
     #[test]

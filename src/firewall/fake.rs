@@ -47,6 +47,9 @@ impl Firewall for FakeFirewall {
     async fn elements(&self) -> Result<BTreeSet<MacAddr>, FirewallError> {
         Ok(self.state().set.keys().copied().collect())
     }
+    async fn timeouts(&self) -> Result<Vec<(MacAddr, SignedDuration)>, FirewallError> {
+        Ok(self.state().set.iter().map(|(m, t)| (*m, *t)).collect())
+    }
     async fn allow(&self, mac: MacAddr, left: SignedDuration) -> Result<(), FirewallError> {
         self.state().set.insert(mac, left);
         Ok(())

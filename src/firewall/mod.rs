@@ -2,6 +2,7 @@
 //! on the system. All changes go through one writer task (`FirewallHandle` → `run`), which also
 //! notices a deleted or altered table and puts it back, and keeps the set equal to the store.
 
+pub mod boot;
 mod nft;
 mod ruleset;
 
@@ -84,6 +85,9 @@ pub trait Firewall: Send + Sync + 'static {
     fn fingerprint(&self) -> impl Future<Output = Result<Option<String>, FirewallError>> + Send;
     /// The MACs in the `allowed` set now.
     fn elements(&self) -> impl Future<Output = Result<BTreeSet<MacAddr>, FirewallError>> + Send;
+    /// The elements of the `allowed` set that time out, with the time each has left. Elements
+    /// without a timeout are left out: aupgate never adds one, so they are not ours.
+    fn timeouts(&self) -> impl Future<Output = Result<Vec<(MacAddr, SignedDuration)>, FirewallError>> + Send;
     /// Puts `mac` in the set (or refreshes it) with `left` until it times out.
     fn allow(&self, mac: MacAddr, left: SignedDuration) -> impl Future<Output = Result<(), FirewallError>> + Send;
     /// Removes `mac` from the set; absent is not an error.
@@ -102,6 +106,47 @@ pub struct TableSpec {
     pub portal_port: u16,
     /// The portal's HTTPS port, if HTTPS is on.
     pub https_port: Option<u16>,
+}
+
+impl TableSpec {
+    /// The table `config` asks for.
+    pub fn for_config(config: &crate::config::Config) -> Self {
+        Self {
+            interface: config.guest.interface.clone(),
+            portal_port: config.portal.port,
+            https_port: config.portal.tls.as_ref().map(|t| t.port),
+        }
+    }
+
+    /// The whole table, letting exactly `allowed` through.
+    pub fn ruleset(&self, allowed: Vec<(MacAddr, SignedDuration)>) -> Ruleset {
+        Ruleset {
+            interface: self.interface.clone(),
+            portal_port: self.portal_port,
+            https_port: self.https_port,
+            allowed,
+        }
+    }
+}
+
+/// The daemon's first act, before it reads anything that could be broken (policy, templates,
+/// store): our table goes into the kernel. After a boot it is absent, and goes in closed (an
+/// empty `allowed`). After a restart or crash it is rebuilt in one transaction with exactly the
+/// elements the kernel still holds and the time each has left, so accepted devices see no gap
+/// (invariant 3) while chains changed from outside are put right. Who should really be allowed
+/// is decided later, from the store, by `Writer::reconcile_all`; if the store cannot be opened,
+/// nothing more is ever opened. Returns how many elements were kept.
+///
+/// # Errors
+/// If nft is missing or the kernel refuses the table.
+pub async fn close_at_start<F: Firewall>(firewall: &F, spec: &TableSpec) -> Result<usize, FirewallError> {
+    let kept = match firewall.fingerprint().await? {
+        None => Vec::new(),
+        Some(_) => firewall.timeouts().await?,
+    };
+    let n = kept.len();
+    firewall.replace(&spec.ruleset(kept)).await?;
+    Ok(n)
 }
 
 enum Command {
@@ -228,15 +273,12 @@ impl<F: Firewall> Writer<F> {
         let now = self.clock.now();
         let allowed = self.store_call(move |s| s.allowed(now)).await?;
         let n = allowed.len();
-        let ruleset = Ruleset {
-            interface: self.spec.interface.clone(),
-            portal_port: self.spec.portal_port,
-            https_port: self.spec.https_port,
-            allowed: allowed
+        let ruleset = self.spec.ruleset(
+            allowed
                 .into_iter()
                 .map(|(mac, until)| (mac, until.duration_since(now)))
                 .collect(),
-        };
+        );
         self.firewall.replace(&ruleset).await?;
         let listing = self.firewall.fingerprint().await?;
         *self.installed.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = listing;

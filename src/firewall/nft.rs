@@ -142,6 +142,41 @@ impl NftFirewall {
         }
     }
 
+    /// The set's elements with the seconds each has left (`None`: no timeout, so not ours).
+    async fn listed_elements(&self) -> Result<Vec<(MacAddr, Option<u32>)>, FirewallError> {
+        const WHAT: &str = "listing set allowed";
+        let out = self.nft(WHAT, &["-j", "list", "set", "inet", TABLE, SET], None).await?;
+        if !out.ok {
+            return Err(failed(WHAT, out));
+        }
+        let doc: Nftables<'_> = serde_json::from_str(&out.stdout).map_err(|e| FirewallError::Unparsable {
+            what: WHAT,
+            detail: e.to_string(),
+        })?;
+        let unparsable = |detail: String| FirewallError::Unparsable { what: WHAT, detail };
+        let mut listed = Vec::new();
+        for obj in doc.objects.iter() {
+            let NfObject::ListObject(NfListObject::Set(set)) = obj else {
+                continue;
+            };
+            for e in set.elem.iter().flat_map(|v| v.iter()) {
+                let (text, expires) = match e {
+                    Expression::String(s) => (s, None),
+                    Expression::Named(NamedExpression::Elem(Elem { val, expires, .. })) => match val.as_ref() {
+                        Expression::String(s) => (s, *expires),
+                        other => return Err(unparsable(format!("{other:?}"))),
+                    },
+                    other => return Err(unparsable(format!("{other:?}"))),
+                };
+                let mac = text
+                    .parse()
+                    .map_err(|e: crate::clients::MacParseError| unparsable(e.to_string()))?;
+                listed.push((mac, expires));
+            }
+        }
+        Ok(listed)
+    }
+
     async fn nft(&self, what: &'static str, args: &[&str], stdin: Option<&str>) -> Result<Output, FirewallError> {
         self.run(&self.nft, what, args, stdin).await
     }
@@ -221,49 +256,16 @@ impl Firewall for NftFirewall {
     }
 
     async fn elements(&self) -> Result<BTreeSet<MacAddr>, FirewallError> {
-        const WHAT: &str = "listing set allowed";
-        let out = self.nft(WHAT, &["-j", "list", "set", "inet", TABLE, SET], None).await?;
-        if !out.ok {
-            return Err(failed(WHAT, out));
-        }
-        let doc: Nftables<'_> = serde_json::from_str(&out.stdout).map_err(|e| FirewallError::Unparsable {
-            what: WHAT,
-            detail: e.to_string(),
-        })?;
-        let mut macs = BTreeSet::new();
-        for obj in doc.objects.iter() {
-            let NfObject::ListObject(NfListObject::Set(set)) = obj else {
-                continue;
-            };
-            for e in set.elem.iter().flat_map(|v| v.iter()) {
-                let text = match e {
-                    Expression::String(s) => s,
-                    Expression::Named(NamedExpression::Elem(Elem { val, .. })) => match val.as_ref() {
-                        Expression::String(s) => s,
-                        other => {
-                            return Err(FirewallError::Unparsable {
-                                what: WHAT,
-                                detail: format!("{other:?}"),
-                            });
-                        }
-                    },
-                    other => {
-                        return Err(FirewallError::Unparsable {
-                            what: WHAT,
-                            detail: format!("{other:?}"),
-                        });
-                    }
-                };
-                macs.insert(
-                    text.parse()
-                        .map_err(|e: crate::clients::MacParseError| FirewallError::Unparsable {
-                            what: WHAT,
-                            detail: e.to_string(),
-                        })?,
-                );
-            }
-        }
-        Ok(macs)
+        Ok(self.listed_elements().await?.into_iter().map(|(mac, _)| mac).collect())
+    }
+
+    async fn timeouts(&self) -> Result<Vec<(MacAddr, SignedDuration)>, FirewallError> {
+        Ok(self
+            .listed_elements()
+            .await?
+            .into_iter()
+            .filter_map(|(mac, expires)| Some((mac, SignedDuration::from_secs(i64::from(expires?)))))
+            .collect())
     }
 
     async fn allow(&self, mac: MacAddr, left: SignedDuration) -> Result<(), FirewallError> {

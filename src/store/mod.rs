@@ -46,6 +46,11 @@ pub enum StoreError {
     /// The database file cannot be written (permissions, read-only filesystem).
     #[error("the store is read-only (fix: make the store's folder writable by the aupgate service)")]
     ReadOnly,
+    /// The file is not an SQLite database, or its pages are damaged.
+    #[error(
+        "the file is damaged or is not a database (fix: move it aside, e.g. mv FILE FILE.damaged, and restore the latest backup; without a file aupgate starts an empty store)"
+    )]
+    Damaged,
     /// The schema could not be brought up to date.
     #[error("cannot migrate the store's schema: {0}")]
     Migration(#[from] rusqlite_migration::Error),
@@ -62,6 +67,7 @@ impl From<rusqlite::Error> for StoreError {
         match e.sqlite_error_code() {
             Some(rusqlite::ErrorCode::DiskFull) => Self::DiskFull,
             Some(rusqlite::ErrorCode::ReadOnly) => Self::ReadOnly,
+            Some(rusqlite::ErrorCode::NotADatabase | rusqlite::ErrorCode::DatabaseCorrupt) => Self::Damaged,
             _ => Self::Sqlite(e),
         }
     }

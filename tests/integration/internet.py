@@ -1,7 +1,8 @@
 """The lab's "internet": one HTTP server answering as every host the tests need, by Host header.
 The OS captive-portal probe hosts get their real answers; anything else gets INTERNET-OK.
-usage: internet.py DIR_IGNORED  (listens on [::]:80, dual-stack)"""
-import http.server, socket, sys
+usage: internet.py DIR_IGNORED  (listens on [::]:80 and [::]:8080, dual-stack; 8080 is the
+portal's port on the gateway, so a guest that reaches it here got out past the portal)"""
+import http.server, socket, sys, threading
 
 PROBES = {
     ("captive.apple.com", "/hotspot-detect.html"): (200, "text/html",
@@ -42,4 +43,5 @@ class Server(http.server.ThreadingHTTPServer):
         self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
         super().server_bind()
 
+threading.Thread(target=Server(("::", 8080), Handler).serve_forever, daemon=True).start()
 Server(("::", 80), Handler).serve_forever()

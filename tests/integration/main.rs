@@ -1,6 +1,7 @@
 //! Integration tests: one binary. Everything here runs the real `aupgate` binary.
 //! - `netns`: the namespace lab (gateway, access point, clients, "internet"); RAII cleanup.
 //! - `harness`: starting/stopping the daemon inside the lab, the CLI, a guest's requests.
+//! - `boot`: closed from the first packet after a reboot, whatever part is broken (issue 10).
 //! - `firewall`: the DESIGN.md invariants through the real kernel (fail closed, survives
 //!   restarts and crashes, revoke, expiry, table restore, other tables untouched).
 //! - `portal`: a guest's path through the portal over real TCP, bad input included.
@@ -25,6 +26,7 @@
 
 mod admin;
 mod audit;
+mod boot;
 mod browser;
 mod cli;
 mod dhcp;

@@ -114,7 +114,7 @@ fn works_unprivileged_with_only_net_admin_and_net_bind_service() {
 }
 
 /// `systemd-analyze` is there (scripts/setup installs systemd); as root in CI it must be.
-fn systemd_analyze() -> bool {
+pub fn systemd_analyze() -> bool {
     let there = Command::new("systemd-analyze").arg("--version").output().is_ok();
     if !there {
         assert!(
