@@ -535,6 +535,30 @@ impl Config {
             .clone()
             .unwrap_or_else(|| self.guest.address.to_string())
     }
+
+    /// Whether `host`, a request's `Host` header, names this portal: `[portal] hostname` (in any
+    /// case, with or without the final dot) or the router's guest address, v4 or v6 (bracketed
+    /// or bare), with or without a port. The portal shows its page only then and redirects every
+    /// other host to [`Self::portal_url`], so that URL's host must always pass this test.
+    pub fn is_portal_host(&self, host: &str) -> bool {
+        let host = match host.rsplit_once(':') {
+            Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) && !h.ends_with(':') => h,
+            _ => host,
+        };
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        if self
+            .portal
+            .hostname
+            .as_deref()
+            .is_some_and(|name| host.trim_end_matches('.').eq_ignore_ascii_case(name))
+        {
+            return true;
+        }
+        match host.parse::<IpAddr>() {
+            Ok(ip) => ip == IpAddr::V4(self.guest.address) || Some(ip) == self.guest.address6.map(IpAddr::V6),
+            Err(_) => false,
+        }
+    }
 }
 
 /// Linux interface names: 1–15 bytes, no `/`, whitespace, quotes or control characters. The name is

@@ -16,8 +16,15 @@ pub const MEDIA_TYPE: &str = "application/captive+json";
 /// Whether an `Accept` header allows `application/captive+json`: a list of media ranges with
 /// parameters, where `q=0` refuses and the most specific matching range decides (RFC 9110).
 pub fn accepts_captive_json(accept: Option<&str>) -> bool {
+    captive_json_weight(accept) > 0.0
+}
+
+/// The weight an `Accept` header gives `application/captive+json`: the `q` of the most specific
+/// media range that matches it (the first, among equally specific ones), 0 if none matches, and
+/// 1 when there is no header. [`accepts_captive_json`] is this being above 0.
+pub fn captive_json_weight(accept: Option<&str>) -> f32 {
     let Some(accept) = accept.map(str::trim).filter(|a| !a.is_empty()) else {
-        return true;
+        return 1.0;
     };
     // (specificity, q) of the best-matching range.
     let mut best: Option<(u8, f32)> = None;
@@ -42,7 +49,7 @@ pub fn accepts_captive_json(accept: Option<&str>) -> bool {
             best = Some((specificity, q));
         }
     }
-    best.is_some_and(|(_, q)| q > 0.0)
+    best.map_or(0.0, |(_, q)| q)
 }
 
 /// GET /api/captive.

@@ -7,7 +7,7 @@ use percent_encoding::percent_decode;
 
 /// Why a form body was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub(crate) enum FormError {
+pub enum FormError {
     /// A field's name or value is not valid UTF-8.
     #[error("field {0:?} is not valid text")]
     NotUtf8(String),
@@ -20,7 +20,7 @@ pub(crate) enum FormError {
 ///
 /// # Errors
 /// `NotUtf8` naming the field, or `Malformed`.
-pub(crate) fn parse(body: &[u8]) -> Result<HashMap<String, String>, FormError> {
+pub fn parse(body: &[u8]) -> Result<HashMap<String, String>, FormError> {
     let mut fields = HashMap::new();
     for pair in body.split(|&b| b == b'&').filter(|p| !p.is_empty()) {
         let (k, v) = match pair.iter().position(|&b| b == b'=') {

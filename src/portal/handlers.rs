@@ -1,7 +1,7 @@
 //! Portal handlers: the terms page, the redirect, and accept.
 
 use crate::metrics::refused;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -57,29 +57,12 @@ fn redirect(st: &PortalState) -> Response {
     response
 }
 
-/// True if the Host header names the router's own guest address (v4 or v6).
+/// True if the Host header names the portal itself (`Config::is_portal_host`).
 fn for_portal(st: &PortalState, headers: &HeaderMap) -> bool {
-    let Some(host) = headers.get(header::HOST).and_then(|h| h.to_str().ok()) else {
-        return false;
-    };
-    let host = match host.rsplit_once(':') {
-        Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) && !h.ends_with(':') => h,
-        _ => host,
-    };
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    if st
-        .config
-        .portal
-        .hostname
-        .as_deref()
-        .is_some_and(|name| host.trim_end_matches('.').eq_ignore_ascii_case(name))
-    {
-        return true;
-    }
-    match host.parse::<IpAddr>() {
-        Ok(ip) => ip == IpAddr::V4(st.config.guest.address) || Some(ip) == st.config.guest.address6.map(IpAddr::V6),
-        Err(_) => false,
-    }
+    headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .is_some_and(|host| st.config.is_portal_host(host))
 }
 
 fn terms_page(st: &PortalState, typed: &Typed, error: &str) -> Response {

@@ -3,7 +3,7 @@
 //! It never reaches admin state: `PortalState` holds only what guests' requests need.
 
 pub mod api;
-pub(crate) mod form;
+pub mod form;
 mod handlers;
 mod serve;
 pub mod tls;
