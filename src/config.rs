@@ -541,7 +541,10 @@ impl Config {
     /// or bare), with or without a port. The portal shows its page only then and redirects every
     /// other host to [`Self::portal_url`], so that URL's host must always pass this test.
     pub fn is_portal_host(&self, host: &str) -> bool {
+        // A bare IPv6 address is read whole before any port is looked for: its last group can be
+        // all digits (`2001:db8::1:80`), which would otherwise be taken for a port.
         let host = match host.rsplit_once(':') {
+            _ if host.parse::<Ipv6Addr>().is_ok() => host,
             Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) && !h.ends_with(':') => h,
             _ => host,
         };
@@ -656,6 +659,22 @@ address = "10.50.0.1"
                 .unwrap_err()
                 .to_string();
             assert!(e.contains("portal.hostname"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn bare_ipv6_host_whose_last_group_is_digits_is_not_split_at_a_port() {
+        // Found by the fuzzer (issue 10): the last group was taken for a port, so the portal's
+        // own bare address was redirected and another address was served the portal page.
+        let own = Config::parse(&format!("{GOOD}address6 = \"2001:db8::1:80\"\n"), Path::new("t")).unwrap();
+        assert!(own.is_portal_host("2001:db8::1:80"));
+        assert!(own.is_portal_host("[2001:db8::1:80]:8080"));
+        assert!(!own.is_portal_host("2001:db8::1"));
+        let other = Config::parse(&format!("{GOOD}address6 = \"fd00::1\"\n"), Path::new("t")).unwrap();
+        assert!(!other.is_portal_host("fd00::1:8080"));
+        assert!(!other.is_portal_host("fd00:0:0:0:0:0:1:1"));
+        for host in ["fd00::1", "FD00::1", "[fd00::1]", "[fd00::1]:8080", "fd00:0:0:0:0:0:0:1", "10.50.0.1:8080"] {
+            assert!(other.is_portal_host(host), "{host}");
         }
     }
 
