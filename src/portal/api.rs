@@ -19,24 +19,24 @@ pub fn accepts_captive_json(accept: Option<&str>) -> bool {
     captive_json_weight(accept) > 0.0
 }
 
-/// The weight an `Accept` header gives `application/captive+json`: the `q` of the most specific
-/// media range that matches it (the first, among equally specific ones), 0 if none matches, and
-/// 1 when there is no header. [`accepts_captive_json`] is this being above 0.
+/// The weight an `Accept` header gives `application/captive+json`: the `q` (0 to 1) of the most
+/// specific media range that matches it (the first, among equally specific ones), 0 if none
+/// matches, and 1 when there is no header. [`accepts_captive_json`] is this being above 0.
 pub fn captive_json_weight(accept: Option<&str>) -> f32 {
     let Some(accept) = accept.map(str::trim).filter(|a| !a.is_empty()) else {
         return 1.0;
     };
     // (specificity, q) of the best-matching range.
     let mut best: Option<(u8, f32)> = None;
-    for range in accept.split(',') {
-        let mut parts = range.split(';').map(str::trim);
+    for range in split_unquoted(accept, ',') {
+        let mut parts = split_unquoted(range, ';').into_iter().map(str::trim);
         let media = parts.next().unwrap_or("").to_ascii_lowercase();
         let mut q = 1.0_f32;
         for param in parts {
             if let Some((k, v)) = param.split_once('=')
                 && k.trim().eq_ignore_ascii_case("q")
             {
-                q = v.trim().parse().unwrap_or(0.0);
+                q = qvalue(v.trim());
             }
         }
         let specificity = match media.as_str() {
@@ -50,6 +50,36 @@ pub fn captive_json_weight(accept: Option<&str>) -> f32 {
         }
     }
     best.map_or(0.0, |(_, q)| q)
+}
+
+/// A weight is 0 to 1 (RFC 9110 section 12.4.2). A number outside that counts as the nearer
+/// end, so `q=2` still allows and `q=-1` refuses; anything that is not a number refuses.
+fn qvalue(text: &str) -> f32 {
+    match text.parse::<f32>() {
+        Ok(q) if !q.is_nan() => q.clamp(0.0, 1.0),
+        _ => 0.0,
+    }
+}
+
+/// `text` split at each `sep` outside a quoted string: a parameter's quoted value may hold `,`
+/// and `;` (RFC 9110 section 5.6.4), and inside one a backslash escapes the next character.
+fn split_unquoted(text: &str, sep: char) -> Vec<&str> {
+    let mut parts = Vec::new();
+    let (mut start, mut quoted, mut escaped) = (0, false, false);
+    for (i, c) in text.char_indices() {
+        if escaped {
+            escaped = false;
+        } else if quoted && c == '\\' {
+            escaped = true;
+        } else if c == '"' {
+            quoted = !quoted;
+        } else if c == sep && !quoted {
+            parts.push(&text[start..i]);
+            start = i + c.len_utf8();
+        }
+    }
+    parts.push(&text[start..]);
+    parts
 }
 
 /// GET /api/captive.
@@ -111,5 +141,29 @@ mod tests {
         assert!(!ok(Some("*/*, application/captive+json;q=0")));
         assert!(ok(Some("application/*;q=0, application/captive+json")));
         assert!(!ok(Some("application/captive+json;q=nonsense")));
+    }
+
+    #[test]
+    fn quoted_parameter_values_may_hold_commas_and_semicolons() {
+        // Found by the fuzzer (issue 10): the parser split inside quotes, so a quoted `,` began a
+        // new range and a quoted `;` a new parameter.
+        assert!(!ok(Some("application/captive+json;p=\"a,b\";q=0")));
+        assert!(ok(Some("application/captive+json;p=\"x;q=0\"")));
+        assert!(ok(Some("text/html;p=\"a,*/*;q=0\", application/captive+json")));
+        assert!(!ok(Some("text/html;p=\"a\\\",application/captive+json\"")));
+        assert!(ok(Some("text/html, application/captive+json;p=\"x\\\"y\";q=0.5")));
+    }
+
+    #[test]
+    fn weights_outside_0_to_1_count_as_the_nearer_end() {
+        // Found by the fuzzer (issue 10): q=2, q=-1 and q=NaN were kept as they were.
+        use super::captive_json_weight as w;
+        assert_eq!(w(Some("application/captive+json;q=2")), 1.0);
+        assert_eq!(w(Some("application/captive+json;q=inf")), 1.0);
+        assert_eq!(w(Some("application/captive+json;q=-1")), 0.0);
+        assert_eq!(w(Some("application/captive+json;q=NaN")), 0.0);
+        assert_eq!(w(Some("application/captive+json;q=0.5")), 0.5);
+        assert_eq!(w(Some("text/html")), 0.0);
+        assert_eq!(w(None), 1.0);
     }
 }
