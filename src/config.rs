@@ -588,8 +588,23 @@ fn valid_hostname(name: &str) -> bool {
         && !labels.last().is_some_and(|l| l.bytes().all(|b| b.is_ascii_digit()))
 }
 
+/// toml's message as one printable line. It quotes the offending line of the file, so a control
+/// character there (an escape sequence pasted by mistake) would otherwise reach the terminal raw.
 fn one_line(message: &str) -> String {
-    message.split_whitespace().collect::<Vec<_>>().join(" ")
+    let mut line = String::with_capacity(message.len());
+    for word in message.split_whitespace() {
+        if !line.is_empty() {
+            line.push(' ');
+        }
+        for c in word.chars() {
+            if c.is_control() {
+                line.extend(c.escape_default());
+            } else {
+                line.push(c);
+            }
+        }
+    }
+    line
 }
 
 #[cfg(test)]
@@ -629,6 +644,16 @@ address = "10.50.0.1"
         let e = Config::parse(&text, Path::new("a.toml")).unwrap_err().to_string();
         assert!(e.contains("intreface"), "{e}");
         assert!(!e.contains('\n'), "one line: {e}");
+    }
+
+    #[test]
+    fn syntax_errors_escape_control_characters_from_the_file() {
+        // Found by the fuzzer (issue 10): toml quotes the bad line, control characters and all.
+        let e = Config::parse("[school]\nname = \"a\x1b[2Jb\x7f\"\n", Path::new("t"))
+            .unwrap_err()
+            .to_string();
+        assert!(!e.chars().any(char::is_control), "{e:?}");
+        assert!(e.contains("\\u{1b}[2J"), "{e}");
     }
 
     #[test]
