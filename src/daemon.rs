@@ -141,6 +141,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         pages: admin_pages.clone(),
     };
     let metrics = Arc::new(crate::metrics::Metrics::new(config.store_path.clone()));
+    let neighbours: Arc<dyn crate::neighbours::Neighbours> =
+        Arc::new(KernelNeighbours::new(config.guest.interface.clone()));
     let portal_state = PortalState {
         metrics: metrics.clone(),
         config: config.clone(),
@@ -148,13 +150,24 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         policy: live_policy.clone(),
         store: store.clone(),
         firewall: firewall.clone(),
-        neighbours: Arc::new(KernelNeighbours::new(config.guest.interface.clone())),
+        neighbours: neighbours.clone(),
         clock: clock.clone(),
     };
     let portal_app = portal::router(portal_state);
+    // One gate for all the portal's listeners (v4, v6, HTTPS): a device's share and the total
+    // are counted across them.
+    let portal_gate = portal::Gate::portal(neighbours, metrics.clone());
     let portal_tasks: Vec<_> = portal_listeners
         .into_iter()
-        .map(|(l, tls)| tokio::spawn(portal::serve(l, portal_app.clone(), tls, shutdown_rx.clone())))
+        .map(|(l, tls)| {
+            tokio::spawn(portal::serve(
+                l,
+                portal_app.clone(),
+                tls,
+                portal_gate.clone(),
+                shutdown_rx.clone(),
+            ))
+        })
         .collect();
     let admin = AdminState {
         store: store.clone(),
@@ -163,6 +176,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         retention: config.retention(),
     };
     let admin_task = admin_listener.map(|(listener, acceptor, idle)| {
+        let gate = portal::Gate::admin(metrics.clone());
         let web = crate::admin::web::WebState {
             actions: admin.clone(),
             pages: admin_pages,
@@ -174,6 +188,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             listener,
             crate::admin::web::router(web),
             Some(acceptor),
+            gate,
             shutdown_rx.clone(),
         ))
     });

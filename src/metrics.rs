@@ -49,6 +49,8 @@ pub struct Metrics {
     restores: Counter,
     guests_allowed: Gauge,
     database_bytes: Gauge,
+    connections_refused: Family<ReasonLabel, Counter>,
+    connections_evicted: Counter,
     store_path: PathBuf,
     /// Scrapes copy the firewall's running totals into counters; one at a time.
     scrape: Mutex<()>,
@@ -71,6 +73,8 @@ impl Metrics {
             restores: Counter::default(),
             guests_allowed: Gauge::default(),
             database_bytes: Gauge::default(),
+            connections_refused: Family::default(),
+            connections_evicted: Counter::default(),
             store_path,
             scrape: Mutex::new(()),
         };
@@ -99,6 +103,16 @@ impl Metrics {
             m.guests_allowed.clone(),
         );
         registry.register(
+            "connections_refused",
+            "Connections refused by the accept loops, by reason (per_device: a device over its share; total: every slot busy)",
+            m.connections_refused.clone(),
+        );
+        registry.register(
+            "connections_evicted",
+            "Idle or slow connections closed to make room for a device with fewer",
+            m.connections_evicted.clone(),
+        );
+        registry.register(
             "database_size_bytes",
             "Size of the SQLite database and its WAL",
             m.database_bytes.clone(),
@@ -112,6 +126,20 @@ impl Metrics {
             Some(i) => self.by_kind[i].inc(),
             None => self.requests.get_or_create(&KindLabel { kind: kind.to_owned() }).inc(),
         };
+    }
+
+    /// Counts `n` connections refused for `reason` (`per_device` or `total`).
+    pub fn connections_refused(&self, reason: &str, n: u64) {
+        self.connections_refused
+            .get_or_create(&ReasonLabel {
+                reason: reason.to_owned(),
+            })
+            .inc_by(n);
+    }
+
+    /// Counts one connection closed to make room for another device's.
+    pub fn connection_evicted(&self) {
+        self.connections_evicted.inc();
     }
 
     /// Records how an accept ended: 200 is an accept; anything else a refusal, by the reason
@@ -188,6 +216,8 @@ mod tests {
             Duration::from_millis(3),
         );
         m.accept_finished(&StatusCode::CONFLICT.into_response(), Duration::from_millis(3));
+        m.connections_refused("per_device", 3);
+        m.connection_evicted();
         let fw = FirewallStatus {
             elements: 7,
             checks: 42,
@@ -205,6 +235,8 @@ mod tests {
             "aupgate_firewall_restores_total 2",
             "aupgate_guests_allowed 7",
             "aupgate_database_size_bytes 4096",
+            "aupgate_connections_refused_total{reason=\"per_device\"} 3",
+            "aupgate_connections_evicted_total 1",
         ] {
             assert!(text.lines().any(|l| l == line), "{line} missing in:\n{text}");
         }

@@ -34,8 +34,15 @@ pub enum NeighbourError {
 /// The lookup future.
 pub type Lookup<'a> = Pin<Box<dyn Future<Output = Result<Option<Neighbour>, NeighbourError>> + Send + 'a>>;
 
+/// The whole-table future.
+pub type Table<'a> = Pin<Box<dyn Future<Output = Result<Vec<(IpAddr, MacAddr)>, NeighbourError>> + Send + 'a>>;
+
 /// IP → MAC on the guest network.
 pub trait Neighbours: Send + Sync + std::fmt::Debug {
+    /// Every usable entry on the guest interface, as (address, MAC); one read of the kernel's
+    /// table (the portal's accept loop caches it to count connections per device).
+    fn table(&self) -> Table<'_>;
+
     /// The neighbour with address `ip` on the guest interface, or `None` if the kernel has no
     /// usable entry (the caller asks the guest to retry).
     fn lookup(&self, ip: IpAddr) -> Lookup<'_>;
@@ -46,6 +53,11 @@ pub trait Neighbours: Send + Sync + std::fmt::Debug {
 pub struct StaticNeighbours(pub Vec<(IpAddr, MacAddr)>);
 
 impl Neighbours for StaticNeighbours {
+    fn table(&self) -> Table<'_> {
+        let all = self.0.clone();
+        Box::pin(async move { Ok(all) })
+    }
+
     fn lookup(&self, ip: IpAddr) -> Lookup<'_> {
         let found = self.0.iter().find(|(a, _)| *a == ip).map(|&(_, mac)| Neighbour {
             mac,

@@ -7,7 +7,7 @@ use futures_util::TryStreamExt;
 use netlink_packet_route::address::AddressAttribute;
 use netlink_packet_route::neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourMessage, NeighbourState};
 
-use super::{Lookup, Neighbour, NeighbourError, Neighbours};
+use super::{Lookup, Neighbour, NeighbourError, Neighbours, Table};
 use crate::clients::MacAddr;
 
 /// Reads the running kernel's table for one interface.
@@ -98,11 +98,21 @@ pub async fn interface_addresses(interface: &str) -> Result<Vec<IpAddr>, Neighbo
     Ok(addresses)
 }
 
+impl KernelNeighbours {
+    async fn entries(&self) -> Result<Vec<(IpAddr, MacAddr)>, NeighbourError> {
+        let ifindex = self.ifindex()?;
+        Ok(self.dump().await?.iter().filter_map(|m| entry(m, ifindex)).collect())
+    }
+}
+
 impl Neighbours for KernelNeighbours {
+    fn table(&self) -> Table<'_> {
+        Box::pin(self.entries())
+    }
+
     fn lookup(&self, ip: IpAddr) -> Lookup<'_> {
         Box::pin(async move {
-            let ifindex = self.ifindex()?;
-            let entries: Vec<(IpAddr, MacAddr)> = self.dump().await?.iter().filter_map(|m| entry(m, ifindex)).collect();
+            let entries = self.entries().await?;
             let Some(&(_, mac)) = entries.iter().find(|(a, _)| *a == ip) else {
                 return Ok(None);
             };

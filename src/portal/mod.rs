@@ -8,7 +8,7 @@ mod handlers;
 mod serve;
 pub mod tls;
 
-pub use serve::{HEADER_TIMEOUT, MAX_PER_CLIENT, MAX_TOTAL, serve};
+pub use serve::{Gate, HEADER_TIMEOUT, HEADER_TIMEOUT_PRESSED, MAX_HEAD, MAX_PER_CLIENT, MAX_TOTAL, serve};
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,12 +1,15 @@
-//! The portal's accept loop. Guests are unauthenticated and many, so every connection has a
-//! header-read timeout and connections are capped per client address and in total: one device
-//! holding idle sockets must not starve the daemon of file descriptors (which nft, conntrack and
-//! the control socket need too).
+//! The accept loop of the portal and the admin. Guests are unauthenticated and many, so no one
+//! device may starve the others: connections count against the device (its MAC, from the
+//! neighbour table) rather than only its address, a device holds at most `MAX_PER_CLIENT`, and
+//! when all `MAX_TOTAL` slots are taken a newcomer is let in by closing the longest-idle
+//! connection of the device holding the most. Request heads are capped at `MAX_HEAD` and must
+//! arrive within a header timeout that shortens under pressure. Refusals are counted for
+//! `/metrics` and summarised in the log at most once a minute.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::ConnectInfo;
@@ -15,126 +18,560 @@ use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{oneshot, watch};
 use tokio_rustls::TlsAcceptor;
 use tower::Service as _;
 
+use crate::clients::MacAddr;
+use crate::metrics::Metrics;
+use crate::neighbours::Neighbours;
+
 /// A client must send a complete request head within this time.
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
-/// Most simultaneous connections from one address (a phone opens a handful).
+/// The header timeout for connections accepted while more than three quarters of the slots are
+/// taken: a phone sends its head at once, a slow-header attacker does not.
+pub const HEADER_TIMEOUT_PRESSED: Duration = Duration::from_secs(3);
+/// Most simultaneous connections from one device (a phone opens a handful).
 pub const MAX_PER_CLIENT: usize = 32;
 /// Most simultaneous connections in all (well under the default 1024 file descriptors).
 pub const MAX_TOTAL: usize = 512;
+/// Largest request head (request line and headers); a phone's is under 2 kB. Larger gets 431.
+pub const MAX_HEAD: usize = 16 * 1024;
 /// How long open requests get to finish on shutdown.
 const DRAIN: Duration = Duration::from_secs(5);
+/// How often refusals are summarised in the log, at most.
+const SUMMARY: Duration = Duration::from_secs(60);
+/// How often the accept loop looks for news to summarise: the first refusals are in the log
+/// within this time, the later ones a minute apart.
+const SUMMARY_CHECK: Duration = Duration::from_secs(5);
+/// A cached neighbour table older than this is read again.
+const TABLE_FRESH: Duration = Duration::from_secs(30);
 
-type Counts = Arc<Mutex<HashMap<IpAddr, usize>>>;
+/// Whom a connection counts against: its device where the neighbour table knows it, else its
+/// address (the admin, loopback, or a client the kernel has no entry for).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Client {
+    Device(MacAddr),
+    Address(IpAddr),
+}
 
-/// Serves one HTTP/1.1 connection (plain or TLS) with the header-read timeout, until it ends
-/// or a graceful shutdown finishes it.
-async fn run_connection<I>(io: I, app: Router, peer: SocketAddr, watcher: Watcher) -> Result<(), hyper::Error>
+impl std::fmt::Display for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Device(mac) => write!(f, "{mac}"),
+            Self::Address(ip) => write!(f, "{ip}"),
+        }
+    }
+}
+
+/// One open connection, as the slots see it.
+#[derive(Debug)]
+struct Conn {
+    client: Client,
+    /// In a handler now: never closed to make room.
+    busy: bool,
+    /// When it was accepted or last answered: how long it has been idle (or slow) since.
+    since: Instant,
+    /// Closes it.
+    evict: Option<oneshot::Sender<()>>,
+}
+
+/// Why a connection was not let in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refused {
+    /// Its device already holds `MAX_PER_CLIENT`.
+    PerDevice,
+    /// Every slot is taken by a busy connection or by devices holding no more than it does.
+    Total,
+}
+
+/// Every open connection of one surface, and what was refused since the last summary.
+#[derive(Debug, Default)]
+struct Slots {
+    conns: HashMap<u64, Conn>,
+    per_client: HashMap<Client, usize>,
+    next: u64,
+    refused_per_device: u64,
+    refused_total: u64,
+    evicted: u64,
+    /// The client refused or evicted most since the last summary, for the log line.
+    worst: HashMap<Client, u64>,
+    last_summary: Option<Instant>,
+}
+
+impl Slots {
+    /// Lets `client` in, closing another device's connection if every slot is taken; the
+    /// receiver fires if this connection is later closed to make room.
+    fn admit(&mut self, client: Client, now: Instant) -> Result<(u64, oneshot::Receiver<()>), Refused> {
+        let held = self.per_client.get(&client).copied().unwrap_or(0);
+        if held >= MAX_PER_CLIENT {
+            self.refused_per_device += 1;
+            *self.worst.entry(client).or_default() += 1;
+            return Err(Refused::PerDevice);
+        }
+        if self.conns.len() >= MAX_TOTAL {
+            // The device holding the most, and of its connections the one idle (or slow to
+            // send its head) the longest; only if that device holds more than the newcomer.
+            let victim = self
+                .conns
+                .iter()
+                .filter(|(_, c)| !c.busy)
+                .map(|(id, c)| (*id, self.per_client.get(&c.client).copied().unwrap_or(0), c.since))
+                .filter(|(_, n, _)| *n > held)
+                .max_by(|a, b| a.1.cmp(&b.1).then(b.2.cmp(&a.2)))
+                .map(|(id, _, _)| id);
+            let Some(victim) = victim else {
+                self.refused_total += 1;
+                *self.worst.entry(client).or_default() += 1;
+                return Err(Refused::Total);
+            };
+            if let Some(conn) = self.release(victim) {
+                if let Some(evict) = conn.evict {
+                    let _ = evict.send(());
+                }
+                self.evicted += 1;
+                *self.worst.entry(conn.client).or_default() += 1;
+            }
+        }
+        let (tx, rx) = oneshot::channel();
+        let id = self.next;
+        self.next += 1;
+        self.conns.insert(
+            id,
+            Conn {
+                client,
+                busy: false,
+                since: now,
+                evict: Some(tx),
+            },
+        );
+        *self.per_client.entry(client).or_default() += 1;
+        Ok((id, rx))
+    }
+
+    /// Forgets connection `id`; returns it if it was still counted.
+    fn release(&mut self, id: u64) -> Option<Conn> {
+        let conn = self.conns.remove(&id)?;
+        if let Some(n) = self.per_client.get_mut(&conn.client) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_client.remove(&conn.client);
+            }
+        }
+        Some(conn)
+    }
+
+    /// The summary line's figures, once `SUMMARY` has passed since the last one, and only if
+    /// something was refused or closed; resets them.
+    fn summary(&mut self, now: Instant) -> Option<Summary> {
+        if self.last_summary.is_some_and(|t| now.duration_since(t) < SUMMARY) {
+            return None;
+        }
+        if self.refused_per_device + self.refused_total + self.evicted == 0 {
+            return None;
+        }
+        self.last_summary = Some(now);
+        let worst = self.worst.drain().max_by_key(|(_, n)| *n);
+        Some(Summary {
+            per_device: std::mem::take(&mut self.refused_per_device),
+            total: std::mem::take(&mut self.refused_total),
+            evicted: std::mem::take(&mut self.evicted),
+            worst,
+        })
+    }
+}
+
+/// What the log's summary line says.
+#[derive(Debug, PartialEq, Eq)]
+struct Summary {
+    per_device: u64,
+    total: u64,
+    evicted: u64,
+    /// The client refused or closed most often, and how often.
+    worst: Option<(Client, u64)>,
+}
+
+/// The neighbour table as last read, to tell which device a connection comes from without a
+/// kernel round trip per connection.
+#[derive(Debug)]
+struct Devices {
+    neighbours: Arc<dyn Neighbours>,
+    table: tokio::sync::Mutex<(HashMap<IpAddr, MacAddr>, Option<Instant>)>,
+}
+
+impl Devices {
+    /// The device at `ip`. The table is read again when `ip` is not in the cached copy (a new
+    /// device, or a device's new address: every address must be known before its first
+    /// connection is counted, or a device could take a share per address) and when the copy is
+    /// old. An established connection implies the kernel has the entry (it answered the SYN).
+    async fn of(&self, ip: IpAddr) -> Option<MacAddr> {
+        let mut cached = self.table.lock().await;
+        let now = Instant::now();
+        let fresh = cached.1.is_some_and(|t| now.duration_since(t) < TABLE_FRESH);
+        if let Some(mac) = cached.0.get(&ip).filter(|_| fresh) {
+            return Some(*mac);
+        }
+        match self.neighbours.table().await {
+            Ok(entries) => *cached = (entries.into_iter().collect(), Some(now)),
+            Err(e) => tracing::debug!(error = %e, "cannot read the neighbour table; counting by address"),
+        }
+        cached.0.get(&ip).copied()
+    }
+}
+
+/// What one surface's listeners share: its slots, and for the portal the neighbour table and
+/// the metrics. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Gate {
+    slots: Arc<Mutex<Slots>>,
+    devices: Option<Arc<Devices>>,
+    metrics: Option<Arc<Metrics>>,
+    surface: &'static str,
+}
+
+impl Gate {
+    /// The portal's: connections count against the device `neighbours` names.
+    pub fn portal(neighbours: Arc<dyn Neighbours>, metrics: Arc<Metrics>) -> Self {
+        Self {
+            slots: Arc::default(),
+            devices: Some(Arc::new(Devices {
+                neighbours,
+                table: tokio::sync::Mutex::new((HashMap::new(), None)),
+            })),
+            metrics: Some(metrics),
+            surface: "portal",
+        }
+    }
+
+    /// The admin's: staff are few; connections count against their address.
+    pub fn admin(metrics: Arc<Metrics>) -> Self {
+        Self {
+            slots: Arc::default(),
+            devices: None,
+            metrics: Some(metrics),
+            surface: "admin",
+        }
+    }
+
+    fn slots(&self) -> std::sync::MutexGuard<'_, Slots> {
+        self.slots.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    async fn client(&self, ip: IpAddr) -> Client {
+        match &self.devices {
+            Some(devices) => devices.of(ip).await.map_or(Client::Address(ip), Client::Device),
+            None => Client::Address(ip),
+        }
+    }
+
+    /// Lets a connection from `ip` in, or says why not. The header timeout is chosen here: the
+    /// short one while more than three quarters of the slots are taken.
+    async fn admit(&self, ip: IpAddr) -> Result<(Ticket, oneshot::Receiver<()>, Duration), Refused> {
+        let client = self.client(ip).await;
+        let mut slots = self.slots();
+        let evicted_before = slots.evicted;
+        let admitted = slots.admit(client, Instant::now());
+        let pressed = slots.conns.len() > MAX_TOTAL * 3 / 4;
+        let evicted = slots.evicted - evicted_before;
+        drop(slots);
+        if let Some(m) = &self.metrics {
+            match admitted {
+                Err(Refused::PerDevice) => m.connections_refused("per_device", 1),
+                Err(Refused::Total) => m.connections_refused("total", 1),
+                Ok(_) if evicted > 0 => m.connection_evicted(),
+                Ok(_) => {}
+            }
+        }
+        if let Err(why) = admitted {
+            tracing::debug!(surface = self.surface, %client, ?why, "connection refused");
+        }
+        let (id, evict) = admitted?;
+        let timeout = if pressed {
+            HEADER_TIMEOUT_PRESSED
+        } else {
+            HEADER_TIMEOUT
+        };
+        Ok((Ticket { gate: self.clone(), id }, evict, timeout))
+    }
+
+    /// Logs what was refused and closed since the last summary (at most once a minute).
+    fn summarise(&self) {
+        let Some(Summary {
+            per_device,
+            total,
+            evicted,
+            worst,
+        }) = self.slots().summary(Instant::now())
+        else {
+            return;
+        };
+        let (busiest, busiest_count) = worst.map_or((String::new(), 0), |(c, n)| (c.to_string(), n));
+        tracing::warn!(
+            surface = self.surface,
+            refused_per_device = per_device,
+            refused_full = total,
+            closed_to_make_room = evicted,
+            busiest = %busiest,
+            busiest_count,
+            "connections refused or closed in the last minute: a device is holding many connections"
+        );
+    }
+}
+
+/// A connection's slot: marks it busy or idle, and frees it on drop.
+#[derive(Debug)]
+struct Ticket {
+    gate: Gate,
+    id: u64,
+}
+
+impl Ticket {
+    fn busy(&self, busy: bool) {
+        if let Some(c) = self.gate.slots().conns.get_mut(&self.id) {
+            c.busy = busy;
+            c.since = Instant::now();
+        }
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        self.gate.slots().release(self.id);
+    }
+}
+
+/// Serves one HTTP/1.1 connection (plain or TLS) with the header-read timeout and head cap,
+/// until it ends or a graceful shutdown finishes it.
+async fn run_connection<I>(
+    io: I,
+    app: Router,
+    peer: SocketAddr,
+    ticket: Arc<Ticket>,
+    header_timeout: Duration,
+    watcher: Watcher,
+) -> Result<(), hyper::Error>
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
         req.extensions_mut().insert(ConnectInfo(peer));
-        app.clone().call(req)
+        ticket.busy(true);
+        let ticket = ticket.clone();
+        let answer = app.clone().call(req);
+        async move {
+            let response = answer.await;
+            ticket.busy(false);
+            response
+        }
     });
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_TIMEOUT)
+        .header_read_timeout(header_timeout)
+        .max_buf_size(MAX_HEAD)
         .serve_connection(TokioIo::new(io), service);
     watcher.watch(conn).await
 }
 
-/// One client's slot; frees itself on drop.
-struct Slot {
-    counts: Counts,
-    ip: IpAddr,
-}
-
-impl Slot {
-    fn take(counts: &Counts, ip: IpAddr) -> Option<Self> {
-        let mut map = counts.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let n = map.entry(ip).or_insert(0);
-        if *n >= MAX_PER_CLIENT {
-            return None;
-        }
-        *n += 1;
-        Some(Self {
-            counts: counts.clone(),
-            ip,
-        })
-    }
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        let mut map = self.counts.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(n) = map.get_mut(&self.ip) {
-            *n -= 1;
-            if *n == 0 {
-                map.remove(&self.ip);
-            }
-        }
-    }
-}
-
 /// Serves `app` on `listener` (over TLS when `tls` is given) until `shutdown` turns true, then
-/// drains for up to 5 s. The TLS handshake counts against the same header timeout.
-pub async fn serve(listener: TcpListener, app: Router, tls: Option<TlsAcceptor>, mut shutdown: watch::Receiver<bool>) {
+/// drains for up to 5 s. The TLS handshake counts against the same header timeout. Listeners
+/// of one surface share `gate`.
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    tls: Option<TlsAcceptor>,
+    gate: Gate,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let graceful = GracefulShutdown::new();
-    let total = Arc::new(Semaphore::new(MAX_TOTAL));
-    let counts: Counts = Arc::default();
+    let mut summary = tokio::time::interval(SUMMARY_CHECK);
+    summary.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
                 Err(e) => {
                     // EMFILE and friends: back off instead of spinning.
-                    tracing::warn!(error = %e, "portal accept failed");
+                    tracing::warn!(error = %e, "accept failed");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
             },
+            _ = summary.tick() => {
+                gate.summarise();
+                continue;
+            }
             _ = shutdown.changed() => break,
         };
         let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
-        let Ok(permit) = total.clone().try_acquire_owned() else {
-            tracing::warn!("portal connection refused: {MAX_TOTAL} connections open");
-            tracing::debug!(client = %peer.ip(), "refused over the total limit");
+        // Refused: the stream is dropped, which closes it at once.
+        let Ok((ticket, evicted, header_timeout)) = gate.admit(peer.ip()).await else {
             continue;
         };
-        let Some(slot) = Slot::take(&counts, peer.ip()) else {
-            tracing::debug!(client = %peer.ip(), "portal connection refused: per-client limit");
-            continue;
-        };
+        let ticket = Arc::new(ticket);
         let app = app.clone();
         let watcher = graceful.watcher();
         let tls = tls.clone();
         tokio::spawn(async move {
-            // Errors here are the client's (reset, timeout, bad TLS or HTTP): nothing above debug.
-            let result = match tls {
-                None => run_connection(stream, app, peer, watcher).await,
-                Some(acceptor) => match tokio::time::timeout(HEADER_TIMEOUT, acceptor.accept(stream)).await {
-                    Ok(Ok(stream)) => run_connection(stream, app, peer, watcher).await,
-                    Ok(Err(e)) => {
-                        tracing::debug!(client = %peer.ip(), error = %e, "TLS handshake failed");
-                        Ok(())
-                    }
-                    Err(_) => Ok(()),
-                },
+            let work = async {
+                // Errors here are the client's (reset, timeout, bad TLS or HTTP): debug only.
+                match tls {
+                    None => run_connection(stream, app, peer, ticket, header_timeout, watcher).await,
+                    Some(acceptor) => match tokio::time::timeout(header_timeout, acceptor.accept(stream)).await {
+                        Ok(Ok(stream)) => run_connection(stream, app, peer, ticket, header_timeout, watcher).await,
+                        Ok(Err(e)) => {
+                            tracing::debug!(client = %peer.ip(), error = %e, "TLS handshake failed");
+                            Ok(())
+                        }
+                        Err(_) => Ok(()),
+                    },
+                }
             };
-            if let Err(e) = result {
-                tracing::debug!(client = %peer.ip(), error = %e, "portal connection ended");
+            tokio::select! {
+                result = work => if let Err(e) = result {
+                    tracing::debug!(client = %peer.ip(), error = %e, "connection ended");
+                },
+                // Dropping the connection closes its socket.
+                _ = evicted => tracing::debug!(client = %peer.ip(), "closed to make room for another device"),
             }
-            drop((permit, slot));
         });
     }
     if tokio::time::timeout(DRAIN, graceful.shutdown()).await.is_err() {
-        tracing::warn!(
-            "portal requests still open after {} s; stopping anyway",
-            DRAIN.as_secs()
+        tracing::warn!("requests still open after {} s; stopping anyway", DRAIN.as_secs());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn device(n: u8) -> Client {
+        Client::Device(MacAddr::new([2, 0, 0, 0, 0, n]))
+    }
+
+    #[test]
+    fn a_device_holds_at_most_its_share_whatever_its_addresses() {
+        let mut slots = Slots::default();
+        let now = Instant::now();
+        for _ in 0..MAX_PER_CLIENT {
+            slots.admit(device(1), now).unwrap();
+        }
+        assert_eq!(slots.admit(device(1), now).err(), Some(Refused::PerDevice));
+        assert!(slots.admit(device(2), now).is_ok());
+        assert_eq!(slots.refused_per_device, 1);
+    }
+
+    #[test]
+    fn when_full_a_newcomer_closes_the_longest_idle_of_the_device_holding_most() {
+        let mut slots = Slots::default();
+        let start = Instant::now();
+        let mut receivers = Vec::new();
+        // 16 devices with 32 each fill all 512 slots; device 1's first connection is oldest.
+        for d in 1..=16u8 {
+            for i in 0..MAX_PER_CLIENT {
+                let at = start + Duration::from_millis(u64::from(d) * 100 + i as u64);
+                receivers.push((d, slots.admit(device(d), at).unwrap()));
+            }
+        }
+        assert_eq!(slots.conns.len(), MAX_TOTAL);
+        let (id, _) = slots.admit(device(99), start + Duration::from_secs(5)).unwrap();
+        assert_eq!(slots.conns.len(), MAX_TOTAL);
+        assert_eq!(slots.evicted, 1);
+        assert!(slots.conns.contains_key(&id));
+        // The evicted one was device 1's oldest: its receiver fired.
+        let (_, (first, rx)) = &mut receivers[0];
+        assert!(!slots.conns.contains_key(first));
+        assert!(rx.try_recv().is_ok());
+        assert_eq!(slots.per_client[&device(1)], MAX_PER_CLIENT - 1);
+    }
+
+    #[test]
+    fn busy_connections_and_lighter_devices_are_never_closed_for_a_newcomer() {
+        let mut slots = Slots::default();
+        let now = Instant::now();
+        let mut ids = Vec::new();
+        for d in 1..=16u8 {
+            for _ in 0..MAX_PER_CLIENT {
+                ids.push(slots.admit(device(d), now).unwrap().0);
+            }
+        }
+        for id in &ids {
+            slots.conns.get_mut(id).unwrap().busy = true;
+        }
+        assert_eq!(slots.admit(device(99), now).err(), Some(Refused::Total));
+        // A device that already holds as many as any other gets no one else's slot.
+        for id in &ids {
+            slots.conns.get_mut(id).unwrap().busy = false;
+        }
+        assert_eq!(slots.admit(device(1), now).err(), Some(Refused::PerDevice));
+        let mut even = Slots::default();
+        for d in 0..(MAX_TOTAL / 4) as u8 {
+            for _ in 0..4 {
+                even.admit(device(d), now).unwrap();
+            }
+        }
+        for _ in 0..4 {
+            even.admit(device(200), now).ok();
+        }
+        assert!(
+            even.admit(device(200), now).is_err(),
+            "holding 4 like everyone else, it takes no one's slot"
         );
+    }
+
+    /// The real accept loop on loopback: a head over `MAX_HEAD` gets 431, a phone's gets its page.
+    #[tokio::test]
+    async fn issue_10_request_heads_are_capped_at_16_kib() {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let app = Router::new().route("/", axum::routing::get(|| async { "page" }));
+        let dir = tempfile::tempdir().unwrap();
+        let gate = Gate::admin(Arc::new(Metrics::new(dir.path().join("db"))));
+        let (stop, shutdown) = watch::channel(false);
+        let server = tokio::spawn(serve(listener, app, None, gate, shutdown));
+        let ask = |head: String| async move {
+            let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+            s.write_all(head.as_bytes()).await.unwrap();
+            let mut answer = Vec::new();
+            let _ = s.read_to_end(&mut answer).await;
+            String::from_utf8_lossy(&answer).into_owned()
+        };
+        let padded = |n: usize| {
+            format!(
+                "GET / HTTP/1.1\r\nHost: portal\r\nX-Pad: {}\r\nConnection: close\r\n\r\n",
+                "a".repeat(n)
+            )
+        };
+        let small = ask(padded(2 * 1024)).await;
+        assert!(small.starts_with("HTTP/1.1 200"), "{small}");
+        let big = ask(padded(20 * 1024)).await;
+        assert!(big.starts_with("HTTP/1.1 431"), "{big}");
+        let _ = stop.send(true);
+        server.await.unwrap();
+    }
+
+    #[test]
+    fn the_summary_comes_at_most_once_a_minute_and_only_with_news() {
+        let mut slots = Slots::default();
+        let now = Instant::now();
+        assert!(slots.summary(now).is_none());
+        for _ in 0..=MAX_PER_CLIENT {
+            let _ = slots.admit(device(1), now);
+        }
+        assert_eq!(
+            slots.summary(now),
+            Some(Summary {
+                per_device: 1,
+                total: 0,
+                evicted: 0,
+                worst: Some((device(1), 1))
+            })
+        );
+        let _ = slots.admit(device(1), now);
+        assert!(
+            slots.summary(now + Duration::from_secs(30)).is_none(),
+            "not twice in a minute"
+        );
+        assert!(slots.summary(now + Duration::from_secs(61)).is_some());
     }
 }

@@ -4,6 +4,7 @@
 //! - `boot`: closed from the first packet after a reboot, whatever part is broken (issue 10).
 //! - `firewall`: the DESIGN.md invariants through the real kernel (fail closed, survives
 //!   restarts and crashes, revoke, expiry, table restore, other tables untouched).
+//! - `fairness`: slow-header floods from one device or many cannot starve the portal (issue 10).
 //! - `portal`: a guest's path through the portal over real TCP, bad input included.
 //! - `cli`: `check` and the CLI's own errors.
 //! - `dhcp`: the shipped dnsmasq snippet hands out the API URL (RFC 8910) to a real client.
@@ -30,6 +31,7 @@ mod boot;
 mod browser;
 mod cli;
 mod dhcp;
+mod fairness;
 mod firewall;
 mod harness;
 mod https;
