@@ -271,27 +271,59 @@ async fn login(
     let now = st.actions.clock.now();
     let since = now - SIGN_IN_WINDOW;
     let (u, a) = (username.clone(), address.clone());
-    let (per_account, per_address) = st
+    // Counted as a failure before the check, atomically: parallel attempts cannot all slip
+    // under the limit.
+    let reserved = st
         .actions
         .store
-        .run(move |s| s.failed_logins_since(&u, &a, since))
-        .await
-        .unwrap_or((u32::MAX, u32::MAX));
-    if per_account >= MAX_FAILED_PER_ACCOUNT || per_address >= MAX_FAILED_PER_ADDRESS {
-        tracing::warn!(admin = %username, "sign-in refused: too many failures");
-        return page(
-            &st,
-            StatusCode::TOO_MANY_REQUESTS,
-            "admin/login.html",
-            None,
-            minijinja::context! {
-            error => "Too many failed sign-ins. Please wait 15 minutes and try again.", username => &username },
-        );
-    }
-    let role = actions::verify_password(&st.actions, &username, password).await;
+        .run(move |s| s.reserve_login(&u, &a, now, since, (MAX_FAILED_PER_ACCOUNT, MAX_FAILED_PER_ADDRESS)))
+        .await;
+    let attempt = match reserved {
+        Ok(Some(id)) => id,
+        Ok(None) => {
+            tracing::warn!(admin = %username, "sign-in refused: too many failures");
+            return page(
+                &st,
+                StatusCode::TOO_MANY_REQUESTS,
+                "admin/login.html",
+                None,
+                minijinja::context! {
+                error => "Too many failed sign-ins. Please wait 15 minutes and try again.", username => &username },
+            );
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "cannot record a sign-in; refusing it");
+            return message(
+                &st,
+                None,
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Sign-in unavailable",
+                "The store cannot be written; try again later.",
+                "/login",
+            );
+        }
+    };
+    let role = match actions::verify_password(&st.actions, &username, password).await {
+        actions::PasswordCheck::Valid(role) => Some(role),
+        actions::PasswordCheck::Invalid => None,
+        actions::PasswordCheck::Busy => {
+            // Nothing was checked, so it is not counted against the account.
+            if let Err(e) = st.actions.store.run(move |s| s.cancel_login(attempt)).await {
+                tracing::error!(error = %e, "cannot withdraw an unchecked sign-in attempt");
+            }
+            tracing::warn!(admin = %username, "sign-in refused: every password check is busy");
+            return page(
+                &st,
+                StatusCode::TOO_MANY_REQUESTS,
+                "admin/login.html",
+                None,
+                minijinja::context! {
+                error => "Too many sign-ins at once. Please try again in a minute.", username => &username },
+            );
+        }
+    };
     let ok = role.is_some();
-    let (u, a) = (username.clone(), address.clone());
-    if let Err(e) = st.actions.store.run(move |s| s.record_login(&u, &a, ok, now)).await {
+    if let Err(e) = st.actions.store.run(move |s| s.settle_login(attempt, ok, now)).await {
         tracing::error!(error = %e, "cannot record a sign-in; refusing it");
         return message(
             &st,

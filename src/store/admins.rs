@@ -11,6 +11,14 @@ use serde_json::json;
 
 use super::{Store, StoreError, insert_event, parse_ts, ts};
 
+/// `login_attempts.ok`: the password was right.
+const OK: i64 = 1;
+/// `login_attempts.ok`: the password was wrong.
+const FAILED: i64 = 0;
+/// `login_attempts.ok`: reserved, its check not finished; counted as a failure (also if the
+/// daemon stopped before it finished).
+const RESERVED: i64 = 2;
+
 /// What an account may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -143,16 +151,63 @@ impl Store {
         raw.map(|(h, r)| Ok((h, role(&r)?))).transpose()
     }
 
-    /// Records a sign-in attempt (and, as an event, who and whether it worked).
+    /// Reserves a sign-in attempt before its password is checked: if `username` has fewer than
+    /// `per_account` failures since `since`, and `address` fewer than `per_address`, a row is
+    /// added that counts as a failure until `settle_login` says otherwise, and its id returned.
+    /// Counting and adding are one IMMEDIATE transaction under the store's lock, so however
+    /// many attempts arrive at once, no more than the limits are ever let through to a check.
+    /// `None`: locked out.
     ///
     /// # Errors
     /// On a database failure.
-    pub fn record_login(&self, username: &str, address: &str, ok: bool, now: Timestamp) -> Result<(), StoreError> {
+    pub fn reserve_login(
+        &self,
+        username: &str,
+        address: &str,
+        now: Timestamp,
+        since: Timestamp,
+        (per_account, per_address): (u32, u32),
+    ) -> Result<Option<i64>, StoreError> {
         let mut conn = self.lock();
-        let tx = conn.transaction()?;
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let failures = |col: &str, value: &str| -> Result<u32, StoreError> {
+            Ok(tx.query_row(
+                &format!("SELECT count(*) FROM login_attempts WHERE {col} = ?1 AND at > ?2 AND ok != {OK}"),
+                params![value, ts(since)],
+                |r| r.get(0),
+            )?)
+        };
+        if failures("username", username)? >= per_account || failures("address", address)? >= per_address {
+            return Ok(None);
+        }
         tx.execute(
             "INSERT INTO login_attempts (username, address, at, ok) VALUES (?1, ?2, ?3, ?4)",
-            params![username, address, ts(now), ok],
+            params![username, address, ts(now), RESERVED],
+        )?;
+        let id = tx.last_insert_rowid();
+        tx.commit()?;
+        Ok(Some(id))
+    }
+
+    /// Settles reserved attempt `id` once its password was checked: a success stops counting
+    /// as a failure. Either way it is recorded as an event, with who and from where.
+    ///
+    /// # Errors
+    /// On a database failure.
+    pub fn settle_login(&self, id: i64, ok: bool, now: Timestamp) -> Result<(), StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        let (username, address): (String, String) = tx
+            .query_row(
+                "SELECT username, address FROM login_attempts WHERE id = ?1",
+                [id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?
+            .ok_or_else(|| StoreError::NotFound(format!("sign-in attempt {id}")))?;
+        tx.execute(
+            "UPDATE login_attempts SET ok = ?2 WHERE id = ?1",
+            params![id, if ok { OK } else { FAILED }],
         )?;
         let kind = if ok { "sign-in" } else { "sign-in-failed" };
         insert_event(&tx, now, kind, &json!({"admin": username, "address": address}))?;
@@ -160,25 +215,17 @@ impl Store {
         Ok(())
     }
 
-    /// Failed sign-ins since `since`: (for this username, from this address).
+    /// Withdraws reserved attempt `id` whose password was never checked (the checks were all
+    /// busy): it was not an attempt at guessing, so it does not count.
     ///
     /// # Errors
     /// On a database failure.
-    pub fn failed_logins_since(
-        &self,
-        username: &str,
-        address: &str,
-        since: Timestamp,
-    ) -> Result<(u32, u32), StoreError> {
-        let conn = self.lock();
-        let count = |col: &str, value: &str| -> Result<u32, StoreError> {
-            Ok(conn.query_row(
-                &format!("SELECT count(*) FROM login_attempts WHERE {col} = ?1 AND at > ?2 AND ok = 0"),
-                params![value, ts(since)],
-                |r| r.get(0),
-            )?)
-        };
-        Ok((count("username", username)?, count("address", address)?))
+    pub fn cancel_login(&self, id: i64) -> Result<(), StoreError> {
+        self.lock().execute(
+            "DELETE FROM login_attempts WHERE id = ?1 AND ok = ?2",
+            params![id, RESERVED],
+        )?;
+        Ok(())
     }
 
     /// Starts a session.

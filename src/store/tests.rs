@@ -928,3 +928,45 @@ fn issue_10_endings_recorded_before_their_rows_were_named_are_accepted_unchecked
         .unwrap();
     assert!(s.verify().unwrap().unwrap_err().problem.contains("no event ended it"));
 }
+
+#[test]
+fn issue_10_sign_in_attempts_are_reserved_before_the_check_and_expire_with_the_window() {
+    let store = Store::open_in_memory().unwrap();
+    let now = t("2026-11-23T10:00:00Z");
+    let window = jiff::SignedDuration::from_mins(15);
+    let limits = (5, 20);
+    let reserve = |user: &str, at: Timestamp| store.reserve_login(user, "10.0.0.9", at, at - window, limits).unwrap();
+    // Five reservations, none settled yet: the sixth is refused, as if all five had failed.
+    let ids: Vec<i64> = (0..5).map(|_| reserve("office", now).unwrap()).collect();
+    assert_eq!(reserve("office", now), None);
+    // A success stops counting; a check that never ran is withdrawn.
+    store.settle_login(ids[0], true, now).unwrap();
+    store.cancel_login(ids[1]).unwrap();
+    let again = reserve("office", now).unwrap();
+    let last = reserve("office", now).unwrap();
+    assert_eq!(reserve("office", now), None);
+    for id in [ids[2], ids[3], ids[4], again, last] {
+        store.settle_login(id, false, now).unwrap();
+    }
+    // Cancelling a settled failure changes nothing.
+    store.cancel_login(last).unwrap();
+    assert_eq!(reserve("office", now), None);
+    // Per address too: 20 failures from one address lock out every name from it.
+    for i in 0..15 {
+        let id = reserve(&format!("guess{i}"), now).unwrap();
+        store.settle_login(id, false, now).unwrap();
+    }
+    assert_eq!(reserve("someone-else", now), None);
+    // Once the window has passed, the account may try again.
+    let later = now + window + jiff::SignedDuration::from_secs(1);
+    assert!(reserve("office", later).is_some());
+    let events: i64 = store
+        .lock()
+        .query_row(
+            "SELECT count(*) FROM events WHERE kind IN ('sign-in', 'sign-in-failed')",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(events, 1 + 5 + 15, "one event per settled attempt");
+}

@@ -508,3 +508,89 @@ fn metrics_count_accepts_and_refusals_without_personal_data() {
         assert!(!l.contains("Nadia"), "a guest's name above debug: {l}");
     }
 }
+
+/// Posts `count` sign-ins at once from the staff network (a barrier releases them together);
+/// `user` may contain `{i}` for a name per request. Returns each answer's status, or -1 where
+/// the connection was refused (over the 32 one address may hold).
+fn sign_in_burst(lab: &Lab, user: &str, password: &str, count: usize) -> Vec<i32> {
+    let script = format!(
+        r#"
+import ssl, threading, urllib.parse, urllib.request
+ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
+n = {count}; go = threading.Barrier(n); codes = [0] * n
+def one(i):
+    body = urllib.parse.urlencode({{"username": "{user}".replace("{{i}}", str(i)), "password": "{password}"}}).encode()
+    go.wait()
+    try:
+        codes[i] = urllib.request.urlopen(urllib.request.Request("https://{ADMIN}/login", data=body), context=ctx, timeout=60).status
+    except urllib.error.HTTPError as e:
+        codes[i] = e.code
+    except Exception:
+        codes[i] = -1
+ts = [threading.Thread(target=one, args=(i,)) for i in range(n)]
+[t.start() for t in ts]; [t.join() for t in ts]
+print(" ".join(map(str, codes)))
+"#
+    );
+    let (ok, out, err) = lab.net(&["python3", "-c", &script]);
+    assert!(ok, "{err}");
+    out.split_whitespace()
+        .map(|c| c.parse().unwrap_or_else(|_| panic!("{out}")))
+        .collect()
+}
+
+/// Issue 10, part 3: the sign-in lock holds under parallel attempts, and password checks run on
+/// a bounded pool. 30 parallel wrong passwords check at most 5; the right one is then refused;
+/// a burst of 100 keeps the daemon's peak memory under 150 MB.
+#[test]
+fn issue_10_parallel_sign_ins_cannot_beat_the_lock_or_exhaust_memory() {
+    let Some(lab) = Lab::new(1) else { return };
+    let mut gw = Gateway::start(&lab);
+    gw.stop();
+    let text = std::fs::read_to_string(&gw.config).unwrap() + &format!("\n[admin]\nlisten = \"{ADMIN}\"\n");
+    std::fs::write(&gw.config, text).unwrap();
+    gw.start_again();
+    let (ok, _, err) = gw.add_admin("office", "staff", "correct horse battery");
+    assert!(ok, "{err}");
+    let peak = |gw: &Gateway<'_>| -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", gw.pid())).unwrap();
+        let kib: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap();
+        kib / 1024
+    };
+    let before = peak(&gw);
+
+    let codes = sign_in_burst(&lab, "office", "wrong password!", 30);
+    let wrong = codes.iter().filter(|c| **c == 401).count();
+    let locked = codes.iter().filter(|c| **c == 429).count();
+    assert!(
+        wrong <= 5,
+        "{wrong} wrong passwords were checked, the limit is 5: {codes:?}"
+    );
+    assert_eq!(wrong + locked, 30, "{codes:?}");
+    let db = rusqlite::Connection::open_with_flags(&gw.store, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
+    let checked: i64 = db
+        .query_row("SELECT count(*) FROM events WHERE kind = 'sign-in-failed'", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert!(checked <= 5, "{checked} checks recorded");
+    assert_eq!(checked as usize, wrong);
+    // The right password now is refused until the lock expires.
+    let right = sign_in_burst(&lab, "office", "correct horse battery", 1);
+    assert_eq!(right, vec![429]);
+
+    // 100 at once, each for a different name: the address's limit lets 20 minus those above
+    // through to a check, two at a time.
+    let codes = sign_in_burst(&lab, "guess{i}", "wrong password!", 100);
+    assert!(codes.iter().all(|c| [401, 429, -1].contains(c)), "{codes:?}");
+    let wrong_here = codes.iter().filter(|c| **c == 401).count();
+    assert!(wrong + wrong_here <= 20, "per address: {wrong} + {wrong_here} checked");
+    let after = peak(&gw);
+    eprintln!("daemon peak RSS: {before} MiB before the bursts, {after} MiB after");
+    assert!(after < 150, "peak RSS {after} MiB during the bursts");
+}
