@@ -698,7 +698,14 @@ address = "10.50.0.1"
         let other = Config::parse(&format!("{GOOD}address6 = \"fd00::1\"\n"), Path::new("t")).unwrap();
         assert!(!other.is_portal_host("fd00::1:8080"));
         assert!(!other.is_portal_host("fd00:0:0:0:0:0:1:1"));
-        for host in ["fd00::1", "FD00::1", "[fd00::1]", "[fd00::1]:8080", "fd00:0:0:0:0:0:0:1", "10.50.0.1:8080"] {
+        for host in [
+            "fd00::1",
+            "FD00::1",
+            "[fd00::1]",
+            "[fd00::1]:8080",
+            "fd00:0:0:0:0:0:0:1",
+            "10.50.0.1:8080",
+        ] {
             assert!(other.is_portal_host(host), "{host}");
         }
     }
