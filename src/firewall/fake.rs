@@ -20,6 +20,8 @@ pub(crate) struct FakeState {
     pub(crate) forgotten: Vec<IpAddr>,
     pub(crate) replaced: usize,
     pub(crate) fail_conntrack: bool,
+    /// Listing the set's elements fails.
+    pub(crate) fail_listing: bool,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -48,7 +50,11 @@ impl Firewall for FakeFirewall {
         Ok(self.state().set.keys().copied().collect())
     }
     async fn timeouts(&self) -> Result<Vec<(MacAddr, SignedDuration)>, FirewallError> {
-        Ok(self.state().set.iter().map(|(m, t)| (*m, *t)).collect())
+        let s = self.state();
+        if s.fail_listing {
+            return Err(FirewallError::TimedOut("listing set allowed"));
+        }
+        Ok(s.set.iter().map(|(m, t)| (*m, *t)).collect())
     }
     async fn allow(&self, mac: MacAddr, left: SignedDuration) -> Result<(), FirewallError> {
         self.state().set.insert(mac, left);

@@ -197,8 +197,15 @@ async fn issue_10_start_installs_the_table_closed_or_keeps_what_the_kernel_has()
         s.chains = "tampered".into();
     }
     assert_eq!(close_at_start(&fake, &spec).await.unwrap(), 1);
+    {
+        let s = fake.0.lock().unwrap();
+        assert_eq!(s.chains, "chains for guest0");
+        assert_eq!(s.set.get(&mac), Some(&SignedDuration::from_secs(600)));
+        assert_eq!(s.replaced, 2);
+    }
+    // If the kernel's elements cannot be listed, the table still goes in, closed.
+    fake.0.lock().unwrap().fail_listing = true;
+    assert_eq!(close_at_start(&fake, &spec).await.unwrap(), 0);
     let s = fake.0.lock().unwrap();
-    assert_eq!(s.chains, "chains for guest0");
-    assert_eq!(s.set.get(&mac), Some(&SignedDuration::from_secs(600)));
-    assert_eq!(s.replaced, 2);
+    assert!(s.table && s.set.is_empty() && s.replaced == 3);
 }
