@@ -81,7 +81,7 @@ struct Conn {
 enum Refused {
     /// Its device already holds `MAX_PER_CLIENT`.
     PerDevice,
-    /// Every slot is taken by a busy connection or by devices holding no more than it does.
+    /// Every slot is taken by devices holding no more than it does.
     Total,
 }
 
@@ -110,16 +110,20 @@ impl Slots {
             return Err(Refused::PerDevice);
         }
         if self.conns.len() >= MAX_TOTAL {
-            // The device holding the most, and of its connections the one idle (or slow to
-            // send its head) the longest; only if that device holds more than the newcomer.
+            // From the device holding the most (only if it holds more than the newcomer): an
+            // idle connection (or one slow to send its head) before a busy one, and of those
+            // the one idle or busy the longest. Busy ones too, or a device trickling request
+            // bodies would keep every slot busy; a phone, holding a few, is the last to lose one.
             let victim = self
                 .conns
                 .iter()
-                .filter(|(_, c)| !c.busy)
-                .map(|(id, c)| (*id, self.per_client.get(&c.client).copied().unwrap_or(0), c.since))
-                .filter(|(_, n, _)| *n > held)
-                .max_by(|a, b| a.1.cmp(&b.1).then(b.2.cmp(&a.2)))
-                .map(|(id, _, _)| id);
+                .map(|(id, c)| {
+                    let n = self.per_client.get(&c.client).copied().unwrap_or(0);
+                    (*id, (n, !c.busy, std::cmp::Reverse(c.since)))
+                })
+                .filter(|(_, (n, _, _))| *n > held)
+                .max_by_key(|(_, key)| *key)
+                .map(|(id, _)| id);
             let Some(victim) = victim else {
                 self.refused_total += 1;
                 *self.worst.entry(client).or_default() += 1;
@@ -196,8 +200,21 @@ struct Summary {
 #[derive(Debug)]
 struct Devices {
     neighbours: Arc<dyn Neighbours>,
-    table: tokio::sync::Mutex<(HashMap<IpAddr, MacAddr>, Option<Instant>)>,
+    table: tokio::sync::Mutex<Table>,
 }
+
+#[derive(Debug, Default)]
+struct Table {
+    devices: HashMap<IpAddr, MacAddr>,
+    read: Option<Instant>,
+    /// Addresses the last read did not have (loopback, say), not asked about again for a while.
+    unknown: HashMap<IpAddr, Instant>,
+}
+
+/// How long an address the table did not have is counted by address without asking again.
+const UNKNOWN_FOR: Duration = Duration::from_secs(1);
+/// The longest the accept loop waits for the kernel's table.
+const TABLE_WAIT: Duration = Duration::from_millis(200);
 
 impl Devices {
     /// The device at `ip`. The table is read again when `ip` is not in the cached copy (a new
@@ -207,15 +224,32 @@ impl Devices {
     async fn of(&self, ip: IpAddr) -> Option<MacAddr> {
         let mut cached = self.table.lock().await;
         let now = Instant::now();
-        let fresh = cached.1.is_some_and(|t| now.duration_since(t) < TABLE_FRESH);
-        if let Some(mac) = cached.0.get(&ip).filter(|_| fresh) {
+        let fresh = cached.read.is_some_and(|t| now.duration_since(t) < TABLE_FRESH);
+        if let Some(mac) = cached.devices.get(&ip).filter(|_| fresh) {
             return Some(*mac);
         }
-        match self.neighbours.table().await {
-            Ok(entries) => *cached = (entries.into_iter().collect(), Some(now)),
-            Err(e) => tracing::debug!(error = %e, "cannot read the neighbour table; counting by address"),
+        if fresh
+            && cached
+                .unknown
+                .get(&ip)
+                .is_some_and(|t| now.duration_since(*t) < UNKNOWN_FOR)
+        {
+            return None;
         }
-        cached.0.get(&ip).copied()
+        match tokio::time::timeout(TABLE_WAIT, self.neighbours.table()).await {
+            Ok(Ok(entries)) => {
+                cached.devices = entries.into_iter().collect();
+                cached.read = Some(now);
+                cached.unknown.clear();
+            }
+            Ok(Err(e)) => tracing::debug!(error = %e, "cannot read the neighbour table; counting by address"),
+            Err(_) => tracing::debug!("the neighbour table took too long; counting by address"),
+        }
+        let found = cached.devices.get(&ip).copied();
+        if found.is_none() {
+            cached.unknown.insert(ip, now);
+        }
+        found
     }
 }
 
@@ -236,7 +270,7 @@ impl Gate {
             slots: Arc::default(),
             devices: Some(Arc::new(Devices {
                 neighbours,
-                table: tokio::sync::Mutex::new((HashMap::new(), None)),
+                table: tokio::sync::Mutex::default(),
             })),
             metrics: Some(metrics),
             surface: "portal",
@@ -485,7 +519,7 @@ mod tests {
     }
 
     #[test]
-    fn busy_connections_and_lighter_devices_are_never_closed_for_a_newcomer() {
+    fn idle_connections_go_first_and_lighter_devices_are_never_closed_for_a_newcomer() {
         let mut slots = Slots::default();
         let now = Instant::now();
         let mut ids = Vec::new();
@@ -494,14 +528,24 @@ mod tests {
                 ids.push(slots.admit(device(d), now).unwrap().0);
             }
         }
+        // Every connection is busy (trickling request bodies, say) but one of device 15's: a
+        // newcomer still gets in, taking the idle one first, then a busy one of a device
+        // holding the most (not device 15, which now holds fewer).
         for id in &ids {
             slots.conns.get_mut(id).unwrap().busy = true;
         }
-        assert_eq!(slots.admit(device(99), now).err(), Some(Refused::Total));
+        let idle = ids[14 * MAX_PER_CLIENT];
+        slots.conns.get_mut(&idle).unwrap().busy = false;
+        assert!(slots.admit(device(99), now).is_ok());
+        assert!(!slots.conns.contains_key(&idle), "the idle one went first");
+        assert!(slots.admit(device(98), now).is_ok(), "then a busy one");
+        assert_eq!(slots.per_client[&device(15)], MAX_PER_CLIENT - 1);
+        assert_eq!(slots.conns.len(), MAX_TOTAL);
+        assert_eq!(
+            slots.per_client.values().filter(|n| **n == MAX_PER_CLIENT - 1).count(),
+            2
+        );
         // A device that already holds as many as any other gets no one else's slot.
-        for id in &ids {
-            slots.conns.get_mut(id).unwrap().busy = false;
-        }
         assert_eq!(slots.admit(device(1), now).err(), Some(Refused::PerDevice));
         let mut even = Slots::default();
         for d in 0..(MAX_TOTAL / 4) as u8 {
@@ -515,6 +559,65 @@ mod tests {
         assert!(
             even.admit(device(200), now).is_err(),
             "holding 4 like everyone else, it takes no one's slot"
+        );
+    }
+
+    /// Counts its reads; each takes `delay`.
+    #[derive(Debug)]
+    struct SlowTable {
+        reads: std::sync::atomic::AtomicUsize,
+        delay: Duration,
+        entries: Vec<(IpAddr, MacAddr)>,
+    }
+
+    impl Neighbours for SlowTable {
+        fn table(&self) -> crate::neighbours::Table<'_> {
+            self.reads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Box::pin(async move {
+                tokio::time::sleep(self.delay).await;
+                Ok(self.entries.clone())
+            })
+        }
+        fn lookup(&self, _: IpAddr) -> crate::neighbours::Lookup<'_> {
+            Box::pin(async { Ok(None) })
+        }
+    }
+
+    fn slow_devices(delay: Duration) -> (Devices, Arc<SlowTable>) {
+        let table = Arc::new(SlowTable {
+            reads: 0.into(),
+            delay,
+            entries: vec![("192.0.2.11".parse().unwrap(), MacAddr::new([2, 0, 0, 0, 0, 0x11]))],
+        });
+        let devices = Devices {
+            neighbours: table.clone(),
+            table: tokio::sync::Mutex::default(),
+        };
+        (devices, table)
+    }
+
+    #[tokio::test]
+    async fn the_neighbour_table_is_read_once_per_new_address_and_never_waited_on_long() {
+        let reads = |t: &SlowTable| t.reads.load(std::sync::atomic::Ordering::SeqCst);
+        let (devices, table) = slow_devices(Duration::from_millis(1));
+        let known: IpAddr = "192.0.2.11".parse().unwrap();
+        let loopback: IpAddr = "127.0.0.1".parse().unwrap();
+        assert_eq!(devices.of(known).await, Some(MacAddr::new([2, 0, 0, 0, 0, 0x11])));
+        assert_eq!(devices.of(known).await.map(|_| ()), Some(()));
+        assert_eq!(reads(&table), 1, "a known address is answered from the cache");
+        assert_eq!(devices.of(loopback).await, None);
+        assert_eq!(devices.of(loopback).await, None);
+        assert_eq!(reads(&table), 2, "an unknown one is not asked about again at once");
+        tokio::time::sleep(UNKNOWN_FOR).await;
+        assert_eq!(devices.of(loopback).await, None);
+        assert_eq!(reads(&table), 3);
+        // A kernel that does not answer in time: counted by address, without waiting long.
+        let (slow, _) = slow_devices(Duration::from_secs(5));
+        let started = Instant::now();
+        assert_eq!(slow.of(known).await, None);
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "gave up after about {TABLE_WAIT:?}"
         );
     }
 

@@ -7,18 +7,22 @@ use std::time::{Duration, Instant};
 use crate::harness::{Gateway, accept, get, reaches_internet};
 use crate::netns::{Client, GW_V4, Lab};
 
-/// Holds `per` slow-header connections from each of `sources` to the portal, reopening any
-/// the daemon closes, for `seconds`.
+/// Holds `per` slow connections from each of `sources` to the portal, reopening any the daemon
+/// closes, for `seconds`: in mode `head` each sends half a request head and stops; in mode
+/// `body` each sends a whole head for a 16,000-byte form and then one byte of it a second.
 const SLOWLORIS: &str = r#"
 import socket, sys, time
-sources, per, seconds, dst = sys.argv[1].split(","), int(sys.argv[2]), float(sys.argv[3]), sys.argv[4]
+sources, per, seconds, dst, mode = sys.argv[1].split(","), int(sys.argv[2]), float(sys.argv[3]), sys.argv[4], sys.argv[5]
+HEAD = b"GET / HTTP/1.1\r\nHost: portal\r\nUser-Agent: slow"
+if mode == "body":
+    HEAD = b"POST /accept HTTP/1.1\r\nHost: portal\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 16000\r\n\r\ncode="
 def connect(src):
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     try:
         s.settimeout(2)
         s.bind((src, 0))
         s.connect((dst, 8080))
-        s.send(b"GET / HTTP/1.1\r\nHost: portal\r\nUser-Agent: slow")
+        s.send(HEAD)
         s.setblocking(False)
         return s
     except OSError:
@@ -44,13 +48,24 @@ while time.time() < end:
                 if s is not None:
                     s.close()
                 conns[(src, i)] = connect(src)
+            elif mode == "body":
+                try:
+                    s.send(b"a")
+                except OSError:
+                    pass
     time.sleep(1)
 "#;
 
 struct Attack(Vec<Child>);
 
 impl Attack {
-    fn start(clients: &[&Client], sources: impl Fn(&Client) -> Vec<String>, per: usize, seconds: u32) -> Self {
+    fn start(
+        clients: &[&Client],
+        sources: impl Fn(&Client) -> Vec<String>,
+        per: usize,
+        seconds: u32,
+        mode: &str,
+    ) -> Self {
         let children = clients
             .iter()
             .map(|c| {
@@ -60,6 +75,7 @@ impl Attack {
                     .arg(per.to_string())
                     .arg(seconds.to_string())
                     .arg(GW_V4)
+                    .arg(mode)
                     .stdout(Stdio::null())
                     .stderr(Stdio::null())
                     .spawn()
@@ -143,7 +159,7 @@ fn issue_10_one_device_with_20_addresses_cannot_starve_the_portal() {
         assert!(ok, "{err}");
         sources.push(ip);
     }
-    let _attack = Attack::start(&[attacker], |_| sources.clone(), 32, 60);
+    let _attack = Attack::start(&[attacker], |_| sources.clone(), 32, 60, "head");
     // Every address has connected (so the gateway knows it as the device's) and the device
     // holds its whole share.
     wait_held(&lab, aupgate::portal::MAX_PER_CLIENT);
@@ -176,7 +192,22 @@ fn issue_10_twenty_devices_with_32_slow_connections_cannot_starve_the_portal() {
     let code = gw.add_running_course();
     let attackers: Vec<&Client> = lab.clients[..20].iter().collect();
     let guest = &lab.clients[20];
-    let _attack = Attack::start(&attackers, |c| vec![c.v4.clone()], 32, 60);
+    let _attack = Attack::start(&attackers, |c| vec![c.v4.clone()], 32, 60, "head");
+    let full = wait_held(&lab, aupgate::portal::MAX_TOTAL - 8);
+    eprintln!("the attack holds {full} of {} slots", aupgate::portal::MAX_TOTAL);
+    fresh_guest_is_served(&gw, guest, &code);
+}
+
+/// (c) 16 devices with 32 connections each that trickle a request body (so each is busy in a
+/// handler, not idle): a newcomer still gets a slot, from a device holding the most.
+#[test]
+fn issue_10_sixteen_devices_trickling_request_bodies_cannot_starve_the_portal() {
+    let Some(lab) = Lab::new(17) else { return };
+    let gw = Gateway::start(&lab);
+    let code = gw.add_running_course();
+    let attackers: Vec<&Client> = lab.clients[..16].iter().collect();
+    let guest = &lab.clients[16];
+    let _attack = Attack::start(&attackers, |c| vec![c.v4.clone()], 32, 60, "body");
     let full = wait_held(&lab, aupgate::portal::MAX_TOTAL - 8);
     eprintln!("the attack holds {full} of {} slots", aupgate::portal::MAX_TOTAL);
     fresh_guest_is_served(&gw, guest, &code);
