@@ -293,8 +293,15 @@ pub const PASSWORD_QUEUE: std::time::Duration = std::time::Duration::from_secs(5
 /// would have to build).
 static CHECKS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(PASSWORD_CHECKS);
 
-/// One check for a checker thread: the stored hash, the password, where the answer goes.
-type Job = (String, String, tokio::sync::oneshot::Sender<bool>);
+/// One check for a checker thread: the stored hash, the password, where the answer goes, and
+/// the permit it holds until it is done (so a sign-in abandoned while waiting for its answer
+/// still counts against the two).
+type Job = (
+    String,
+    String,
+    tokio::sync::oneshot::Sender<bool>,
+    tokio::sync::SemaphorePermit<'static>,
+);
 
 /// `PASSWORD_CHECKS` threads of our own that run argon2, each with its own memory for it,
 /// allocated once and reused for every check. Freshly allocated for each check (as
@@ -315,8 +322,16 @@ fn checkers() -> Option<&'static std::sync::mpsc::Sender<Job>> {
                         loop {
                             // The lock is held only while waiting for the next job.
                             let job = rx.lock().unwrap_or_else(std::sync::PoisonError::into_inner).recv();
-                            let Ok((hash, password, answer)) = job else { break };
-                            let _ = answer.send(password_matches(&mut memory, password.as_bytes(), &hash));
+                            let Ok((hash, password, answer, permit)) = job else {
+                                break;
+                            };
+                            // A panic must not take the thread with it (it would never come back).
+                            let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                                password_matches(&mut memory, password.as_bytes(), &hash)
+                            }))
+                            .unwrap_or(false);
+                            let _ = answer.send(ok);
+                            drop(permit);
                         }
                     });
                 if let Err(e) = spawned {
@@ -392,12 +407,11 @@ pub async fn verify_password(st: &AdminState, name: &str, password: String) -> P
         None => (DUMMY_HASH.to_owned(), None),
     };
     let (answer, ok) = tokio::sync::oneshot::channel();
-    if checkers.send((hash, password, answer)).is_err() {
+    // The job holds the permit: at most PASSWORD_CHECKS are ever queued for the threads.
+    if checkers.send((hash, password, answer, permit)).is_err() {
         return PasswordCheck::Busy;
     }
-    // A permit per job: at most PASSWORD_CHECKS are ever queued for the threads.
     let ok = ok.await.unwrap_or(false);
-    drop(permit);
     match role {
         Some(role) if ok => PasswordCheck::Valid(role),
         _ => PasswordCheck::Invalid,

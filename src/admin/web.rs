@@ -312,7 +312,7 @@ async fn login(
                 tracing::error!(error = %e, "cannot withdraw an unchecked sign-in attempt");
             }
             tracing::warn!(admin = %username, "sign-in refused: every password check is busy");
-            return page(
+            let mut busy = page(
                 &st,
                 StatusCode::TOO_MANY_REQUESTS,
                 "admin/login.html",
@@ -320,6 +320,9 @@ async fn login(
                 minijinja::context! {
                 error => "Too many sign-ins at once. Please try again in a minute.", username => &username },
             );
+            busy.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
+            return busy;
         }
     };
     let ok = role.is_some();
