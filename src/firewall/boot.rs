@@ -36,7 +36,7 @@ pub fn script(spec: &TableSpec) -> String {
 
 /// Writes the file for `spec` at `path`, atomically: a new file is written and flushed to disk
 /// beside it, then renamed over the old one, so a power cut leaves the old file or the new one,
-/// never half of either.
+/// never half of either. Mode 0600, owned like the folder it is in.
 ///
 /// # Errors
 /// If the folder cannot be written.
@@ -47,15 +47,25 @@ pub fn save(path: &Path, spec: &TableSpec) -> std::io::Result<()> {
         .write(true)
         .create(true)
         .truncate(true)
-        .mode(0o640)
+        .mode(0o600)
         .open(&tmp)?;
     file.write_all(script(spec).as_bytes())?;
+    // The boot unit reads it as the user that owns the store's folder (the service's): when
+    // the daemon was run by hand as root, give the file to that user, or the next boot could
+    // not read it. (As the service, the owners match already and nothing is called.)
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let (folder, mine) = (std::fs::metadata(dir)?, file.metadata()?);
+    use std::os::unix::fs::MetadataExt as _;
+    if (folder.uid(), folder.gid()) != (mine.uid(), mine.gid()) {
+        std::os::unix::fs::fchown(&file, Some(folder.uid()), Some(folder.gid()))?;
+    }
     file.sync_all()?;
     drop(file);
     std::fs::rename(&tmp, path)?;
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::File::open(dir)?.sync_all()?;
-    }
+    std::fs::File::open(dir)?.sync_all()?;
     Ok(())
 }
 
@@ -113,7 +123,28 @@ mod tests {
         );
         use std::os::unix::fs::PermissionsExt as _;
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
-        assert_eq!(mode, 0o640);
+        assert_eq!(mode, 0o600, "only the aupgate user, which loads it at boot");
+        use std::os::unix::fs::MetadataExt as _;
+        let (file, folder) = (
+            std::fs::metadata(&path).unwrap(),
+            std::fs::metadata(dir.path()).unwrap(),
+        );
+        assert_eq!((file.uid(), file.gid()), (folder.uid(), folder.gid()));
+    }
+
+    /// Run by hand as root, the daemon still leaves a file the service's user can read.
+    #[test]
+    fn the_file_belongs_to_the_folders_owner() {
+        let dir = tempfile::tempdir().unwrap();
+        if std::os::unix::fs::chown(dir.path(), Some(65534), Some(65534)).is_err() {
+            eprintln!("SKIP: giving a folder to nobody needs root");
+            return;
+        }
+        let path = path_for(&dir.path().join("aupgate.db"));
+        save(&path, &spec(8080)).unwrap();
+        use std::os::unix::fs::MetadataExt as _;
+        let meta = std::fs::metadata(&path).unwrap();
+        assert_eq!((meta.uid(), meta.gid()), (65534, 65534));
     }
 
     #[test]

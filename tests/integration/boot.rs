@@ -94,6 +94,22 @@ fn boot_unit(lab: &Lab) -> bool {
     true
 }
 
+/// The unit's `ExecReload`, as `systemctl reload nftables` runs it, in the gateway namespace.
+fn boot_unit_reload(lab: &Lab) {
+    let unit = include_str!("../../systemd/aupgate-closed.service");
+    let reload = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("ExecReload="))
+        .unwrap()
+        .replace("/var/lib/aupgate/", &format!("{}/", lab.path("state").display()));
+    let script = reload
+        .strip_prefix("/bin/sh -c '")
+        .and_then(|c| c.strip_suffix('\''))
+        .unwrap();
+    let (ok, _, err) = lab.gw(&["/bin/sh", "-c", script]);
+    assert!(ok, "{reload}: {err}");
+}
+
 #[test]
 fn issue_10_guests_are_closed_after_a_reboot_whatever_is_broken() {
     let Some(lab) = Lab::new(2) else { return };
@@ -175,6 +191,13 @@ fn issue_10_guests_are_closed_after_a_reboot_whatever_is_broken() {
     assert_eq!(status, 78, "{err}");
     the_line(&err, "prot");
     gets_nothing(c2, "invalid config");
+
+    // The school reloads its own rules with a `flush ruleset` while the daemon is down: the
+    // unit's reload (propagated from nftables.service) puts the closed table back.
+    lab.gw(&["nft", "flush", "ruleset"]);
+    assert!(reaches_internet(c2), "precondition: the flush opened the guest network");
+    boot_unit_reload(&lab);
+    gets_nothing(c2, "after the school's rules were reloaded");
 
     // Mended: the daemon starts, the device that accepted is back, the other stays closed.
     std::fs::write(&gw.config, &good_config).unwrap();
@@ -265,6 +288,9 @@ fn issue_10_the_boot_unit_verifies_and_is_ordered_before_the_network() {
         "Before=network-pre.target aupgate.service shutdown.target",
         "Type=oneshot",
         "WantedBy=sysinit.target",
+        "PartOf=nftables.service",
+        "ReloadPropagatedFrom=nftables.service",
+        "User=aupgate",
     ] {
         assert!(closed.lines().any(|l| l == line), "{line} missing:\n{closed}");
     }
