@@ -241,14 +241,34 @@ async fn css() -> Response {
         .into_response()
 }
 
-async fn login_page(State(st): State<WebState>) -> Response {
+/// The sign-in form again, with `error` above it and the name typed kept.
+fn login_form(st: &WebState, status: StatusCode, error: &str, username: &str) -> Response {
     page(
-        &st,
-        StatusCode::OK,
+        st,
+        status,
         "admin/login.html",
         None,
-        minijinja::context! { error => "", username => "" },
+        minijinja::context! { error, username },
     )
+}
+
+/// Sign-in cannot go on (the store cannot be written, or no randomness): `why` says which.
+fn sign_in_unavailable(st: &WebState, why: &str) -> Response {
+    message(
+        st,
+        None,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "Sign-in unavailable",
+        why,
+        "/login",
+    )
+}
+
+/// Why a sign-in needing the store could not go on.
+const STORE_UNWRITABLE: &str = "The store cannot be written; try again later.";
+
+async fn login_page(State(st): State<WebState>) -> Response {
+    login_form(&st, StatusCode::OK, "", "")
 }
 
 async fn login(
@@ -257,13 +277,7 @@ async fn login(
     body: axum::body::Bytes,
 ) -> Response {
     let Ok(fields) = form::parse(&body) else {
-        return page(
-            &st,
-            StatusCode::BAD_REQUEST,
-            "admin/login.html",
-            None,
-            minijinja::context! { error => "The form could not be read.", username => "" },
-        );
+        return login_form(&st, StatusCode::BAD_REQUEST, "The form could not be read.", "");
     };
     let username = fields.get("username").map(|u| u.trim().to_owned()).unwrap_or_default();
     let password = fields.get("password").cloned().unwrap_or_default();
@@ -282,25 +296,16 @@ async fn login(
         Ok(Some(id)) => id,
         Ok(None) => {
             tracing::warn!(admin = %username, "sign-in refused: too many failures");
-            return page(
+            return login_form(
                 &st,
                 StatusCode::TOO_MANY_REQUESTS,
-                "admin/login.html",
-                None,
-                minijinja::context! {
-                error => "Too many failed sign-ins. Please wait 15 minutes and try again.", username => &username },
+                "Too many failed sign-ins. Please wait 15 minutes and try again.",
+                &username,
             );
         }
         Err(e) => {
             tracing::error!(error = %e, "cannot record a sign-in; refusing it");
-            return message(
-                &st,
-                None,
-                StatusCode::SERVICE_UNAVAILABLE,
-                "Sign-in unavailable",
-                "The store cannot be written; try again later.",
-                "/login",
-            );
+            return sign_in_unavailable(&st, STORE_UNWRITABLE);
         }
     };
     let role = match actions::verify_password(&st.actions, &username, password).await {
@@ -312,13 +317,11 @@ async fn login(
                 tracing::error!(error = %e, "cannot withdraw an unchecked sign-in attempt");
             }
             tracing::warn!(admin = %username, "sign-in refused: every password check is busy");
-            let mut busy = page(
+            let mut busy = login_form(
                 &st,
                 StatusCode::TOO_MANY_REQUESTS,
-                "admin/login.html",
-                None,
-                minijinja::context! {
-                error => "Too many sign-ins at once. Please try again in a minute.", username => &username },
+                "Too many sign-ins at once. Please try again in a minute.",
+                &username,
             );
             busy.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
@@ -328,34 +331,14 @@ async fn login(
     let ok = role.is_some();
     if let Err(e) = st.actions.store.run(move |s| s.settle_login(attempt, ok, now)).await {
         tracing::error!(error = %e, "cannot record a sign-in; refusing it");
-        return message(
-            &st,
-            None,
-            StatusCode::SERVICE_UNAVAILABLE,
-            "Sign-in unavailable",
-            "The store cannot be written; try again later.",
-            "/login",
-        );
+        return sign_in_unavailable(&st, STORE_UNWRITABLE);
     }
     if !ok {
         tracing::warn!(admin = %username, "sign-in failed");
-        return page(
-            &st,
-            StatusCode::UNAUTHORIZED,
-            "admin/login.html",
-            None,
-            minijinja::context! { error => "Wrong name or password.", username => &username },
-        );
+        return login_form(&st, StatusCode::UNAUTHORIZED, "Wrong name or password.", &username);
     }
     let (Some(id), Some(csrf)) = (random_hex(), random_hex()) else {
-        return message(
-            &st,
-            None,
-            StatusCode::SERVICE_UNAVAILABLE,
-            "Sign-in unavailable",
-            "No randomness from the kernel; try again.",
-            "/login",
-        );
+        return sign_in_unavailable(&st, "No randomness from the kernel; try again.");
     };
     let (hash, who) = (sha256_hex(&id), username.clone());
     if st
@@ -365,14 +348,7 @@ async fn login(
         .await
         .is_err()
     {
-        return message(
-            &st,
-            None,
-            StatusCode::SERVICE_UNAVAILABLE,
-            "Sign-in unavailable",
-            "The store cannot be written; try again later.",
-            "/login",
-        );
+        return sign_in_unavailable(&st, STORE_UNWRITABLE);
     }
     tracing::info!(admin = %username, "signed in");
     let cookie = format!("{COOKIE}={id}; Path=/; Secure; HttpOnly; SameSite=Strict");

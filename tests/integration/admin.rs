@@ -8,6 +8,16 @@ use crate::netns::{Lab, sh};
 
 const ADMIN: &str = "198.51.100.1:8443";
 
+/// The daemon with the staff admin listening on the lab's staff side.
+fn start_with_admin(lab: &Lab) -> Gateway<'_> {
+    let mut gw = Gateway::start(lab);
+    gw.stop();
+    let text = std::fs::read_to_string(&gw.config).unwrap() + &format!("\n[admin]\nlisten = \"{ADMIN}\"\n");
+    std::fs::write(&gw.config, text).unwrap();
+    gw.start_again();
+    gw
+}
+
 /// A browser on the staff network, with a cookie jar.
 struct StaffBrowser<'a> {
     lab: &'a Lab,
@@ -298,11 +308,7 @@ impl<'a> StaffBrowser<'a> {
 #[test]
 fn auditor_downloads_a_recorded_export_and_staff_cannot() {
     let Some(lab) = Lab::new(1) else { return };
-    let mut gw = Gateway::start(&lab);
-    gw.stop();
-    let text = std::fs::read_to_string(&gw.config).unwrap() + &format!("\n[admin]\nlisten = \"{ADMIN}\"\n");
-    std::fs::write(&gw.config, text).unwrap();
-    gw.start_again();
+    let gw = start_with_admin(&lab);
     for (user, role) in [("office", "staff"), ("dpo", "auditor")] {
         let (ok, _, err) = gw.add_admin(user, role, "correct horse battery");
         assert!(ok, "{err}");
@@ -428,11 +434,7 @@ fn auditor_downloads_a_recorded_export_and_staff_cannot() {
 #[test]
 fn metrics_count_accepts_and_refusals_without_personal_data() {
     let Some(lab) = Lab::new(1) else { return };
-    let mut gw = Gateway::start(&lab);
-    gw.stop();
-    let text = std::fs::read_to_string(&gw.config).unwrap() + &format!("\n[admin]\nlisten = \"{ADMIN}\"\n");
-    std::fs::write(&gw.config, text).unwrap();
-    gw.start_again();
+    let gw = start_with_admin(&lab);
     let c1 = &lab.clients[0];
     let (course, code) = gw.add_course(
         "Course",
@@ -547,11 +549,7 @@ print(" ".join(map(str, codes)))
 #[test]
 fn issue_10_parallel_sign_ins_cannot_beat_the_lock_or_exhaust_memory() {
     let Some(lab) = Lab::new(1) else { return };
-    let mut gw = Gateway::start(&lab);
-    gw.stop();
-    let text = std::fs::read_to_string(&gw.config).unwrap() + &format!("\n[admin]\nlisten = \"{ADMIN}\"\n");
-    std::fs::write(&gw.config, text).unwrap();
-    gw.start_again();
+    let gw = start_with_admin(&lab);
     let (ok, _, err) = gw.add_admin("office", "staff", "correct horse battery");
     assert!(ok, "{err}");
     let peak = |gw: &Gateway<'_>| -> u64 {
