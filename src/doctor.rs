@@ -3,7 +3,7 @@
 //! monitoring. Nothing here changes the machine: the ruleset is checked by the kernel in a
 //! transaction that is thrown away (`nft --check`), and the store is opened read-only.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::Path;
 
 use serde::Serialize;
@@ -329,7 +329,7 @@ fn listeners(config: &Config, running: bool, r: &mut Report) {
     if let Some(tls) = &config.portal.tls {
         ports.push(("portal.https_port", tls.port));
     }
-    for (key, port) in ports {
+    for &(key, port) in &ports {
         match std::net::TcpListener::bind((Ipv6Addr::UNSPECIFIED, port))
             .or_else(|_| std::net::TcpListener::bind((Ipv4Addr::UNSPECIFIED, port)))
         {
@@ -341,6 +341,35 @@ fn listeners(config: &Config, running: bool, r: &mut Report) {
             ),
             Err(e) => r.warn("ports", format!("cannot test port {port} ({key}): {e}")),
         }
+    }
+    if let Some(admin) = &config.admin {
+        admin_listener(admin.listen, &ports, running, r);
+    }
+}
+
+/// The admin's `listen`, bound here as `run` binds it: an address this machine lacks, or a port
+/// another program holds, would stop `run` at start.
+fn admin_listener(listen: SocketAddr, portal_ports: &[(&str, u16)], running: bool, r: &mut Report) {
+    let (ip, port) = (listen.ip(), listen.port());
+    // The portal listens on every address, so the admin cannot share its port on any of them.
+    if let Some((key, _)) = portal_ports.iter().find(|(_, p)| *p == port) {
+        return r.fail(
+            "admin",
+            format!("config key admin.listen: port {port} is also {key}, which listens on every address (fix: give the admin another port, e.g. {ip}:8443)"),
+        );
+    }
+    match std::net::TcpListener::bind(listen) {
+        Ok(_) => r.ok("ports", format!("{listen} (admin.listen) is free")),
+        Err(e) if e.kind() == std::io::ErrorKind::AddrNotAvailable => r.fail(
+            "admin",
+            format!("config key admin.listen: {ip} is not an address of this machine, so aupgate run would stop at start (fix: give the router's own address on the staff side, as `ip -brief address` lists it)"),
+        ),
+        Err(_) if running => r.ok("ports", format!("{listen} (admin.listen) is in use by the running aupgate")),
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => r.fail_machine(
+            "ports",
+            format!("port {port} on {ip} (admin.listen) is used by another program, so aupgate run would stop at start (fix: `ss -ltnp 'sport = :{port}'` names it; stop it or change admin.listen)"),
+        ),
+        Err(e) => r.warn("ports", format!("cannot test {listen} (admin.listen): {e}")),
     }
 }
 
@@ -662,6 +691,55 @@ mod tests {
         let found = run();
         assert_eq!(found[0].1, Level::Warn);
         assert!(found[0].2.contains("stale"), "{found:?}");
+    }
+
+    #[test]
+    fn issue_11_the_admin_must_listen_on_an_address_here_and_a_port_nobody_else_holds() {
+        let run = |listen: SocketAddr, running: bool| {
+            let mut r = Report::default();
+            admin_listener(listen, &[("portal.port", 8080)], running, &mut r);
+            assert_eq!(r.findings.len(), 1, "{}", r.text());
+            let f = &r.findings[0];
+            (f.level, f.machine, f.message.clone())
+        };
+        let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let free_addr = free.local_addr().unwrap();
+        drop(free);
+        let (level, _, msg) = run(free_addr, false);
+        assert_eq!(level, Level::Ok, "{msg}");
+        assert!(msg.contains("is free"), "{msg}");
+
+        // TEST-NET-3: no machine running these tests has it.
+        let (level, machine, msg) = run("203.0.113.77:8443".parse().unwrap(), false);
+        assert_eq!((level, machine), (Level::Fail, false), "a config failure: {msg}");
+        assert!(
+            msg.contains("config key admin.listen: 203.0.113.77 is not an address of this machine"),
+            "{msg}"
+        );
+        assert!(msg.contains("(fix: "), "{msg}");
+        let (level, _, msg) = run("203.0.113.77:8443".parse().unwrap(), true);
+        assert_eq!(
+            level,
+            Level::Fail,
+            "no daemon can hold an address the machine lacks: {msg}"
+        );
+
+        let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let held_addr = held.local_addr().unwrap();
+        let (level, machine, msg) = run(held_addr, false);
+        assert_eq!((level, machine), (Level::Fail, true), "{msg}");
+        assert!(
+            msg.contains("is used by another program") && msg.contains("ss -ltnp"),
+            "{msg}"
+        );
+        let (level, _, msg) = run(held_addr, true);
+        assert_eq!(level, Level::Ok, "{msg}");
+        assert!(msg.contains("in use by the running aupgate"), "{msg}");
+        drop(held);
+
+        let (level, _, msg) = run("127.0.0.1:8080".parse().unwrap(), false);
+        assert_eq!(level, Level::Fail, "{msg}");
+        assert!(msg.contains("port 8080 is also portal.port"), "{msg}");
     }
 
     #[test]

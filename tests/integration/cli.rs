@@ -262,3 +262,83 @@ fn admin_accounts_are_added_listed_and_removed() {
     assert!(!ok && err.contains("no account named"), "{err}");
     assert!(!gw.cli_ok(&["admin", "list"]).contains("office"));
 }
+
+/// `check` binds `[admin] listen` as `run` will: an address the router lacks is a config
+/// failure (78), a port another program holds is a machine failure (69), and the running
+/// daemon holding it is fine.
+#[test]
+fn issue_11_check_fails_on_an_admin_address_the_router_lacks_or_a_port_taken() {
+    let Some(lab) = Lab::new(1) else { return };
+    let config = lab.path("admin.toml");
+    let check = |listen: &str| {
+        std::fs::write(
+            &config,
+            config_text(&lab) + &format!("\n[admin]\nlisten = \"{listen}\"\n"),
+        )
+        .unwrap();
+        let out = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &lab.gw,
+                BIN,
+                "check",
+                "--config",
+                config.to_str().unwrap(),
+            ])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+        (out.status.success(), out.status.code(), text)
+    };
+    let (ok, code, out) = check("203.0.113.9:8443");
+    assert!(!ok && code == Some(78), "{out}");
+    assert!(
+        out.lines().any(|l| l
+            .starts_with("FAIL admin: config key admin.listen: 203.0.113.9 is not an address of this machine")
+            && l.contains("fix: ")),
+        "{out}"
+    );
+
+    // Another program on the admin port (the staff side is wan0, 198.51.100.1, in the lab).
+    let mut squatter = Command::new("ip")
+        .args(["netns", "exec", &lab.gw, "python3", "-c"])
+        .arg("import socket, time\ns = socket.socket()\ns.bind(('198.51.100.1', 8443))\ns.listen()\nprint('up', flush=True)\ntime.sleep(60)\n")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(squatter.stdout.as_mut().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert_eq!(line.trim(), "up");
+    let (ok, code, out) = check("198.51.100.1:8443");
+    squatter.kill().unwrap();
+    squatter.wait().unwrap();
+    assert!(!ok && code == Some(69), "{out}");
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("FAIL ports: port 8443 on 198.51.100.1 (admin.listen) is used by another program")),
+        "{out}"
+    );
+
+    // Free, then held by the running daemon: both ok.
+    let (ok, _, out) = check("198.51.100.1:8443");
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("ok   ports: 198.51.100.1:8443 (admin.listen) is free"),
+        "{out}"
+    );
+    let mut gw = Gateway::start(&lab);
+    gw.stop();
+    std::fs::copy(&config, &gw.config).unwrap();
+    gw.start_again();
+    let (ok, out, err) = lab.gw(&[BIN, "check", "--config", gw.config.to_str().unwrap()]);
+    assert!(ok, "{out}{err}");
+    assert!(
+        out.contains("ok   ports: 198.51.100.1:8443 (admin.listen) is in use by the running aupgate"),
+        "{out}"
+    );
+}
