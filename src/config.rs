@@ -16,13 +16,14 @@ pub const DEFAULT_PATH: &str = "/etc/aupgate/aupgate.toml";
 pub enum ConfigError {
     /// The file could not be read at all.
     #[error(
-        "cannot read config file {path}: {source} (fix: create it, from deploy/aupgate.toml in the aupgate source, or pass --config FILE)"
+        "cannot read config file {path}: {reason} (fix: create it, from deploy/aupgate.toml in the aupgate source, or pass --config FILE)"
     )]
     Unreadable {
         /// The path that was tried.
         path: PathBuf,
-        /// Why reading failed.
-        source: std::io::Error,
+        /// Why reading failed. Shown in the message, and deliberately not the error's `source`:
+        /// `main` prints the whole chain (`{:#}`), which would repeat it after the fix.
+        reason: std::io::Error,
     },
     /// The TOML is malformed, has an unknown key or a value of the wrong type.
     #[error(
@@ -257,9 +258,9 @@ impl Config {
     /// # Errors
     /// Any [`ConfigError`]; the message names the key and the fix.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Unreadable {
+        let text = std::fs::read_to_string(path).map_err(|reason| ConfigError::Unreadable {
             path: path.to_owned(),
-            source,
+            reason,
         })?;
         Self::parse(&text, path)
     }

@@ -57,6 +57,21 @@ fn check_rejects_bad_configs_with_78_and_names_the_key() {
     assert_eq!(code, 64, "usage error");
 }
 
+/// A missing config file is named once, with the OS's reason once, then the fix: the same line
+/// from `run`, a listing and `check`.
+#[test]
+fn issue_11_a_missing_config_file_says_why_once() {
+    let line = "cannot read config file /nonexistent/aupgate.toml: No such file or directory (os error 2) (fix: create it, from deploy/aupgate.toml in the aupgate source, or pass --config FILE)";
+    for args in [&["run"][..], &["course", "list"]] {
+        let (code, out, err) = run(&[&["--config", "/nonexistent/aupgate.toml"], args].concat());
+        assert_eq!((code, out.as_str()), (78, ""), "{args:?}: {err}");
+        assert_eq!(err, format!("aupgate: {line}\n"), "{args:?}");
+    }
+    let (code, out, err) = run(&["check", "--config", "/nonexistent/aupgate.toml"]);
+    assert_eq!(code, 78, "{err}");
+    assert_eq!(out, format!("FAIL config: {line}\n"));
+}
+
 #[test]
 fn check_passes_on_a_good_gateway_and_cli_needs_the_daemon() {
     let Some(lab) = Lab::new(1) else { return };
