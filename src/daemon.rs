@@ -148,10 +148,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         config: config.clone(),
         pages,
         policy: live_policy.clone(),
-        store: store.clone(),
-        firewall: firewall.clone(),
-        neighbours: neighbours.clone(),
-        clock: clock.clone(),
+        access: crate::access::Admissions::new(
+            store.clone(),
+            firewall.clone(),
+            neighbours.clone(),
+            clock.clone(),
+            live_policy.clone(),
+        ),
     };
     let portal_app = portal::router(portal_state);
     // One gate for all the portal's listeners (v4, v6, HTTPS): a device's share and the total

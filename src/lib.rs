@@ -6,6 +6,8 @@
 //! Codemap:
 //! - [`config`]: the TOML file → validated `Config`.
 //! - [`clients`]: domain core, no I/O (MAC, access codes, courses, sessions, rules).
+//! - [`access`]: who may pass: the accept decision (typed refusals, no HTTP) over the store,
+//!   the firewall writer and the neighbour table.
 //! - [`store`]: SQLite; the only SQL.
 //! - [`firewall`]: the only netfilter code; owns table `inet aupgate` and nothing else.
 //! - [`neighbours`]: IP → MAC from the kernel's neighbour table.
@@ -18,6 +20,7 @@
 //! Invariants: fail closed; consent is committed before access; access survives restarts; only
 //! our own table is touched (see ARCHITECTURE.md and DESIGN.md).
 
+pub mod access;
 pub mod admin;
 pub mod assets;
 pub mod audit;

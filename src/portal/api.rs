@@ -98,12 +98,9 @@ pub(super) async fn captive(
             .into_response();
     }
     let ip = peer.ip().to_canonical();
-    let now = st.clock.now();
+    let now = st.access.now();
     // Unknown device, lookup failure or no open consent: captive (never open by mistake).
-    let until = match st.neighbours.lookup(ip).await {
-        Ok(Some(n)) => st.store.run(move |s| s.allowed_until(n.mac, now)).await.ok().flatten(),
-        _ => None,
-    };
+    let until = st.access.open_until(ip).await;
     let config = &st.config;
     let mut body = json!({
         "captive": until.is_none(),

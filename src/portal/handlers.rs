@@ -13,8 +13,8 @@ use serde::Serialize;
 
 use super::PortalState;
 use super::form;
-use crate::clients::{self, AccessCode, CourseState, MAX_NAME_CHARS, MAX_WRONG_CODES, WRONG_CODE_WINDOW};
-use crate::store::{NewConsent, StoreError};
+use crate::access::{Application, Refusal, Unavailable};
+use crate::clients::MAX_NAME_CHARS;
 use crate::web::guest_headers;
 
 /// What the guest typed, echoed back into the form after an error.
@@ -99,8 +99,8 @@ pub(super) async fn accept(
     response
 }
 
-/// POST /accept. In order: who is this device, brute-force guard, the form, the course; then
-/// consent committed; then the firewall opened; only then the "connected" page.
+/// POST /accept: the form read (HTTP's part), the decision (`access::Admissions::accept`), and
+/// its outcome as a page.
 async fn accept_inner(
     State(st): State<PortalState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -108,8 +108,8 @@ async fn accept_inner(
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let ip = peer.ip().to_canonical();
-    // DESIGN.md: no personal data above info beyond MAC and course, so the client's address
-    // is logged here, at debug, and warnings below name only the MAC.
+    // No personal data above info beyond MAC and course, so the client's address is logged
+    // here, at debug, and the warnings in `access` name only the MAC.
     tracing::debug!(%ip, "accept request");
     let pages = &st.pages;
     let body = match body {
@@ -145,181 +145,139 @@ async fn accept_inner(
             );
         }
     };
-    let field = |k: &str| fields.get(k).map(String::as_str).unwrap_or("");
-    let mut typed = Typed {
+    let field = |k: &str| fields.get(k).map(String::as_str).unwrap_or("").to_owned();
+    let typed = Typed {
         code: field("code").chars().take(32).collect(),
         name: field("name").chars().take(MAX_NAME_CHARS).collect(),
         organisation: field("organisation").chars().take(MAX_NAME_CHARS).collect(),
         agree: !field("agree").is_empty(),
     };
-
-    // 1. Which device is this? Without a MAC nothing can be opened, so ask the guest to retry.
-    let neighbour = match st.neighbours.lookup(ip).await {
-        Ok(Some(n)) => n,
-        Ok(None) => {
-            tracing::warn!("no neighbour entry for the client; asked it to retry");
-            return refused(
-                pages.message(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "We couldn't recognise your device",
-                    "Please make sure you are connected to the guest Wi-Fi, then reload this page and try again.",
-                    true,
-                ),
-                "unknown_device",
-            );
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "neighbour lookup failed");
-            return pages.message(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "Something went wrong on our side",
-                "Nothing has been opened. Please try again in a minute, or ask a member of staff.",
-                true,
-            );
-        }
+    let application = Application {
+        ip,
+        code: field("code"),
+        name: field("name"),
+        organisation: field("organisation"),
+        agreed: typed.agree,
+        policy_version: field("policy"),
+        user_agent: user_agent(&headers),
     };
-    let mac = neighbour.mac;
-    let device = mac.to_string();
-    let now = st.clock.now();
-
-    // 2. Brute-force guard: too many wrong codes lately means wait, whatever was typed now. The
-    // check and the recording of this attempt are one transaction, so parallel guesses count.
-    let since = now - WRONG_CODE_WINDOW;
-    let (dev, at) = (device.clone(), ip.to_string());
-    let attempt = match st
-        .store
-        .run(move |s| s.begin_code_attempt(&dev, &at, now, since, MAX_WRONG_CODES))
-        .await
-    {
-        Ok(Ok(id)) => id,
-        Ok(Err((n, oldest))) => {
-            let free_at = oldest.unwrap_or(now) + WRONG_CODE_WINDOW;
-            let minutes = (free_at.duration_since(now).as_secs() + 59) / 60;
-            tracing::warn!(%mac, failures = n, "code attempt refused: device is locked out");
-            return pages.message(
-                StatusCode::TOO_MANY_REQUESTS,
-                "Please wait before trying again",
-                &format!("Too many incorrect access codes were entered on this device. Please wait {} minute{} before trying again, or ask at reception.", minutes.max(1), if minutes == 1 { "" } else { "s" }),
-                true,
-            );
-        }
-        Err(e) => return store_failed(&st, mac, &e),
-    };
-
-    // 3. The code. Only a wrong one counts towards the lock-out (an empty one does not).
-    let code = AccessCode::normalise(field("code"));
-    let course = match &code {
-        Some(code) => {
-            let code = code.clone();
-            match st.store.run(move |s| s.course_by_code(&code)).await {
-                Ok(c) => c,
-                Err(e) => return store_failed(&st, mac, &e),
+    let local = |t: Timestamp, fmt: &str| t.to_zoned(st.config.school.timezone.clone()).strftime(fmt).to_string();
+    match st.access.accept(application).await {
+        // Only now: the short confirmation (pop-ups often close as soon as the internet answers).
+        Ok(admitted) => st.pages.render(
+            StatusCode::OK,
+            "accepted.html",
+            minijinja::context! {
+                until => local(admitted.course.ends_at, "%H:%M"),
+                until_date => local(admitted.course.ends_at, "%A %-d %B"),
+                course_title => &admitted.course.title,
+            },
+        ),
+        Err(refusal) => {
+            // The refusals that were labelled before; the rest are counted by status.
+            let label = matches!(
+                refusal,
+                Refusal::UnknownDevice
+                    | Refusal::WrongCode
+                    | Refusal::PolicyChanged
+                    | Refusal::CourseNotStarted { .. }
+                    | Refusal::CourseEnded
+            )
+            .then(|| refusal.as_str());
+            let page = refusal_page(&st, typed, refusal, &local);
+            match label {
+                Some(label) => refused(page, label),
+                None => page,
             }
         }
-        None => None,
-    };
-    let empty = field("code").trim().is_empty();
-    let outcome = match (&course, empty) {
-        (Some(_), _) => "right-code",
-        (None, true) => "empty",
-        (None, false) => "wrong-code",
-    };
-    if let Err(e) = st
-        .store
-        .run(move |s| s.finish_code_attempt(attempt, outcome, now))
-        .await
-    {
-        return store_failed(&st, mac, &e);
     }
-    let Some(course) = course else {
-        if empty {
-            return terms_page(&st, &typed, "Please enter your course access code.");
-        }
-        tracing::warn!(%mac, "wrong access code");
-        return refused(
-            terms_page(
-                &st,
-                &typed,
-                "That access code isn't right. Please check it (8 letters and numbers) and try again.",
-            ),
-            "wrong_code",
-        );
-    };
+}
 
-    // 4. The rest of the form. The policy shown must be the policy in force now.
-    let policy = st.policy.get();
-    if field("policy") != policy.hash {
-        typed.agree = false;
-        return refused(
-            terms_page(
-                &st,
+/// The page for a refusal: the form again with the reason above it where the guest can put it
+/// right, a message page otherwise.
+fn refusal_page(
+    st: &PortalState,
+    mut typed: Typed,
+    refusal: Refusal,
+    local: &dyn Fn(Timestamp, &str) -> String,
+) -> Response {
+    let pages = &st.pages;
+    let form = |typed: &Typed, error: &str| terms_page(st, typed, error);
+    match refusal {
+        Refusal::UnknownDevice => pages.message(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "We couldn't recognise your device",
+            "Please make sure you are connected to the guest Wi-Fi, then reload this page and try again.",
+            true,
+        ),
+        Refusal::LockedOut { until } => {
+            let minutes = ((until.duration_since(st.access.now()).as_secs() + 59) / 60).max(1);
+            pages.message(
+                StatusCode::TOO_MANY_REQUESTS,
+                "Please wait before trying again",
+                &format!("Too many incorrect access codes were entered on this device. Please wait {minutes} minute{} before trying again, or ask at reception.", if minutes == 1 { "" } else { "s" }),
+                true,
+            )
+        }
+        Refusal::EmptyCode => form(&typed, "Please enter your course access code."),
+        Refusal::WrongCode => form(
+            &typed,
+            "That access code isn't right. Please check it (8 letters and numbers) and try again.",
+        ),
+        Refusal::PolicyChanged => {
+            typed.agree = false;
+            form(
                 &typed,
                 "The policy has been updated since this page was loaded. Please read it again and accept.",
-            ),
-            "policy_changed",
-        );
-    }
-    let local = |t: Timestamp, fmt: &str| t.to_zoned(st.config.school.timezone.clone()).strftime(fmt).to_string();
-    match course.state(now) {
-        CourseState::Running => {}
-        CourseState::Upcoming => {
-            let msg = format!(
+            )
+        }
+        Refusal::CourseNotStarted { starts_at } => form(
+            &typed,
+            &format!(
                 "That code is for a course that starts at {} on {}. Please try again then.",
-                local(course.starts_at, "%H:%M"),
-                local(course.starts_at, "%A %-d %B")
-            );
-            tracing::info!(%mac, course = course.id, "code of a course not started yet");
-            return refused(terms_page(&st, &typed, &msg), "course_not_started");
+                local(starts_at, "%H:%M"),
+                local(starts_at, "%A %-d %B")
+            ),
+        ),
+        Refusal::CourseEnded => form(&typed, "That course has ended, so its access code no longer works."),
+        Refusal::BadName(problem) => {
+            typed.name = String::new();
+            form(&typed, &problem)
         }
-        CourseState::Ended => {
-            tracing::info!(%mac, course = course.id, "code of an ended course");
-            return refused(
-                terms_page(
-                    &st,
-                    &typed,
-                    "That course has ended, so its access code no longer works.",
-                ),
-                "course_ended",
-            );
+        Refusal::BadOrganisation(problem) => {
+            typed.organisation = String::new();
+            form(&typed, &problem)
         }
-    }
-    let name = match clients::clean_text("Your name", field("name")) {
-        Ok(n) if n.is_empty() => return terms_page(&st, &typed, "Please enter your name."),
-        Ok(n) => n,
-        Err(msg) => {
-            return terms_page(
-                &st,
-                &Typed {
-                    name: String::new(),
-                    ..typed
-                },
-                &msg,
-            );
-        }
-    };
-    let organisation = match clients::clean_text("Organisation", field("organisation")) {
-        Ok(o) => o,
-        Err(msg) => {
-            return terms_page(
-                &st,
-                &Typed {
-                    organisation: String::new(),
-                    ..typed
-                },
-                &msg,
-            );
-        }
-    };
-    if !typed.agree {
-        return terms_page(
-            &st,
+        Refusal::NotAgreed => form(
             &typed,
             "Please tick the box to confirm you have read, understood and agree to the policy.",
-        );
+        ),
+        Refusal::CourseFull => pages.message(
+            StatusCode::CONFLICT,
+            "This course's Wi-Fi places are all taken",
+            "Every device place for this course is in use. Please ask your course organiser or reception.",
+            true,
+        ),
+        Refusal::Revoked => pages.message(StatusCode::FORBIDDEN, "Access withdrawn", "Staff have withdrawn this device's Wi-Fi access for this course. Please speak to reception or your course organiser.", false),
+        Refusal::Unavailable(Unavailable::Neighbours) => pages.message(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Something went wrong on our side",
+            "Nothing has been opened. Please try again in a minute, or ask a member of staff.",
+            true,
+        ),
+        Refusal::Unavailable(Unavailable::Store) => pages.message(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "We couldn't record your acceptance",
+            "Nothing has been opened. Please try again in a minute, or ask a member of staff.",
+            true,
+        ),
+        Refusal::Unavailable(Unavailable::Firewall) => pages.message(StatusCode::SERVICE_UNAVAILABLE, "We couldn't connect your device", "Your acceptance was received, but connecting failed, so nothing has been opened. Please try again in a minute, or ask a member of staff.", true),
     }
+}
 
-    // 5. Consent, committed durably before anything is opened.
-    let user_agent: String = headers
+/// The browser's User-Agent, printable and at most 512 characters.
+fn user_agent(headers: &HeaderMap) -> String {
+    headers
         .get(header::USER_AGENT)
         .map(|v| {
             String::from_utf8_lossy(v.as_bytes())
@@ -328,86 +286,5 @@ async fn accept_inner(
                 .take(512)
                 .collect()
         })
-        .unwrap_or_default();
-    let consent = NewConsent {
-        course_id: course.id,
-        max_devices: course.max_devices,
-        mac,
-        ip: ip.to_string(),
-        accepted_at: now,
-        expires_at: course.ends_at,
-        name,
-        organisation,
-        user_agent,
-        policy_hash: policy.hash.clone(),
-    };
-    let consent_id = match st.store.run(move |s| s.record_consent(&consent)).await {
-        Ok(id) => id,
-        Err(StoreError::CourseFull) => {
-            tracing::info!(%mac, course = course.id, "course full");
-            // Counted for the staff dashboard's refusals; failing to count does not change the answer.
-            let detail = serde_json::json!({"course": course.id});
-            let _ = st
-                .store
-                .run(move |s| s.record_device_event(now, "refused-course-full", detail, mac))
-                .await;
-            return pages.message(
-                StatusCode::CONFLICT,
-                "This course's Wi-Fi places are all taken",
-                "Every device place for this course is in use. Please ask your course organiser or reception.",
-                true,
-            );
-        }
-        Err(StoreError::CourseNotRunning) => {
-            tracing::info!(%mac, course = course.id, "course ended while the guest was accepting");
-            return refused(
-                terms_page(
-                    &st,
-                    &typed,
-                    "That course has ended, so its access code no longer works.",
-                ),
-                "course_ended",
-            );
-        }
-        Err(StoreError::RevokedForCourse) => {
-            tracing::info!(%mac, course = course.id, "revoked device tried to accept again");
-            return pages.message(StatusCode::FORBIDDEN, "Access withdrawn", "Staff have withdrawn this device's Wi-Fi access for this course. Please speak to reception or your course organiser.", false);
-        }
-        Err(e) => return store_failed(&st, mac, &e),
-    };
-
-    // 6. Open the firewall for this MAC, and make its existing connections start afresh. Every
-    // address the device has on the guest network is forgotten, not only this request's.
-    let mut addresses = neighbour.addresses.clone();
-    if !addresses.contains(&ip) {
-        addresses.push(ip);
-    }
-    // On failure the writer has already withdrawn the consent and closed the MAC, before
-    // answering, so its periodic check cannot re-open it behind the guest's back.
-    if let Err(e) = st.firewall.open(mac, addresses, consent_id).await {
-        tracing::error!(%mac, error = %e, "could not open the firewall; consent withdrawn");
-        return pages.message(StatusCode::SERVICE_UNAVAILABLE, "We couldn't connect your device", "Your acceptance was received, but connecting failed, so nothing has been opened. Please try again in a minute, or ask a member of staff.", true);
-    }
-    tracing::info!(%mac, %ip, course = course.id, consent = consent_id, "consent recorded and device opened");
-
-    // 7. Only now: the short confirmation (pop-ups often close as soon as the internet answers).
-    st.pages.render(
-        StatusCode::OK,
-        "accepted.html",
-        minijinja::context! {
-            until => local(course.ends_at, "%H:%M"),
-            until_date => local(course.ends_at, "%A %-d %B"),
-            course_title => &course.title,
-        },
-    )
-}
-
-fn store_failed(st: &PortalState, mac: clients::MacAddr, e: &StoreError) -> Response {
-    tracing::error!(%mac, error = %e, "store failure during accept; nothing opened");
-    st.pages.message(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "We couldn't record your acceptance",
-        "Nothing has been opened. Please try again in a minute, or ask a member of staff.",
-        true,
-    )
+        .unwrap_or_default()
 }

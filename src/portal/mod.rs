@@ -20,11 +20,7 @@ use axum::routing::get;
 use tower_http::timeout::TimeoutLayer;
 
 use crate::assets::Policy;
-use crate::clock::Clock;
 use crate::config::Config;
-use crate::firewall::FirewallHandle;
-use crate::neighbours::Neighbours;
-use crate::store::Store;
 use crate::web::Pages;
 
 /// Largest request body the portal reads; the form is well under 1 kB.
@@ -39,14 +35,8 @@ pub struct PortalState {
     pub pages: Pages,
     /// The policy being shown (replaced on reload).
     pub policy: crate::web::Live<Policy>,
-    /// The store.
-    pub store: Store,
-    /// The firewall writer.
-    pub firewall: FirewallHandle,
-    /// IP → MAC.
-    pub neighbours: Arc<dyn Neighbours>,
-    /// Time.
-    pub clock: Arc<dyn Clock>,
+    /// Who may pass: the portal's only way to the store, the firewall and the neighbour table.
+    pub access: crate::access::Admissions,
     /// Counters for `/metrics`.
     pub metrics: Arc<crate::metrics::Metrics>,
 }

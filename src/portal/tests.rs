@@ -14,10 +14,11 @@ use tower::ServiceExt;
 
 use super::*;
 use crate::clients::AccessCode;
-use crate::clock::ManualClock;
+use crate::clock::{Clock as _, ManualClock};
 use crate::firewall::fake::FakeFirewall;
 use crate::firewall::{TableSpec, Writer};
 use crate::neighbours::StaticNeighbours;
+use crate::store::Store;
 use crate::web::SchoolView;
 
 const CONFIG: &str = r#"
@@ -84,6 +85,7 @@ async fn lab() -> Lab {
     let (stop, rx) = tokio::sync::watch::channel(false);
     let (firewall, _task) = writer.spawn(rx);
     let env = crate::assets::templates(None).unwrap();
+    let live_policy = crate::web::Live::new((*policy).clone());
     let state = PortalState {
         config,
         pages: Pages::new(
@@ -93,15 +95,18 @@ async fn lab() -> Lab {
                 dsl_contact: "Jenny James".into(),
             },
         ),
-        policy: crate::web::Live::new((*policy).clone()),
+        policy: live_policy.clone(),
         metrics: Arc::new(crate::metrics::Metrics::new("unused.db".into())),
-        store: store.clone(),
-        firewall,
-        neighbours: Arc::new(StaticNeighbours(vec![
-            ("192.0.2.10".parse().unwrap(), "02:00:00:00:00:10".parse().unwrap()),
-            ("192.0.2.11".parse().unwrap(), "02:00:00:00:00:11".parse().unwrap()),
-        ])),
-        clock: Arc::new(clock),
+        access: crate::access::Admissions::new(
+            store.clone(),
+            firewall,
+            Arc::new(StaticNeighbours(vec![
+                ("192.0.2.10".parse().unwrap(), "02:00:00:00:00:10".parse().unwrap()),
+                ("192.0.2.11".parse().unwrap(), "02:00:00:00:00:11".parse().unwrap()),
+            ])),
+            Arc::new(clock),
+            live_policy,
+        ),
     };
     Lab {
         app: router(state),
