@@ -1,0 +1,182 @@
+//! Live guests and exceptions: the list (optionally one course's), revoking one device or a whole
+//! course, and granting or ending an exception. Closing devices goes through `actions`, which
+//! writes the store first and then the firewall.
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use jiff::civil::DateTime;
+use serde::Serialize;
+
+use super::{CsrfForm, Reply, Staff, WebState, local, ser};
+use crate::admin::actions;
+use crate::clients::MacAddr;
+
+#[derive(Serialize)]
+struct GuestRow {
+    mac: String,
+    randomised: bool,
+    ip: String,
+    name: String,
+    organisation: String,
+    course: String,
+    since: String,
+    until: String,
+}
+
+#[derive(serde::Deserialize)]
+pub(super) struct GuestFilter {
+    course: Option<String>,
+}
+
+pub(super) async fn guests(State(st): State<WebState>, staff: Staff, Query(filter): Query<GuestFilter>) -> Response {
+    let reply = Reply::new(&st, &staff, "/");
+    let now = st.actions.clock.now();
+    let selected: Option<i64> = filter.course.as_deref().and_then(|c| c.parse().ok());
+    let Ok((sessions, courses, exceptions)) = st
+        .actions
+        .store
+        .run(move |s| Ok((s.sessions(now)?, s.courses()?, s.exceptions(now)?)))
+        .await
+    else {
+        return reply.unavailable();
+    };
+    let rows: Vec<GuestRow> = sessions
+        .iter()
+        .filter(|s| selected.is_none_or(|id| s.course_id == id))
+        .map(|s| GuestRow {
+            mac: s.mac.to_string(),
+            // The locally administered bit: phones set it on their private (random) addresses.
+            randomised: s.mac.octets()[0] & 0x02 != 0,
+            ip: s.ip.clone(),
+            name: s.name.clone(),
+            organisation: s.organisation.clone(),
+            course: s.course.clone(),
+            since: local(&st, s.accepted_at),
+            until: local(&st, s.expires_at),
+        })
+        .collect();
+    #[derive(Serialize)]
+    struct Opt {
+        id: i64,
+        title: String,
+    }
+    let options: Vec<Opt> = courses
+        .iter()
+        .map(|c| Opt {
+            id: c.id,
+            title: c.title.clone(),
+        })
+        .collect();
+    #[derive(Serialize)]
+    struct ExceptionRow {
+        id: i64,
+        mac: String,
+        reason: String,
+        granted_by: String,
+        until: String,
+    }
+    let exceptions: Vec<ExceptionRow> = exceptions
+        .iter()
+        .map(|e| ExceptionRow {
+            id: e.id,
+            mac: e.mac.to_string(),
+            reason: e.reason.clone(),
+            granted_by: e.granted_by.clone(),
+            until: local(&st, e.until),
+        })
+        .collect();
+    reply.page(
+        "admin/guests.html",
+        minijinja::context! {
+        guests => ser(&rows), courses => ser(&options), selected, exceptions => ser(&exceptions),
+        timezone => &st.config.school.timezone_name },
+    )
+}
+
+pub(super) async fn revoke(State(st): State<WebState>, staff: Staff, CsrfForm(fields): CsrfForm) -> Response {
+    let reply = Reply::new(&st, &staff, "/guests");
+    let Ok(mac) = fields.get("mac").parse::<MacAddr>() else {
+        return reply.message(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "Not revoked",
+            "That is not a device address.",
+        );
+    };
+    match actions::revoke(&st.actions, mac, &staff.name).await {
+        Ok(_) => reply.done(
+            "Revoked",
+            &format!("{mac} is closed and cannot accept again for its course."),
+        ),
+        Err(e) => reply.message(StatusCode::SERVICE_UNAVAILABLE, "Not revoked", &e),
+    }
+}
+
+pub(super) async fn revoke_course(
+    State(st): State<WebState>,
+    staff: Staff,
+    Path(id): Path<i64>,
+    _: CsrfForm,
+) -> Response {
+    let reply = Reply::new(&st, &staff, "/guests");
+    let now = st.actions.clock.now();
+    let Ok(sessions) = st.actions.store.run(move |s| s.sessions(now)).await else {
+        return reply.unavailable();
+    };
+    let mut macs: Vec<MacAddr> = sessions.iter().filter(|s| s.course_id == id).map(|s| s.mac).collect();
+    macs.sort();
+    macs.dedup();
+    for mac in &macs {
+        if let Err(e) = actions::revoke(&st.actions, *mac, &staff.name).await {
+            return reply.message(StatusCode::SERVICE_UNAVAILABLE, "Not all revoked", &e);
+        }
+    }
+    reply.back(&format!("/guests?course={id}")).done(
+        "Revoked",
+        &format!("{} device(s) of the course are closed.", macs.len()),
+    )
+}
+
+pub(super) async fn grant_exception(State(st): State<WebState>, staff: Staff, CsrfForm(fields): CsrfForm) -> Response {
+    let reply = Reply::new(&st, &staff, "/guests");
+    let not_granted = |why: &str| reply.message(StatusCode::UNPROCESSABLE_ENTITY, "No exception granted", why);
+    let Ok(mac) = fields.get("mac").parse::<MacAddr>() else {
+        return not_granted("Give the device's MAC address, like aa:bb:cc:dd:ee:ff.");
+    };
+    let tz = st.config.school.timezone.clone();
+    let Some(until) = fields
+        .get("until")
+        .parse::<DateTime>()
+        .ok()
+        .and_then(|d| d.to_zoned(tz).ok())
+        .map(|z| z.timestamp())
+    else {
+        return not_granted("Give the end as a date and time.");
+    };
+    match actions::grant_exception(&st.actions, mac, fields.get("reason"), until, &staff.name).await {
+        Ok(_) => reply.done(
+            "Exception granted",
+            &format!(
+                "{mac} may use the Wi-Fi without the portal until {}.",
+                local(&st, until)
+            ),
+        ),
+        Err(e) => not_granted(&e),
+    }
+}
+
+pub(super) async fn end_exception(
+    State(st): State<WebState>,
+    staff: Staff,
+    Path(id): Path<i64>,
+    _: CsrfForm,
+) -> Response {
+    let reply = Reply::new(&st, &staff, "/guests");
+    match actions::end_exception(&st.actions, id, &staff.name).await {
+        Ok(mac) => reply.done(
+            "Exception ended",
+            &format!("{mac} is closed unless a course still allows it."),
+        ),
+        Err(e) => reply.message(StatusCode::UNPROCESSABLE_ENTITY, "Not ended", &e),
+    }
+}
