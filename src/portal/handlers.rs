@@ -174,21 +174,8 @@ async fn accept_inner(
             },
         ),
         Err(refusal) => {
-            // The refusals that were labelled before; the rest are counted by status.
-            let label = matches!(
-                refusal,
-                Refusal::UnknownDevice
-                    | Refusal::WrongCode
-                    | Refusal::PolicyChanged
-                    | Refusal::CourseNotStarted { .. }
-                    | Refusal::CourseEnded
-            )
-            .then(|| refusal.as_str());
-            let page = refusal_page(&st, typed, refusal, &local);
-            match label {
-                Some(label) => refused(page, label),
-                None => page,
-            }
+            let label = refusal.as_str();
+            refused(refusal_page(&st, typed, refusal, &local), label)
         }
     }
 }

@@ -33,6 +33,7 @@ address = "192.0.2.1"
 
 struct Lab {
     app: Router,
+    metrics: Arc<crate::metrics::Metrics>,
     fake: FakeFirewall,
     store: Store,
     policy: String,
@@ -86,6 +87,7 @@ async fn lab() -> Lab {
     let (firewall, _task) = writer.spawn(rx);
     let env = crate::assets::templates(None).unwrap();
     let live_policy = crate::web::Live::new((*policy).clone());
+    let metrics = Arc::new(crate::metrics::Metrics::new("unused.db".into()));
     let state = PortalState {
         config,
         pages: Pages::new(
@@ -96,7 +98,7 @@ async fn lab() -> Lab {
             },
         ),
         policy: live_policy.clone(),
-        metrics: Arc::new(crate::metrics::Metrics::new("unused.db".into())),
+        metrics: metrics.clone(),
         access: crate::access::Admissions::new(
             store.clone(),
             firewall,
@@ -110,6 +112,7 @@ async fn lab() -> Lab {
     };
     Lab {
         app: router(state),
+        metrics,
         fake,
         store,
         policy: policy.hash.clone(),
@@ -282,4 +285,26 @@ async fn five_wrong_codes_lock_the_device_out() {
     // Another device is not affected.
     let (status, _, _) = send(&l.app, "192.0.2.11", post(form(&l, "ABCDEFGH", "Bob", true))).await;
     assert_eq!(status, StatusCode::OK);
+}
+
+/// Issue 11: each refusal is counted under its own reason, not a guess from the status code
+/// (an empty code, a missing name and an unticked box all answer 422).
+#[tokio::test]
+async fn refusals_are_counted_by_their_own_reason() {
+    let l = lab().await;
+    for body in [
+        form(&l, "", "Ann", true),
+        form(&l, "ABCDEFGH", "", true),
+        form(&l, "ABCDEFGH", "Ann", false),
+        form(&l, "WRNGWRNG", "Ann", true),
+    ] {
+        let (status, _, _) = send(&l.app, "192.0.2.10", post(body)).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    }
+    let text = l.metrics.encode(&crate::firewall::FirewallStatus::default());
+    for reason in ["empty_code", "bad_name", "not_agreed", "wrong_code"] {
+        let line = format!("aupgate_refusals_total{{reason=\"{reason}\"}} 1");
+        assert!(text.lines().any(|l| l == line), "{line} missing in:\n{text}");
+    }
+    assert!(!text.contains("incomplete_form"), "{text}");
 }
