@@ -57,9 +57,8 @@ impl NftFirewall {
         args: &[&str],
         stdin: Option<&str>,
     ) -> Result<Output, FirewallError> {
-        let mut cmd = Command::new(program);
-        cmd.args(args)
-            .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        let mut cmd = command(program, args);
+        cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
@@ -193,6 +192,14 @@ impl NftFirewall {
     }
 }
 
+/// `program` with `args`, in the C locale: whether a table or element is missing is read from
+/// the tool's error text, which is translated in other locales.
+fn command(program: &PathBuf, args: &[&str]) -> Command {
+    let mut cmd = Command::new(program);
+    cmd.args(args).env("LC_ALL", "C");
+    cmd
+}
+
 fn failed(what: &'static str, out: Output) -> FirewallError {
     FirewallError::Failed {
         what,
@@ -320,6 +327,16 @@ impl Firewall for NftFirewall {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn helpers_run_in_the_c_locale() {
+        let cmd = command(&"nft".into(), &["list", "tables"]);
+        let envs: Vec<_> = cmd.as_std().get_envs().collect();
+        assert!(
+            envs.contains(&(std::ffi::OsStr::new("LC_ALL"), Some(std::ffi::OsStr::new("C")))),
+            "{envs:?}"
+        );
+    }
 
     #[test]
     fn nft_error_text_becomes_one_line() {
