@@ -237,6 +237,11 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Firewall(FirewallCommand::Remove) => firewall_remove(&cli.config),
         Command::Audit(AuditCommand::Erase { mac, reason }) => audit_erase(&cli.config, cli.json, &mac, &reason),
         Command::Audit(AuditCommand::Purge { dry_run }) => audit_purge(&cli.config, cli.json, dry_run),
+        Command::Audit(AuditCommand::Export { .. }) if cli.json => Err(UsageError(
+            "--json does not apply to audit export, which writes one row per consent (fix: use --format jsonl for JSON Lines)"
+                .into(),
+        )
+        .into()),
         Command::Audit(AuditCommand::Export {
             from,
             to,

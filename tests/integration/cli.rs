@@ -72,6 +72,30 @@ fn issue_11_a_missing_config_file_says_why_once() {
     assert_eq!(out, format!("FAIL config: {line}\n"));
 }
 
+/// `--json` means nothing for `audit export`, whose format is `--format`: a usage error naming
+/// `--format jsonl`, before anything is read.
+#[test]
+fn issue_11_audit_export_refuses_json_and_names_format_jsonl() {
+    let (code, out, err) = run(&[
+        "--config",
+        "/nonexistent/aupgate.toml",
+        "audit",
+        "export",
+        "--from",
+        "2026-09-01",
+        "--to",
+        "2026-09-30",
+        "--format",
+        "csv",
+        "--json",
+    ]);
+    assert_eq!((code, out.as_str()), (64, ""), "{err}");
+    assert_eq!(
+        err,
+        "aupgate: --json does not apply to audit export, which writes one row per consent (fix: use --format jsonl for JSON Lines)\n"
+    );
+}
+
 #[test]
 fn check_passes_on_a_good_gateway_and_cli_needs_the_daemon() {
     let Some(lab) = Lab::new(1) else { return };
