@@ -8,6 +8,8 @@ mod auth;
 mod courses;
 mod dashboard;
 mod guests;
+#[cfg(test)]
+mod tests;
 
 use std::sync::Arc;
 

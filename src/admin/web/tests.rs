@@ -1,0 +1,314 @@
+//! The admin router driven with `oneshot`, without root: the in-memory store, the fake firewall,
+//! the built-in templates and a config parsed from text. Sign-in, sessions, the CSRF check and the
+//! auditor-only pages; tests/integration/admin.rs drives the same pages over real HTTPS.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use axum::http::{HeaderMap, Request, StatusCode, header};
+use http_body_util::BodyExt;
+use jiff::SignedDuration;
+use tower::ServiceExt;
+
+use super::{WebState, router};
+use crate::admin::actions::{self, AdminState};
+use crate::clock::{Clock, ManualClock};
+use crate::config::Config;
+use crate::firewall::fake::FakeFirewall;
+use crate::firewall::{TableSpec, Writer};
+use crate::store::{Role, Store};
+use crate::web::{Pages, SchoolView};
+
+const CONFIG: &str = r#"
+[school]
+name = "Claremont Primary School"
+timezone = "Europe/London"
+dsl_contact = "Jenny James"
+[guest]
+interface = "guest0"
+address = "192.0.2.1"
+"#;
+
+/// Every account's password (at least `actions::MIN_PASSWORD` characters), and as a form sends it.
+const PASSWORD: &str = "correct horse battery";
+const PASSWORD_FORM: &str = "correct+horse+battery";
+
+struct Lab {
+    app: Router,
+    store: Store,
+    _stop: tokio::sync::watch::Sender<bool>,
+}
+
+/// The admin over a fresh store with two accounts: `sam` (staff) and `ada` (auditor).
+async fn lab() -> Lab {
+    let config = Arc::new(Config::parse(CONFIG, Path::new("t")).unwrap());
+    let clock: Arc<dyn Clock> = Arc::new(ManualClock::new("2026-11-23T10:00:00Z".parse().unwrap()));
+    let store = Store::open_in_memory().unwrap();
+    let writer = Writer::new(
+        FakeFirewall::default(),
+        store.clone(),
+        clock.clone(),
+        TableSpec {
+            interface: "guest0".into(),
+            portal_port: 8080,
+            https_port: None,
+        },
+    );
+    writer.reconcile_all().await.unwrap();
+    let (stop, rx) = tokio::sync::watch::channel(false);
+    let (firewall, _task) = writer.spawn(rx);
+    let actions = AdminState {
+        store: store.clone(),
+        firewall,
+        clock,
+        retention: config.retention(),
+    };
+    actions::add_admin(&actions, "sam", Role::Staff, PASSWORD.into())
+        .await
+        .unwrap();
+    actions::add_admin(&actions, "ada", Role::Auditor, PASSWORD.into())
+        .await
+        .unwrap();
+    let pages = Pages::new(
+        crate::assets::templates(None).unwrap(),
+        SchoolView {
+            name: "Claremont Primary School".into(),
+            dsl_contact: "Jenny James".into(),
+        },
+    );
+    let state = WebState {
+        actions,
+        pages,
+        config,
+        idle: SignedDuration::from_mins(30),
+        metrics: Arc::new(crate::metrics::Metrics::new("unused.db".into())),
+    };
+    Lab {
+        app: router(state),
+        store,
+        _stop: stop,
+    }
+}
+
+/// Sends `req` from a staff-side address, as the accept loop would.
+async fn send(app: &Router, req: Request<Body>) -> (StatusCode, HeaderMap, String) {
+    let mut req = req;
+    req.extensions_mut()
+        .insert(ConnectInfo(SocketAddr::from(([10, 0, 0, 5], 40000))));
+    let resp = app.clone().oneshot(req).await.unwrap();
+    let (parts, body) = resp.into_parts();
+    let bytes = body.collect().await.unwrap().to_bytes();
+    (
+        parts.status,
+        parts.headers,
+        String::from_utf8_lossy(&bytes).into_owned(),
+    )
+}
+
+fn get(path: &str, cookie: Option<&str>) -> Request<Body> {
+    let mut req = Request::get(path);
+    if let Some(c) = cookie {
+        req = req.header(header::COOKIE, c);
+    }
+    req.body(Body::empty()).unwrap()
+}
+
+fn post(path: &str, cookie: Option<&str>, body: &str) -> Request<Body> {
+    let mut req = Request::post(path).header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
+    if let Some(c) = cookie {
+        req = req.header(header::COOKIE, c);
+    }
+    req.body(Body::from(body.to_owned())).unwrap()
+}
+
+/// A signed-in session: the `Cookie` header to send, and the CSRF token its pages carry.
+struct Session {
+    cookie: String,
+    csrf: String,
+}
+
+async fn sign_in(app: &Router, name: &str) -> Session {
+    let (status, headers, body) = send(
+        app,
+        post("/login", None, &format!("username={name}&password={PASSWORD_FORM}")),
+    )
+    .await;
+    assert_eq!(status, StatusCode::SEE_OTHER, "{body}");
+    let set = headers[header::SET_COOKIE].to_str().unwrap();
+    let cookie = set.split(';').next().unwrap().to_owned();
+    let (status, _, page) = send(app, get("/", Some(&cookie))).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    let csrf = page
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("the dashboard carries the CSRF token")
+        .to_owned();
+    Session { cookie, csrf }
+}
+
+/// How many events the audit chain holds.
+fn events(store: &Store) -> u64 {
+    store.verify().unwrap().unwrap().events
+}
+
+/// A course form that would be accepted, bar the token.
+const COURSE: &str = "title=Phonics&starts=2026-11-23T09:00&ends=2026-11-23T16:00&max_devices=5";
+
+#[tokio::test]
+async fn every_page_without_a_session_redirects_to_login() {
+    let l = lab().await;
+    for cookie in [None, Some("aupgate_session=not-a-session")] {
+        for path in ["/", "/courses", "/guests", "/audit", "/courses/1/poster"] {
+            let (status, headers, _) = send(&l.app, get(path, cookie)).await;
+            assert_eq!(status, StatusCode::SEE_OTHER, "{path} {cookie:?}");
+            assert_eq!(headers[header::LOCATION], "/login", "{path}");
+        }
+        let (status, headers, _) = send(&l.app, post("/courses", cookie, COURSE)).await;
+        assert_eq!(status, StatusCode::SEE_OTHER);
+        assert_eq!(headers[header::LOCATION], "/login");
+    }
+    assert!(l.store.courses().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn sign_in_refuses_a_wrong_password_and_gives_a_strict_cookie_for_the_right_one() {
+    let l = lab().await;
+    let (status, headers, body) = send(&l.app, post("/login", None, "username=sam&password=wrong+password")).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(body.contains("Wrong name or password."), "{body}");
+    assert!(body.contains("value=\"sam\""), "the name typed is kept: {body}");
+    assert!(headers.get(header::SET_COOKIE).is_none());
+
+    let (status, headers, _) = send(
+        &l.app,
+        post("/login", None, &format!("username=sam&password={PASSWORD_FORM}")),
+    )
+    .await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert_eq!(headers[header::LOCATION], "/");
+    let cookie = headers[header::SET_COOKIE].to_str().unwrap();
+    assert!(cookie.starts_with("aupgate_session="), "{cookie}");
+    for flag in ["Secure", "HttpOnly", "SameSite=Strict", "Path=/"] {
+        assert!(cookie.split("; ").any(|f| f == flag), "{flag} missing: {cookie}");
+    }
+    let session = cookie.split(';').next().unwrap();
+    let (status, _, body) = send(&l.app, get("/", Some(session))).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(body.contains("Sign out sam"), "{body}");
+}
+
+#[tokio::test]
+async fn a_post_without_the_right_csrf_token_is_refused_and_changes_nothing() {
+    let l = lab().await;
+    let s = sign_in(&l.app, "sam").await;
+    let before = events(&l.store);
+    for token in ["", "&csrf=", "&csrf=0000", &format!("&csrf={}x", s.csrf)] {
+        let (status, _, body) = send(&l.app, post("/courses", Some(&s.cookie), &format!("{COURSE}{token}"))).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{token}");
+        assert!(body.contains("Form expired"), "{body}");
+        let (status, _, _) = send(&l.app, post("/logout", Some(&s.cookie), token.trim_start_matches('&'))).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{token}");
+    }
+    let (status, _, body) = send(&l.app, post("/guests/revoke", Some(&s.cookie), "mac=02:00:00:00:00:10")).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert!(l.store.courses().unwrap().is_empty(), "no course was made");
+    assert_eq!(events(&l.store), before, "nothing was recorded");
+    let (status, _, _) = send(&l.app, get("/", Some(&s.cookie))).await;
+    assert_eq!(status, StatusCode::OK, "the refused sign-outs left the session alone");
+
+    // The same form with the session's token goes through.
+    let (status, headers, body) = send(
+        &l.app,
+        post("/courses", Some(&s.cookie), &format!("{COURSE}&csrf={}", s.csrf)),
+    )
+    .await;
+    assert_eq!(status, StatusCode::SEE_OTHER, "{body}");
+    assert_eq!(headers[header::LOCATION], "/courses");
+    assert_eq!(l.store.courses().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn the_audit_pages_are_refused_to_staff_and_open_to_auditors() {
+    let l = lab().await;
+    let export = "from=2026-11-01&to=2026-11-30&course=&mac=&format=csv";
+
+    let staff = sign_in(&l.app, "sam").await;
+    let (status, _, body) = send(&l.app, get("/audit", Some(&staff.cookie))).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert!(body.contains("For auditors only"), "{body}");
+    let before = events(&l.store);
+    let form = format!("{export}&csrf={}", staff.csrf);
+    let (status, headers, body) = send(&l.app, post("/audit/export", Some(&staff.cookie), &form)).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert!(body.contains("For auditors only"), "{body}");
+    assert!(headers.get(header::CONTENT_DISPOSITION).is_none());
+    assert_eq!(events(&l.store), before, "a refused export is not recorded");
+
+    let auditor = sign_in(&l.app, "ada").await;
+    let before = events(&l.store);
+    let (status, _, body) = send(&l.app, get("/audit", Some(&auditor.cookie))).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let form = format!("{export}&csrf={}", auditor.csrf);
+    let (status, headers, body) = send(&l.app, post("/audit/export", Some(&auditor.cookie), &form)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(headers[header::CONTENT_TYPE], "text/csv; charset=utf-8");
+    assert_eq!(
+        headers[header::CONTENT_DISPOSITION],
+        "attachment; filename=\"aupgate-consents-2026-11-01-to-2026-11-30.csv\""
+    );
+    assert_eq!(events(&l.store), before + 1, "the export is recorded");
+    // An auditor's export still needs the token.
+    let (status, _, _) = send(&l.app, post("/audit/export", Some(&auditor.cookie), export)).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(events(&l.store), before + 1);
+}
+
+#[tokio::test]
+async fn sign_out_ends_the_session() {
+    let l = lab().await;
+    let s = sign_in(&l.app, "sam").await;
+    let (status, headers, _) = send(&l.app, post("/logout", Some(&s.cookie), &format!("csrf={}", s.csrf))).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert_eq!(headers[header::LOCATION], "/login");
+    let cleared = headers[header::SET_COOKIE].to_str().unwrap();
+    assert!(
+        cleared.starts_with("aupgate_session=;") && cleared.contains("Max-Age=0"),
+        "{cleared}"
+    );
+    for path in ["/", "/courses"] {
+        let (status, headers, _) = send(&l.app, get(path, Some(&s.cookie))).await;
+        assert_eq!(
+            status,
+            StatusCode::SEE_OTHER,
+            "{path}: the old cookie no longer signs in"
+        );
+        assert_eq!(headers[header::LOCATION], "/login");
+    }
+}
+
+#[tokio::test]
+async fn every_answer_carries_the_security_headers() {
+    let l = lab().await;
+    for req in [
+        get("/login", None),
+        get("/", None),
+        post("/login", None, "username=x&password=y"),
+    ] {
+        let (_, headers, _) = send(&l.app, req).await;
+        assert!(
+            headers[header::CONTENT_SECURITY_POLICY]
+                .to_str()
+                .unwrap()
+                .starts_with("default-src 'none'")
+        );
+        assert_eq!(headers[header::X_CONTENT_TYPE_OPTIONS], "nosniff");
+        assert_eq!(headers[header::REFERRER_POLICY], "no-referrer");
+        assert_eq!(headers[header::X_FRAME_OPTIONS], "DENY");
+        assert_eq!(headers[header::CACHE_CONTROL], "no-store");
+    }
+}
