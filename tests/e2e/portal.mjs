@@ -91,6 +91,12 @@ try {
   if (!(await page.getByRole('alert').textContent()).includes("access code isn't right")) fail('no wrong-code message');
   if ((await page.inputValue('#name')) !== 'Ann Smith') fail('name not kept after an error');
   ok('a wrong code shows the form again with a message and keeps what was typed');
+  if (!page.url().endsWith('/accept#connect')) fail(`the answer to a wrong code is at ${page.url()}, not at the form (/accept#connect)`);
+  const heading = await page.locator('#connect-heading').boundingBox();
+  if (!heading || heading.y < 0 || heading.y >= phone.viewport.height) {
+    fail(`after a wrong code the form is off screen (its heading at y=${heading && heading.y}), below the policy`);
+  }
+  ok(`a wrong code opens the answer at the form and its message (/accept#connect, heading at y=${Math.round(heading.y)})`);
   await page.screenshot({ path: `${shots}/${tag}-2-wrong-code-390x844.png` });
 
   await page.fill('#code', code.toLowerCase());
