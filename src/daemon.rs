@@ -1,6 +1,8 @@
-//! `aupgate run`: open the store, install and reconcile the firewall, bind the listeners, serve,
-//! and stop cleanly. READY is sent only once the table is in the kernel and the listeners are
-//! bound. Stopping leaves the table in place: guests stay closed, accepted devices stay open.
+//! `aupgate run`: `start` (our table first, then the store, then the table from the store),
+//! `bind` the listeners, `serve` until told to stop. Each takes what it works with (`Deps`,
+//! `Listeners`, a `Signal` channel), so the assembled daemon runs in tests on fakes, without
+//! root. READY is sent only once the table is in the kernel and the listeners are bound.
+//! Stopping leaves the table in place: guests stay closed, accepted devices stay open.
 
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::unix::fs::PermissionsExt;
@@ -10,14 +12,15 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use tokio::net::{TcpListener, UnixListener};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
+use tokio_rustls::TlsAcceptor;
 
 use crate::admin::control::{self, AdminState};
 use crate::assets::{self, Policy};
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
-use crate::firewall::{NftFirewall, TableSpec, Writer};
-use crate::neighbours::KernelNeighbours;
+use crate::firewall::{Firewall, NftFirewall, TableSpec, Writer};
+use crate::neighbours::{KernelNeighbours, Neighbours};
 use crate::portal::{self, PortalState};
 use crate::store::{Store, StoreError};
 use crate::web::{Pages, SchoolView};
@@ -25,19 +28,82 @@ use crate::web::{Pages, SchoolView};
 /// How long in-flight requests get to finish on shutdown.
 const DRAIN: Duration = Duration::from_secs(5);
 
-/// Runs the daemon until SIGTERM or SIGINT.
+/// What the daemon works with, given to it rather than built inside it: the kernel's firewall,
+/// neighbour table and clock in production; the fakes in tests.
+pub struct Deps<F> {
+    /// The firewall mechanism (`NftFirewall`).
+    pub firewall: F,
+    /// IP → MAC on the guest network.
+    pub neighbours: Arc<dyn Neighbours>,
+    /// Time.
+    pub clock: Arc<dyn Clock>,
+}
+
+/// The sockets the daemon serves on, bound by [`bind`] (tests bind loopback ports).
+pub struct Listeners {
+    /// The portal's, each with its TLS acceptor if it is the HTTPS port.
+    pub portal: Vec<(TcpListener, Option<TlsAcceptor>)>,
+    /// The staff admin's, with its TLS acceptor.
+    pub admin: Option<(TcpListener, TlsAcceptor)>,
+    /// The CLI's control socket.
+    pub control: UnixListener,
+}
+
+/// What the daemon is told while it serves: signals in production, a channel in tests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signal {
+    /// Re-read the policy and the page templates (SIGHUP).
+    Reload,
+    /// Stop (SIGTERM, SIGINT).
+    Stop,
+}
+
+/// The daemon once started: the table is in the kernel, built from the store.
+pub struct Started<F> {
+    /// The store.
+    pub store: Store,
+    policy: Arc<Policy>,
+    env: minijinja::Environment<'static>,
+    writer: Writer<F>,
+    devices: usize,
+    spec: TableSpec,
+    neighbours: Arc<dyn Neighbours>,
+    clock: Arc<dyn Clock>,
+}
+
+/// Runs the daemon until SIGTERM or SIGINT: `start`, `bind`, then `serve` with the signals.
 ///
 /// # Errors
 /// Anything that stops start-up, with context naming what to fix.
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let config = Arc::new(config);
-    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let deps = Deps {
+        firewall: NftFirewall::default(),
+        neighbours: Arc::new(KernelNeighbours::new(config.guest.interface.clone())),
+        clock: Arc::new(SystemClock),
+    };
+    let started = start(&config, deps).await?;
+    let listeners = bind(&config).await?;
+    let signals = forward_signals()?;
+    serve(config, started, listeners, signals).await
+}
 
+/// Start-up, in the order that keeps guests closed whatever fails: our table first, then the
+/// store, the policy and the templates, then the table rebuilt from the store.
+///
+/// # Errors
+/// Anything that stops start-up, with context naming what to fix.
+pub async fn start<F: Firewall>(config: &Arc<Config>, deps: Deps<F>) -> anyhow::Result<Started<F>> {
+    let Deps {
+        firewall,
+        neighbours,
+        clock,
+    } = deps;
     // First, before anything that can fail (policy, templates, store, certificates, ports): our
     // table in the kernel. After a boot it goes in closed; a daemon that stops below leaves it
-    // so, and guests stay closed however start-up ends (DESIGN, invariant 1).
-    let spec = TableSpec::for_config(&config);
-    let kept = crate::firewall::close_at_start(&NftFirewall::default(), &spec)
+    // so, and guests stay closed however start-up ends (invariant 1).
+    let spec = TableSpec::for_config(config);
+    let kept = crate::firewall::close_at_start(&firewall, &spec)
         .await
         .context("installing the nftables table inet aupgate")?;
     tracing::info!(
@@ -83,47 +149,106 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     }
 
     // Now the table from the store: exactly the devices that accepted.
-    let writer = Writer::new(NftFirewall::default(), store.clone(), clock.clone(), spec.clone());
+    let writer = Writer::new(firewall, store.clone(), clock.clone(), spec.clone());
     let devices = writer
         .reconcile_all()
         .await
         .context("installing the nftables table inet aupgate")?;
+    Ok(Started {
+        store,
+        policy,
+        env,
+        writer,
+        devices,
+        spec,
+        neighbours,
+        clock,
+    })
+}
 
-    // TLS first: a bad certificate is a configuration error, found before anything is bound.
+/// Binds every listener the config asks for. TLS is loaded first: a bad certificate is a
+/// configuration error, found before anything is bound.
+///
+/// # Errors
+/// A certificate that does not load, or an address or port that cannot be bound.
+pub async fn bind(config: &Config) -> anyhow::Result<Listeners> {
     let tls = match &config.portal.tls {
-        Some(tls) => Some((
-            tls.port,
-            tokio_rustls::TlsAcceptor::from(portal::tls::server_config(tls)?),
-        )),
+        Some(tls) => Some((tls.port, TlsAcceptor::from(portal::tls::server_config(tls)?))),
         None => None,
     };
-    let mut portal_listeners: Vec<_> = bind_portal(config.portal.port)
+    let mut portal: Vec<_> = bind_portal(config.portal.port)
         .await?
         .into_iter()
         .map(|l| (l, None))
         .collect();
     if let Some((port, acceptor)) = &tls {
         for l in bind_portal(*port).await? {
-            portal_listeners.push((l, Some(acceptor.clone())));
+            portal.push((l, Some(acceptor.clone())));
         }
     }
-    let control_listener = bind_control(&config.control_socket)?;
+    let control = bind_control(&config.control_socket)?;
     // The staff admin: bound to its staff-side address only (config refuses the guest ones).
-    let admin_listener = match &config.admin {
+    let admin = match &config.admin {
         None => None,
         Some(admin) => {
-            let (cert, key) = crate::admin::tls::certificate(&config, admin.listen.ip())?;
-            let acceptor = tokio_rustls::TlsAcceptor::from(portal::tls::server_config_from(&cert, &key, "admin")?);
+            let (cert, key) = crate::admin::tls::certificate(config, admin.listen.ip())?;
+            let acceptor = TlsAcceptor::from(portal::tls::server_config_from(&cert, &key, "admin")?);
             let listener = TcpListener::bind(admin.listen).await.with_context(|| {
                 format!(
                     "binding the admin to {} (fix: [admin] listen must be an address of this router, with a free port)",
                     admin.listen
                 )
             })?;
-            Some((listener, acceptor, admin.session_idle))
+            Some((listener, acceptor))
         }
     };
+    Ok(Listeners { portal, admin, control })
+}
 
+/// SIGTERM and SIGINT as `Stop`, SIGHUP as `Reload`.
+fn forward_signals() -> anyhow::Result<mpsc::Receiver<Signal>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+    let (tx, rx) = mpsc::channel(4);
+    tokio::spawn(async move {
+        loop {
+            let signal = tokio::select! {
+                _ = term.recv() => Signal::Stop,
+                _ = int.recv() => Signal::Stop,
+                _ = hup.recv() => Signal::Reload,
+            };
+            if tx.send(signal).await.is_err() {
+                break;
+            }
+        }
+    });
+    Ok(rx)
+}
+
+/// Serves until told to stop (or `signals` closes): the firewall writer, the portal, the admin,
+/// the control socket, housekeeping and the watchdog; READY once all are up. Stopping leaves
+/// the table in place.
+///
+/// # Errors
+/// None today once started; the `Result` is for what start-up of a part may return later.
+pub async fn serve<F: Firewall>(
+    config: Arc<Config>,
+    started: Started<F>,
+    listeners: Listeners,
+    mut signals: mpsc::Receiver<Signal>,
+) -> anyhow::Result<()> {
+    let Started {
+        store,
+        policy,
+        env,
+        writer,
+        devices,
+        spec,
+        neighbours,
+        clock,
+    } = started;
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let (firewall, firewall_task) = writer.spawn(shutdown_rx.clone());
     let pages = Pages::new(
@@ -141,8 +266,6 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         pages: admin_pages.clone(),
     };
     let metrics = Arc::new(crate::metrics::Metrics::new(config.store_path.clone()));
-    let neighbours: Arc<dyn crate::neighbours::Neighbours> =
-        Arc::new(KernelNeighbours::new(config.guest.interface.clone()));
     let portal_state = PortalState {
         metrics: metrics.clone(),
         config: config.clone(),
@@ -160,7 +283,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     // One gate for all the portal's listeners (v4, v6, HTTPS): a device's share and the total
     // are counted across them.
     let portal_gate = portal::Gate::portal(neighbours, metrics.clone());
-    let portal_tasks: Vec<_> = portal_listeners
+    let portal_tasks: Vec<_> = listeners
+        .portal
         .into_iter()
         .map(|(l, tls)| {
             tokio::spawn(portal::serve(
@@ -178,7 +302,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         clock: clock.clone(),
         retention: config.retention(),
     };
-    let admin_task = admin_listener.map(|(listener, acceptor, idle)| {
+    let idle = config.admin.as_ref().map(|a| a.session_idle).unwrap_or_default();
+    let admin_task = listeners.admin.map(|(listener, acceptor)| {
         let gate = portal::Gate::admin(metrics.clone());
         let web = crate::admin::web::WebState {
             actions: admin.clone(),
@@ -195,7 +320,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             shutdown_rx.clone(),
         ))
     });
-    let control_task = tokio::spawn(control::serve(control_listener, admin.clone(), shutdown_rx.clone()));
+    let control_task = tokio::spawn(control::serve(listeners.control, admin.clone(), shutdown_rx.clone()));
 
     // Retention, then the audit chain's head to the journal: at start, before "ready" (so both
     // are done once the daemon is up), and daily. The head's copy outside the database is what
@@ -213,7 +338,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         "aupgate ready"
     );
 
-    wait_for_signal(&reloadable, &admin).await?;
+    while let Some(Signal::Reload) = signals.recv().await {
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Reloading]);
+        reloadable.reload(&admin).await;
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+    }
     tracing::info!("stopping; the firewall table stays in place");
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     let _ = shutdown_tx.send(true);
@@ -352,25 +481,6 @@ fn bind_control(path: &Path) -> anyhow::Result<UnixListener> {
     Ok(listener)
 }
 
-/// Waits for SIGTERM or SIGINT; on SIGHUP, reloads the policy and templates and goes on.
-async fn wait_for_signal(reloadable: &Reloadable, admin: &AdminState) -> anyhow::Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-    let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
-    loop {
-        tokio::select! {
-            _ = term.recv() => return Ok(()),
-            _ = int.recv() => return Ok(()),
-            _ = hup.recv() => {
-                let _ = sd_notify::notify(&[sd_notify::NotifyState::Reloading]);
-                reloadable.reload(admin).await;
-                let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
-            }
-        }
-    }
-}
-
 /// What SIGHUP re-reads: the policy text and the page templates. (Everything else in the config
 /// needs a restart: listeners, interface and store are bound at start.)
 struct Reloadable {
@@ -486,11 +596,116 @@ async fn daily(admin: AdminState, mut stop: watch::Receiver<bool>) {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    use super::*;
+    use crate::clients::AccessCode;
+    use crate::clock::ManualClock;
+    use crate::firewall::fake::FakeFirewall;
+    use crate::neighbours::StaticNeighbours;
+
+    /// One HTTP/1.1 exchange over TCP; the whole answer as text.
+    async fn http(addr: SocketAddr, request: String) -> String {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(request.as_bytes()).await.unwrap();
+        let mut answer = Vec::new();
+        let _ = s.read_to_end(&mut answer).await;
+        String::from_utf8_lossy(&answer).into_owned()
+    }
+
+    /// Issue 11: the assembled daemon (start, then serve) on the fake firewall, a static
+    /// neighbour table and a manual clock, with a loopback listener: no root, no kernel. A
+    /// guest loads the page, accepts, and the fake firewall lets exactly its MAC through; the
+    /// control socket answers; `Stop` ends it with the table left in place.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_assembled_daemon_serves_a_guest_without_root() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = format!(
+            "[school]\nname = \"Claremont\"\ntimezone = \"UTC\"\ndsl_contact = \"the office\"\n\
+             [guest]\ninterface = \"guest0\"\naddress = \"192.0.2.1\"\n\
+             [store]\npath = \"{d}/state/aupgate.db\"\n[control]\nsocket = \"{d}/run/control.sock\"\n",
+            d = dir.path().display()
+        );
+        let config = Arc::new(Config::parse(&text, Path::new("t.toml")).unwrap());
+        let clock = ManualClock::new("2026-11-23T10:00:00Z".parse().unwrap());
+        let fake = FakeFirewall::default();
+        let mac: crate::clients::MacAddr = "02:00:00:00:00:10".parse().unwrap();
+        let deps = Deps {
+            firewall: fake.clone(),
+            neighbours: Arc::new(StaticNeighbours(vec![("127.0.0.1".parse().unwrap(), mac)])),
+            clock: Arc::new(clock.clone()),
+        };
+        let started = start(&config, deps).await.unwrap();
+        assert!(fake.0.lock().unwrap().table, "the table went in first");
+        started
+            .store
+            .add_course(
+                "Phonics",
+                "2026-11-23T09:00:00Z".parse().unwrap(),
+                "2026-11-23T16:00:00Z".parse().unwrap(),
+                5,
+                clock.now(),
+                "test",
+                || AccessCode::normalise("ABCDEFGH").unwrap(),
+            )
+            .unwrap();
+        let portal = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = portal.local_addr().unwrap();
+        let listeners = Listeners {
+            portal: vec![(portal, None)],
+            admin: None,
+            control: bind_control(&config.control_socket).unwrap(),
+        };
+        let (signals, rx) = mpsc::channel(1);
+        let daemon = tokio::spawn(serve(config.clone(), started, listeners, rx));
+
+        let page = http(
+            addr,
+            "GET / HTTP/1.1\r\nHost: 192.0.2.1:8080\r\nConnection: close\r\n\r\n".into(),
+        )
+        .await;
+        assert!(page.starts_with("HTTP/1.1 200"), "{page}");
+        let at = page.find("name=\"policy\" value=\"").unwrap() + "name=\"policy\" value=\"".len();
+        let policy = page[at..].split('"').next().unwrap();
+        let form = format!("code=ABCDEFGH&name=Ann&organisation=Org&agree=yes&policy={policy}");
+        let answer = http(
+            addr,
+            format!(
+                "POST /accept HTTP/1.1\r\nHost: 192.0.2.1:8080\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{form}",
+                form.len()
+            ),
+        )
+        .await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        assert!(answer.contains("connected"), "{answer}");
+        let set: Vec<_> = fake.0.lock().unwrap().set.keys().copied().collect();
+        assert_eq!(set, vec![mac]);
+
+        // Staff revoke it over the control socket, as the CLI does: closed again.
+        let socket = config.control_socket.clone();
+        let revoked =
+            tokio::task::spawn_blocking(move || control::call(&socket, &control::Request::SessionRevoke { mac }))
+                .await
+                .unwrap();
+        assert!(revoked.is_ok(), "{revoked:?}");
+        assert!(fake.0.lock().unwrap().set.is_empty());
+
+        signals.send(Signal::Stop).await.unwrap();
+        daemon.await.unwrap().unwrap();
+        assert!(fake.0.lock().unwrap().table, "stopping leaves the table in place");
+        assert!(
+            crate::firewall::boot::path_for(&config.store_path).exists(),
+            "the boot file was saved"
+        );
+    }
+
     #[test]
     fn group_ids_come_from_etc_group() {
         let text = "root:x:0:\nstaff:x:50:\naupgate:x:998:office,dsl\naupgate2:x:997:\n";
-        assert_eq!(super::group_id(text, "aupgate"), Some(998));
-        assert_eq!(super::group_id(text, "nobody"), None);
-        assert_eq!(super::group_id("aupgate:x:notanumber:", "aupgate"), None);
+        assert_eq!(group_id(text, "aupgate"), Some(998));
+        assert_eq!(group_id(text, "nobody"), None);
+        assert_eq!(group_id("aupgate:x:notanumber:", "aupgate"), None);
     }
 }
