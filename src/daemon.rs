@@ -15,11 +15,12 @@ use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::{mpsc, watch};
 use tokio_rustls::TlsAcceptor;
 
+use crate::access::gatekeeper::Writer;
 use crate::admin::control::{self, AdminState};
 use crate::assets::{self, Policy};
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
-use crate::firewall::{Firewall, NftFirewall, TableSpec, Writer};
+use crate::firewall::{Firewall, NftFirewall, TableSpec};
 use crate::neighbours::{KernelNeighbours, Neighbours};
 use crate::portal::{self, PortalState};
 use crate::store::{Store, StoreError};

@@ -15,7 +15,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use crate::firewall::FirewallStatus;
+use crate::access::gatekeeper::FirewallStatus;
 
 /// Why an accept was refused, put on the response by the handler that refused it (the status
 /// code names the reason otherwise).

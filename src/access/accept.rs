@@ -8,10 +8,10 @@ use std::sync::Arc;
 
 use jiff::Timestamp;
 
+use crate::access::gatekeeper::FirewallHandle;
 use crate::assets::Policy;
 use crate::clients::{self, AccessCode, Course, CourseState, MAX_WRONG_CODES, MacAddr, WRONG_CODE_WINDOW};
 use crate::clock::Clock;
-use crate::firewall::FirewallHandle;
 use crate::neighbours::Neighbours;
 use crate::store::{NewConsent, Store, StoreError};
 use crate::web::Live;

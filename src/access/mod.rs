@@ -4,5 +4,6 @@
 //! form (a page, a status, a JSON line).
 
 pub mod accept;
+pub mod gatekeeper;
 
 pub use accept::{Admissions, Admitted, Application, Refusal, Unavailable};

@@ -7,9 +7,9 @@ use std::sync::Arc;
 use argon2::{Argon2, PasswordHasher as _};
 use jiff::Timestamp;
 
+use crate::access::gatekeeper::FirewallHandle;
 use crate::clients::{AccessCode, Course, MacAddr};
 use crate::clock::Clock;
-use crate::firewall::FirewallHandle;
 use crate::store::{Role, Store, StoreError};
 
 /// What the actions need; cheap to clone.

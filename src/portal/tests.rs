@@ -13,10 +13,11 @@ use jiff::Timestamp;
 use tower::ServiceExt;
 
 use super::*;
+use crate::access::gatekeeper::Writer;
 use crate::clients::AccessCode;
 use crate::clock::{Clock as _, ManualClock};
+use crate::firewall::TableSpec;
 use crate::firewall::fake::FakeFirewall;
-use crate::firewall::{TableSpec, Writer};
 use crate::neighbours::StaticNeighbours;
 use crate::store::Store;
 use crate::web::SchoolView;
@@ -301,7 +302,7 @@ async fn refusals_are_counted_by_their_own_reason() {
         let (status, _, _) = send(&l.app, "192.0.2.10", post(body)).await;
         assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     }
-    let text = l.metrics.encode(&crate::firewall::FirewallStatus::default());
+    let text = l.metrics.encode(&crate::access::gatekeeper::FirewallStatus::default());
     for reason in ["empty_code", "bad_name", "not_agreed", "wrong_code"] {
         let line = format!("aupgate_refusals_total{{reason=\"{reason}\"}} 1");
         assert!(text.lines().any(|l| l == line), "{line} missing in:\n{text}");

@@ -8,9 +8,10 @@ use std::sync::Arc;
 use jiff::{SignedDuration, Timestamp};
 
 use super::*;
+use crate::access::gatekeeper::Writer;
 use crate::clock::ManualClock;
+use crate::firewall::TableSpec;
 use crate::firewall::fake::FakeFirewall;
-use crate::firewall::{TableSpec, Writer};
 use crate::neighbours::{Lookup, NeighbourError, StaticNeighbours, Table};
 
 const ANN: &str = "192.0.2.10";

@@ -15,11 +15,12 @@ use jiff::SignedDuration;
 use tower::ServiceExt;
 
 use super::{WebState, router};
+use crate::access::gatekeeper::Writer;
 use crate::admin::actions::{self, AdminState};
 use crate::clock::{Clock, ManualClock};
 use crate::config::Config;
+use crate::firewall::TableSpec;
 use crate::firewall::fake::FakeFirewall;
-use crate::firewall::{TableSpec, Writer};
 use crate::store::{Role, Store};
 use crate::web::{Pages, SchoolView};
 

@@ -3,10 +3,10 @@ use std::sync::Arc;
 use jiff::Timestamp;
 use tokio::sync::watch;
 
-use super::fake::FakeFirewall;
 use super::*;
 use crate::clients::AccessCode;
 use crate::clock::ManualClock;
+use crate::firewall::fake::FakeFirewall;
 use crate::store::NewConsent;
 
 fn t(s: &str) -> Timestamp {
@@ -98,7 +98,7 @@ async fn open_needs_a_consent_and_forgets_connections() {
             99,
         )
         .await;
-    assert!(matches!(err, Err(FirewallError::Store(StoreError::NotFound(_)))));
+    assert!(matches!(err, Err(GatekeeperError::Store(StoreError::NotFound(_)))));
     assert!(
         !fake
             .0
@@ -172,40 +172,4 @@ async fn watch_restores_a_deleted_table_and_removes_unconsented() {
         .unwrap();
     writer.watch().await.unwrap();
     assert!(fake.0.lock().unwrap().set.is_empty());
-}
-
-#[tokio::test]
-async fn issue_10_start_installs_the_table_closed_or_keeps_what_the_kernel_has() {
-    let spec = TableSpec {
-        interface: "guest0".into(),
-        portal_port: 8080,
-        https_port: None,
-    };
-    // After a boot: no table. It goes in with nobody allowed.
-    let fake = FakeFirewall::default();
-    assert_eq!(close_at_start(&fake, &spec).await.unwrap(), 0);
-    {
-        let s = fake.0.lock().unwrap();
-        assert!(s.table && s.set.is_empty() && s.replaced == 1);
-    }
-    // After a restart: the chains are rebuilt (an outside edit undone) and the kernel's elements
-    // kept with their time left, so accepted devices see no gap before the store is read.
-    let mac: MacAddr = "02:00:00:00:00:01".parse().unwrap();
-    {
-        let mut s = fake.0.lock().unwrap();
-        s.set.insert(mac, SignedDuration::from_secs(600));
-        s.chains = "tampered".into();
-    }
-    assert_eq!(close_at_start(&fake, &spec).await.unwrap(), 1);
-    {
-        let s = fake.0.lock().unwrap();
-        assert_eq!(s.chains, "chains for guest0");
-        assert_eq!(s.set.get(&mac), Some(&SignedDuration::from_secs(600)));
-        assert_eq!(s.replaced, 2);
-    }
-    // If the kernel's elements cannot be listed, the table still goes in, closed.
-    fake.0.lock().unwrap().fail_listing = true;
-    assert_eq!(close_at_start(&fake, &spec).await.unwrap(), 0);
-    let s = fake.0.lock().unwrap();
-    assert!(s.table && s.set.is_empty() && s.replaced == 3);
 }
