@@ -6,10 +6,11 @@
 //! Codemap:
 //! - [`config`]: the TOML file → validated `Config`.
 //! - [`clients`]: domain core, no I/O (MAC, access codes, courses, sessions, rules).
-//! - [`access`]: who may pass: the accept decision (typed refusals, no HTTP) over the store,
-//!   the firewall writer and the neighbour table.
+//! - [`access`]: who may pass: the accept decision (typed refusals, no HTTP), and the
+//!   gatekeeper that keeps the kernel equal to the store.
 //! - [`store`]: SQLite; the only SQL.
-//! - [`firewall`]: the only netfilter code; owns table `inet aupgate` and nothing else.
+//! - [`firewall`]: the only netfilter code, mechanism only; owns table `inet aupgate` and
+//!   nothing else.
 //! - [`neighbours`]: IP → MAC from the kernel's neighbour table.
 //! - [`portal`]: the guest-facing HTTP server.
 //! - [`admin`]: staff surfaces: the control socket and the HTTPS web UI.
@@ -18,7 +19,8 @@
 //! - [`daemon`], [`cli`]: wiring.
 //!
 //! Invariants: fail closed; consent is committed before access; access survives restarts; only
-//! our own table is touched (see ARCHITECTURE.md and DESIGN.md).
+//! our own table is touched; nothing lost or altered unseen; guests never reach staff surfaces
+//! (ARCHITECTURE.md states each, with the tests that show it).
 
 pub mod access;
 pub mod admin;

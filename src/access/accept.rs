@@ -1,6 +1,6 @@
 //! A guest's accept, decided: which device it is, the brute-force guard, the code and its
 //! course, the policy in force, the form's text; then the consent committed durably; then the
-//! firewall opened (DESIGN, invariant 2). `Admissions` is the portal's whole view of the system:
+//! firewall opened (ARCHITECTURE.md, invariant 2). `Admissions` is the portal's whole view of the system:
 //! it cannot reach admin state.
 
 use std::net::IpAddr;

@@ -1,5 +1,5 @@
 //! The one writer that keeps the kernel equal to the store: every change to who may pass goes
-//! through it, store first, then kernel (DESIGN, invariant 2). Once a second it checks that our
+//! through it, store first, then kernel (ARCHITECTURE.md, invariant 2). Once a second it checks that our
 //! table is still there and unchanged and that the set matches the store, and puts right what
 //! it finds.
 

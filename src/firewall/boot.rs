@@ -1,7 +1,7 @@
 //! The closed table kept for the next boot. The daemon writes it beside the store each time it
 //! starts successfully; `aupgate-closed.service` loads it with `nft -f` before any interface is
 //! up. That unit reads no config and runs no aupgate code, so a broken config, policy, template,
-//! store or binary cannot stop it: guests are closed from the first packet (DESIGN, invariant 1).
+//! store or binary cannot stop it: guests are closed from the first packet (ARCHITECTURE.md, invariant 1).
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};

@@ -190,7 +190,7 @@ impl Store {
     }
 
     /// Ends every open consent given to a policy other than `current`: when the policy text
-    /// changes, devices must accept again (DESIGN.md, Data). Returns the MACs affected.
+    /// changes, devices must accept again (a consent names the exact text it accepted). Returns the MACs affected.
     ///
     /// # Errors
     /// On a database failure.

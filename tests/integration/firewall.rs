@@ -1,4 +1,4 @@
-//! DESIGN.md's invariants through the real kernel: the real daemon in a gateway namespace, real
+//! The invariants of ARCHITECTURE.md through the real kernel: the real daemon in a gateway namespace, real
 //! clients on a bridged guest link, a real HTTP server behind the gateway.
 
 use std::time::{Duration, Instant};
@@ -334,7 +334,7 @@ table ip schoolnat {
     );
 }
 
-/// DESIGN.md, Data, and issue 5: when the policy text changes, devices must accept the new one:
+/// Issue 5: when the policy text changes, devices must accept the new one:
 /// by default the next time they join (open sessions run on), with [policy] reaccept =
 /// "immediately" at once; accepting then opens the device under the new version.
 #[test]

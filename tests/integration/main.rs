@@ -2,7 +2,7 @@
 //! - `netns`: the namespace lab (gateway, access point, clients, "internet"); RAII cleanup.
 //! - `harness`: starting/stopping the daemon inside the lab, the CLI, a guest's requests.
 //! - `boot`: closed from the first packet after a reboot, whatever part is broken (issue 10).
-//! - `firewall`: the DESIGN.md invariants through the real kernel (fail closed, survives
+//! - `firewall`: the invariants of ARCHITECTURE.md through the real kernel (fail closed, survives
 //!   restarts and crashes, revoke, expiry, table restore, other tables untouched).
 //! - `fairness`: slow-header floods from one device or many cannot starve the portal (issue 10).
 //! - `portal`: a guest's path through the portal over real TCP, bad input included.
