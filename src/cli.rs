@@ -1,6 +1,7 @@
 //! Command-line interface: clap definitions and one function per subcommand. `run` starts the
 //! daemon; mutating subcommands ask the running daemon over the control socket (it alone owns the
 //! firewall); listings read the store directly, read-only, so they work even when it is down.
+//! `audit export` is the one listing that also writes: its own record in the audit log.
 
 use std::path::{Path, PathBuf};
 
@@ -87,7 +88,8 @@ pub enum AuditCommand {
         #[arg(long)]
         mac: String,
     },
-    /// One row per consent accepted in a date range (school time), as CSV or JSON Lines.
+    /// One row per consent accepted in a date range (school time), as CSV or JSON Lines;
+    /// recorded in the audit log (who, range, filter, rows) before it is given.
     Export {
         /// First day (or date and time) included, e.g. 2026-09-01.
         #[arg(long)]
@@ -541,11 +543,38 @@ fn audit_export(
     let mac = mac
         .map(|m| m.parse::<MacAddr>().map_err(|e| UsageError(format!("--mac: {e}"))))
         .transpose()?;
+    let store = write_store(&config)?;
     let now = SystemClock.now();
-    let records = read_store(&config)?.consents_between(from, to, course, mac)?;
+    let records = store.consents_between(from, to, course, mac)?;
     let rows: Vec<crate::audit::Row> = records.iter().map(|r| crate::audit::Row::new(r, tz, now)).collect();
+    let mut out = Vec::new();
+    crate::audit::write(&rows, format, &mut out).context("writing the export")?;
+    // Recorded before it is given, as in the admin UI: an export that cannot be recorded is not
+    // given. The MAC, if any, goes beside the chain (erasable), not into the event.
+    let detail = serde_json::json!({
+        "by": invoker(),
+        "from": crate::store::ts(from),
+        "to": crate::store::ts(to),
+        "course": course,
+        "format": match format {
+            crate::audit::Format::Csv => "csv",
+            crate::audit::Format::Jsonl => "jsonl",
+        },
+        "rows": rows.len(),
+    });
+    store.record_export(now, detail, mac).map_err(|e| {
+        let fix = if e.to_string().contains("(fix: ") {
+            ""
+        } else {
+            " (fix: make sure the store can be written, then export again)"
+        };
+        anyhow::anyhow!(
+            "the export cannot be recorded in the audit log of {}, so it is not given: {e}{fix}",
+            config.store_path.display()
+        )
+    })?;
     match output {
-        None => crate::audit::write(&rows, format, &mut std::io::stdout().lock()).context("writing the export")?,
+        None => std::io::Write::write_all(&mut std::io::stdout().lock(), &out).context("writing the export")?,
         Some(file) => {
             use std::os::unix::fs::OpenOptionsExt;
             let mut f = std::fs::OpenOptions::new()
@@ -558,11 +587,66 @@ fn audit_export(
             // `mode` only applies to a new file; an existing one is restricted too.
             f.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600))
                 .with_context(|| format!("restricting {}", file.display()))?;
-            crate::audit::write(&rows, format, &mut f).with_context(|| format!("writing {}", file.display()))?;
+            std::io::Write::write_all(&mut f, &out).with_context(|| format!("writing {}", file.display()))?;
             eprintln!("{} consent(s) written to {}", rows.len(), file.display());
         }
     }
     Ok(())
+}
+
+/// The store opened for the CLI's own audit record (an export), beside the daemon if it runs.
+/// Only a store at this build's schema is written: migrating is the daemon's job.
+fn write_store(config: &Config) -> anyhow::Result<Store> {
+    let shown = config.store_path.display();
+    if !config.store_path.exists() {
+        anyhow::bail!("no store at {shown} yet (fix: start the daemon once; it creates the store)");
+    }
+    let store = Store::open_existing(&config.store_path)
+        .with_context(|| format!("opening the store {shown} to record the export"))?;
+    let (have, latest) = store.schema_versions()?;
+    if have != latest {
+        let fix = if have < latest {
+            "systemctl restart aupgate, which migrates the store, then export again"
+        } else {
+            "install the newer aupgate that wrote it again"
+        };
+        anyhow::bail!(
+            "the store {shown} has schema {have} and this aupgate writes schema {latest}, so the export cannot be recorded and is not given (fix: {fix})"
+        );
+    }
+    Ok(store)
+}
+
+/// Who runs this command, for the audit log: the real user's name (the real uid from
+/// /proc/self/status, resolved through /etc/passwd), or, when root runs it through sudo, the
+/// user sudo names. Environment variables alone are not trusted: anyone can set `USER`, and
+/// only root's `SUDO_USER` is believed (sudo runs the command as root).
+fn invoker() -> String {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+    let sudo_user = std::env::var("SUDO_USER").ok();
+    invoker_from(&status, &passwd, sudo_user.as_deref())
+}
+
+fn invoker_from(status: &str, passwd: &str, sudo_user: Option<&str>) -> String {
+    let uid = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|ids| ids.split_whitespace().next())
+        .and_then(|id| id.parse::<u32>().ok());
+    let Some(uid) = uid else {
+        return "an unknown user (cli)".to_owned();
+    };
+    let name = passwd.lines().find_map(|l| {
+        let mut fields = l.split(':');
+        let name = fields.next()?;
+        (fields.nth(1)?.parse::<u32>().ok()? == uid).then(|| name.to_owned())
+    });
+    let name = name.unwrap_or_else(|| format!("uid {uid}"));
+    match sudo_user.map(str::trim).filter(|u| !u.is_empty()) {
+        Some(user) if uid == 0 => format!("{} via sudo (cli)", term_safe(user)),
+        _ => format!("{name} (cli)"),
+    }
 }
 
 fn firewall_remove(path: &Path) -> anyhow::Result<()> {
@@ -798,4 +882,30 @@ pub fn exit_status(e: &anyhow::Error) -> u8 {
         return 64;
     }
     1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn issue_11_the_cli_names_the_real_user_and_believes_sudo_only_for_root() {
+        let passwd = "root:x:0:0:root:/root:/bin/bash\nann:x:1000:1000:Ann:/home/ann:/bin/bash\n";
+        let status = |uid: &str| format!("Name:\taupgate\nUid:\t{uid}\t0\t0\t0\n");
+        assert_eq!(invoker_from(&status("0"), passwd, None), "root (cli)");
+        assert_eq!(invoker_from(&status("0"), passwd, Some("ann")), "ann via sudo (cli)");
+        assert_eq!(invoker_from(&status("0"), passwd, Some(" ")), "root (cli)");
+        assert_eq!(invoker_from(&status("1000"), passwd, None), "ann (cli)");
+        assert_eq!(
+            invoker_from(&status("1000"), passwd, Some("root")),
+            "ann (cli)",
+            "a user's own SUDO_USER is not believed"
+        );
+        assert_eq!(invoker_from(&status("1234"), passwd, None), "uid 1234 (cli)");
+        assert_eq!(invoker_from("", passwd, None), "an unknown user (cli)");
+        assert_eq!(
+            invoker_from(&status("0"), passwd, Some("x\u{1b}[2J")),
+            "x\\u{1b}[2J via sudo (cli)"
+        );
+    }
 }

@@ -699,3 +699,83 @@ impl Store {
         }))
     }
 }
+
+/// The CLI's own audit records. The daemon's appends are serialised by its connection's mutex;
+/// the CLI is a second process on the same file, so its append takes SQLite's write lock
+/// (IMMEDIATE) before it reads the chain head, and waits for the daemon's writes (busy_timeout).
+impl Store {
+    /// Opens an existing database read-write, for a record the CLI appends beside the running
+    /// daemon: never created (a missing file is an error) and never migrated (migrations are
+    /// the daemon's, at start). Callers check `schema_versions` before writing.
+    ///
+    /// # Errors
+    /// If the file does not exist or cannot be opened for writing.
+    pub fn open_existing(path: &std::path::Path) -> Result<Self, StoreError> {
+        let conn = Connection::open_with_flags(
+            path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        // As the daemon's connection: a committed record survives a power cut.
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        Ok(Self::wrap(conn))
+    }
+
+    /// Records an audit export (`detail`: who, range, filter, format, rows) as an `exported`
+    /// event, naming the device when the export was for one. One IMMEDIATE transaction, so it is
+    /// safe from a second process beside the daemon.
+    ///
+    /// # Errors
+    /// On a database failure (then nothing is recorded, and the export must not be given).
+    pub fn record_export(
+        &self,
+        now: jiff::Timestamp,
+        detail: Value,
+        mac: Option<crate::clients::MacAddr>,
+    ) -> Result<(), StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        match mac {
+            Some(mac) => super::insert_subject_event(&tx, now, "exported", detail, mac, "")?,
+            None => super::insert_event(&tx, now, "exported", &detail)?,
+        }
+        tx.commit()?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn issue_11_a_second_process_records_exports_in_the_daemons_chain() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("aupgate.db");
+        assert!(Store::open_existing(&path).is_err(), "never creates a store");
+        assert!(!path.exists());
+        let daemon = Store::open(&path).unwrap();
+        let cli = Store::open_existing(&path).unwrap();
+        let mac: crate::clients::MacAddr = "02:00:00:00:00:01".parse().unwrap();
+        let now = jiff::Timestamp::from_second(1_800_000_000).unwrap();
+        daemon
+            .record_event(now, "course-added", &serde_json::json!({"course": 1}))
+            .unwrap();
+        cli.record_export(now, serde_json::json!({"by": "root (cli)", "rows": 2}), None)
+            .unwrap();
+        daemon
+            .record_event(now, "course-ended", &serde_json::json!({"course": 1}))
+            .unwrap();
+        cli.record_export(now, serde_json::json!({"by": "root (cli)", "rows": 1}), Some(mac))
+            .unwrap();
+        let ok = daemon.verify().unwrap().unwrap();
+        assert_eq!(ok.events, 4);
+        let subject = daemon.subject(&mac.to_string()).unwrap();
+        assert_eq!(subject["events"][0]["kind"], "exported", "{subject}");
+        assert!(
+            !subject["events"][0]["detail"].as_str().unwrap().contains("02:00"),
+            "{subject}"
+        );
+    }
+}

@@ -214,7 +214,7 @@ fn issue_10_audit_verify_catches_a_session_or_exception_reopened_by_hand() {
 #[test]
 fn audit_export_is_excel_safe_csv_and_exact_jsonl() {
     let Some(lab) = Lab::new(2) else { return };
-    let gw = Gateway::start(&lab);
+    let mut gw = Gateway::start(&lab);
     let (course, code) = gw.add_course(
         "Phonics, \"advanced\"",
         SignedDuration::from_hours(-1),
@@ -305,6 +305,99 @@ fn audit_export_is_excel_safe_csv_and_exact_jsonl() {
         "csv",
     ]);
     assert!(!ok && err.contains("--to must not be before --from"), "{err}");
+
+    // Issue 11: each export given was first recorded, as the admin UI's are: who ran it (the
+    // Unix user), the range, the filter, the format and the rows; a device's MAC only beside
+    // the chain. The refused one is not recorded.
+    let by = match std::env::var("SUDO_USER") {
+        Ok(user) if !user.trim().is_empty() => format!("{} via sudo (cli)", user.trim()),
+        _ => "root (cli)".to_owned(),
+    };
+    let ann = Command::new(BIN)
+        .args(["--config", gw.config.to_str().unwrap(), "audit", "export"])
+        .args(["--from", &yesterday, "--to", &tomorrow, "--format", "csv"])
+        .env("SUDO_USER", "ann")
+        .output()
+        .unwrap();
+    assert!(ann.status.success(), "{}", String::from_utf8_lossy(&ann.stderr));
+    let exports = || -> Vec<serde_json::Value> {
+        let db = rusqlite::Connection::open_with_flags(&gw.store, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
+        let mut stmt = db
+            .prepare("SELECT detail FROM events WHERE kind = 'exported' ORDER BY id")
+            .unwrap();
+        stmt.query_map([], |r| r.get::<_, String>(0))
+            .unwrap()
+            .map(|d| serde_json::from_str(&d.unwrap()).unwrap())
+            .collect()
+    };
+    let found = exports();
+    let summary: Vec<_> = found
+        .iter()
+        .map(|e| {
+            (
+                e["by"].as_str().unwrap(),
+                e["format"].as_str().unwrap(),
+                e["course"].as_i64(),
+                e["rows"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            (by.as_str(), "csv", None, 2),
+            (by.as_str(), "jsonl", None, 1),
+            (by.as_str(), "jsonl", Some(999), 0),
+            ("ann via sudo (cli)", "csv", None, 2),
+        ],
+        "{found:?}"
+    );
+    for e in &found {
+        assert!(e["from"].as_str().unwrap().starts_with(&format!("{yesterday}T")), "{e}");
+        assert!(!e.to_string().contains(&c1.mac), "no MAC in the event itself: {e}");
+    }
+    assert!(
+        found[1].get("device").is_some(),
+        "the device export names it, erasably: {}",
+        found[1]
+    );
+    let subject = gw.cli_ok(&["audit", "subject", "--mac", &c1.mac]);
+    assert!(subject.contains("\"kind\": \"exported\""), "{subject}");
+    let (code, out) = verify(&gw.config);
+    assert_eq!(code, Some(0), "{out}");
+
+    // An export that cannot be recorded is not given: nothing on stdout, no file, one line.
+    gw.stop();
+    let (db, config) = copy_of(&lab, &gw, "frozen");
+    sqlite(
+        &db,
+        "CREATE TRIGGER frozen BEFORE INSERT ON events BEGIN SELECT RAISE(ABORT, 'events are frozen'); END;",
+    );
+    let frozen = lab.path("frozen.csv");
+    for output in [None, Some(&frozen)] {
+        let mut cmd = Command::new(BIN);
+        cmd.args(["--config", config.to_str().unwrap(), "audit", "export"])
+            .args(["--from", &yesterday, "--to", &tomorrow, "--format", "csv"]);
+        if let Some(file) = output {
+            cmd.arg("--output").arg(file);
+        }
+        let out = cmd.output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(
+            out.stdout.is_empty(),
+            "given anyway: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+        assert!(
+            err.contains("the export cannot be recorded in the audit log")
+                && err.contains("so it is not given")
+                && err.contains("fix: "),
+            "{err}"
+        );
+    }
+    assert!(!frozen.exists(), "no file for an export not recorded");
 }
 
 /// `policy list` shows each version with its acceptances; `audit subject --mac` shows everything
