@@ -572,7 +572,7 @@ async fn watchdog(admin: AdminState, mut stop: watch::Receiver<bool>) {
 
 /// Purges personal data older than the retention period, then logs the audit chain's head.
 async fn housekeeping(admin: &AdminState) {
-    if let Err(e) = crate::admin::actions::purge(admin).await {
+    if let Err(e) = crate::access::staff::purge(admin).await {
         tracing::error!(error = %e, "retention purge failed; it runs again in a day");
     }
     match admin.store.run(|s| s.chain_head()).await {

@@ -5,5 +5,6 @@
 
 pub mod accept;
 pub mod gatekeeper;
+pub mod staff;
 
 pub use accept::{Admissions, Admitted, Application, Refusal, Unavailable};

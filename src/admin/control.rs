@@ -14,8 +14,8 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixListener;
 use tokio::sync::watch;
 
-pub use super::actions::AdminState;
-use super::actions::{self, Outcome};
+pub use crate::access::staff::AdminState;
+use crate::access::staff::{self as actions, Outcome};
 use crate::clients::MacAddr;
 use crate::store::Role;
 

@@ -16,7 +16,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use super::{Reply, WebState, page};
-use crate::admin::actions;
+use crate::access::staff as actions;
 use crate::portal::form;
 use crate::store::Role;
 

@@ -10,7 +10,7 @@ use jiff::civil::DateTime;
 use serde::Serialize;
 
 use super::{CsrfForm, Reply, Staff, WebState, local, ser};
-use crate::admin::actions;
+use crate::access::staff as actions;
 use crate::clients::CourseState;
 
 #[derive(Serialize)]

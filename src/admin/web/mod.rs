@@ -24,7 +24,7 @@ use tower_http::set_header::SetResponseHeaderLayer;
 
 pub use auth::{Auditor, CsrfForm, Fields, Staff};
 
-use super::actions::AdminState;
+use crate::access::staff::AdminState;
 use crate::config::Config;
 use crate::web::Pages;
 

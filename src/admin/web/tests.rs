@@ -16,7 +16,7 @@ use tower::ServiceExt;
 
 use super::{WebState, router};
 use crate::access::gatekeeper::Writer;
-use crate::admin::actions::{self, AdminState};
+use crate::access::staff::{self as actions, AdminState};
 use crate::clock::{Clock, ManualClock};
 use crate::config::Config;
 use crate::firewall::TableSpec;
