@@ -201,7 +201,13 @@ impl Store {
     /// # Errors
     /// On a database failure.
     pub fn record_event(&self, now: Timestamp, kind: &str, detail: &serde_json::Value) -> Result<(), StoreError> {
-        insert_event(&self.lock(), now, kind, detail)
+        // IMMEDIATE: the chain head is read and extended under the write lock, so another
+        // process writing the same file (the CLI's export record) cannot fork the chain.
+        let mut conn = self.lock();
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        insert_event(&tx, now, kind, detail)?;
+        tx.commit()?;
+        Ok(())
     }
 
     /// Appends an event that names a device (kept erasable; see `insert_subject_event`).
@@ -216,7 +222,7 @@ impl Store {
         mac: crate::clients::MacAddr,
     ) -> Result<(), StoreError> {
         let mut conn = self.lock();
-        let tx = conn.transaction()?;
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         insert_subject_event(&tx, now, kind, detail, mac, "")?;
         tx.commit()?;
         Ok(())

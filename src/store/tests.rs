@@ -970,3 +970,33 @@ fn issue_10_sign_in_attempts_are_reserved_before_the_check_and_expire_with_the_w
         .unwrap();
     assert_eq!(events, 1 + 5 + 15, "one event per settled attempt");
 }
+
+/// Two processes writing one file (the daemon, and the CLI recording an export): events
+/// appended at the same time from both never fork the chain.
+#[test]
+fn events_from_two_connections_at_once_keep_one_chain() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("a.db");
+    drop(Store::open(&path).unwrap());
+    let writers: Vec<_> = (0..2)
+        .map(|n| {
+            let path = path.clone();
+            std::thread::spawn(move || {
+                let store = Store::open(&path).unwrap();
+                for i in 0..50 {
+                    let detail = serde_json::json!({"writer": n, "i": i});
+                    store.record_event(t("2026-11-23T10:00:00Z"), "test", &detail).unwrap();
+                }
+            })
+        })
+        .collect();
+    for w in writers {
+        w.join().unwrap();
+    }
+    let ok = Store::open(&path)
+        .unwrap()
+        .verify()
+        .unwrap()
+        .expect("one unbroken chain");
+    assert_eq!(ok.events, 100);
+}
