@@ -25,8 +25,49 @@ pub struct AdminState {
     pub retention: jiff::SignedDuration,
 }
 
-/// A refusal or failure, as one line for whoever asked.
-pub type Outcome<T> = Result<T, String>;
+/// Why a staff action did not happen. Once the store has recorded an action it has happened:
+/// bringing the kernel in line after that is the gatekeeper's, which retries every second, so a
+/// failure there is logged, not returned as if nothing had been done.
+#[derive(Debug, thiserror::Error)]
+pub enum StaffError {
+    /// What was asked is not acceptable; the text says why, for staff.
+    #[error("{0}")]
+    Invalid(String),
+    /// The course, device, exception or account named does not exist (or is over).
+    #[error("{0}")]
+    NotFound(String),
+    /// An account of that name exists already.
+    #[error("an account named {0:?} exists already")]
+    Exists(String),
+    /// The store failed; nothing was changed.
+    #[error("{what}: {source}")]
+    Store {
+        /// What was being done.
+        what: &'static str,
+        /// The store's error.
+        source: StoreError,
+    },
+    /// Hashing a new password failed; nothing was changed.
+    #[error("hashing the password failed: {0}")]
+    Hashing(String),
+}
+
+impl StaffError {
+    fn store(what: &'static str) -> impl FnOnce(StoreError) -> Self {
+        move |source| Self::Store { what, source }
+    }
+}
+
+/// A staff action's result.
+pub type Outcome<T> = Result<T, StaffError>;
+
+/// Brings the kernel in line with what the store now says for `macs`. The store has it already,
+/// so a failure here is the gatekeeper's to retry (every second), not the action's.
+async fn follow(st: &AdminState, macs: Vec<MacAddr>, done: &str) {
+    if let Err(e) = st.firewall.sync(macs).await {
+        tracing::error!(error = %e, "{done}, but bringing the firewall in line failed; the gatekeeper retries every second");
+    }
+}
 
 /// A fresh random access code.
 fn new_code() -> AccessCode {
@@ -56,23 +97,29 @@ pub async fn add_course(
     let now = st.clock.now();
     let title = title.trim().to_owned();
     if title.is_empty() || title.chars().count() > 200 || title.chars().any(char::is_control) {
-        return Err("the title must be 1 to 200 printable characters".into());
+        return Err(StaffError::Invalid(
+            "the title must be 1 to 200 printable characters".into(),
+        ));
     }
     if ends_at <= starts_at {
-        return Err("the end must be after the start".into());
+        return Err(StaffError::Invalid("the end must be after the start".into()));
     }
     if ends_at <= now {
-        return Err("the end is in the past: a course must end in the future".into());
+        return Err(StaffError::Invalid(
+            "the end is in the past: a course must end in the future".into(),
+        ));
     }
     if !(1..=10_000).contains(&max_devices) {
-        return Err("the device limit must be between 1 and 10000".into());
+        return Err(StaffError::Invalid(
+            "the device limit must be between 1 and 10000".into(),
+        ));
     }
     let by = by.to_owned();
     let course = st
         .store
         .run(move |s| s.add_course(&title, starts_at, ends_at, max_devices, now, &by, new_code))
         .await
-        .map_err(|e| format!("could not add the course: {e}"))?;
+        .map_err(StaffError::store("could not add the course"))?;
     tracing::info!(course = course.id, title = %course.title, "course added");
     Ok(course)
 }
@@ -86,13 +133,11 @@ pub async fn end_course(st: &AdminState, id: i64, by: &str) -> Outcome<(Course, 
     let by = by.to_owned();
     let (course, macs) = match st.store.run(move |s| s.end_course(id, now, &by)).await {
         Ok(r) => r,
-        Err(StoreError::NotFound(_)) => return Err(format!("no course with id {id}")),
-        Err(e) => return Err(format!("could not end the course: {e}")),
+        Err(StoreError::NotFound(_)) => return Err(StaffError::NotFound(format!("no course with id {id}"))),
+        Err(e) => return Err(StaffError::store("could not end the course")(e)),
     };
     let closed = macs.len();
-    st.firewall.sync(macs).await.map_err(|e| {
-        format!("course {id} ended in the store, but closing its devices failed: {e}; the daemon retries every second")
-    })?;
+    follow(st, macs, &format!("course {id} ended")).await;
     tracing::info!(course = id, devices = closed, "course ended");
     Ok((course, closed))
 }
@@ -108,12 +153,30 @@ pub async fn revoke(st: &AdminState, mac: MacAddr, by: &str) -> Outcome<usize> {
         .store
         .run(move |s| s.revoke(mac, now, &who))
         .await
-        .map_err(|e| format!("could not revoke {mac}: {e}"))?;
-    st.firewall.sync(vec![mac]).await.map_err(|e| {
-        format!("{mac} revoked in the store, but closing it failed: {e}; the daemon retries every second")
-    })?;
+        .map_err(StaffError::store("could not revoke the device"))?;
+    follow(st, vec![mac], &format!("{mac} revoked")).await;
     tracing::info!(%mac, consents = ended, by, "device revoked");
     Ok(ended)
+}
+
+/// Closes every device with an open session on course `id`; returns how many.
+///
+/// # Errors
+/// A store failure (devices revoked before it stay revoked).
+pub async fn revoke_course(st: &AdminState, id: i64, by: &str) -> Outcome<usize> {
+    let now = st.clock.now();
+    let sessions = st
+        .store
+        .run(move |s| s.sessions(now))
+        .await
+        .map_err(StaffError::store("could not list the course's devices"))?;
+    let mut macs: Vec<MacAddr> = sessions.iter().filter(|s| s.course_id == id).map(|s| s.mac).collect();
+    macs.sort();
+    macs.dedup();
+    for mac in &macs {
+        revoke(st, *mac, by).await?;
+    }
+    Ok(macs.len())
 }
 
 /// Lets `mac` through without the portal until `until`, for `reason`; returns the exception's id.
@@ -124,26 +187,28 @@ pub async fn grant_exception(st: &AdminState, mac: MacAddr, reason: &str, until:
     let now = st.clock.now();
     let reason = reason.trim().to_owned();
     if !mac.is_unicast() {
-        return Err(format!("{mac} is not a device address"));
+        return Err(StaffError::Invalid(format!("{mac} is not a device address")));
     }
     if reason.is_empty() || reason.chars().count() > 200 || reason.chars().any(char::is_control) {
-        return Err("give a reason of 1 to 200 printable characters".into());
+        return Err(StaffError::Invalid(
+            "give a reason of 1 to 200 printable characters".into(),
+        ));
     }
     if until <= now {
-        return Err("the end is in the past".into());
+        return Err(StaffError::Invalid("the end is in the past".into()));
     }
     if until > now + jiff::SignedDuration::from_hours(24 * 31) {
-        return Err("an exception lasts at most 31 days; grant a new one after that".into());
+        return Err(StaffError::Invalid(
+            "an exception lasts at most 31 days; grant a new one after that".into(),
+        ));
     }
     let who = by.to_owned();
     let id = st
         .store
         .run(move |s| s.grant_exception(mac, &reason, &who, now, until))
         .await
-        .map_err(|e| format!("could not record the exception: {e}"))?;
-    st.firewall.sync(vec![mac]).await.map_err(|e| {
-        format!("the exception is recorded, but opening {mac} failed: {e}; the daemon retries every second")
-    })?;
+        .map_err(StaffError::store("could not record the exception"))?;
+    follow(st, vec![mac], &format!("the exception for {mac} is recorded")).await;
     tracing::info!(%mac, exception = id, by, "exception granted");
     Ok(id)
 }
@@ -157,13 +222,10 @@ pub async fn end_exception(st: &AdminState, id: i64, by: &str) -> Outcome<MacAdd
     let who = by.to_owned();
     let mac = match st.store.run(move |s| s.end_exception(id, now, &who)).await {
         Ok(mac) => mac,
-        Err(StoreError::NotFound(_)) => return Err(format!("no open exception {id}")),
-        Err(e) => return Err(format!("could not end the exception: {e}")),
+        Err(StoreError::NotFound(_)) => return Err(StaffError::NotFound(format!("no open exception {id}"))),
+        Err(e) => return Err(StaffError::store("could not end the exception")(e)),
     };
-    st.firewall
-        .sync(vec![mac])
-        .await
-        .map_err(|e| format!("the exception ended, but closing {mac} failed: {e}"))?;
+    follow(st, vec![mac], &format!("exception {id} ended")).await;
     tracing::info!(%mac, exception = id, by, "exception ended");
     Ok(mac)
 }
@@ -183,10 +245,14 @@ pub async fn add_admin(st: &AdminState, name: &str, role: Role, password: String
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_' | b'@'))
     {
-        return Err("the account name must be 1 to 64 letters, digits or . - _ @".into());
+        return Err(StaffError::Invalid(
+            "the account name must be 1 to 64 letters, digits or . - _ @".into(),
+        ));
     }
     if password.chars().count() < MIN_PASSWORD {
-        return Err(format!("the password must have at least {MIN_PASSWORD} characters"));
+        return Err(StaffError::Invalid(format!(
+            "the password must have at least {MIN_PASSWORD} characters"
+        )));
     }
     let hash = tokio::task::spawn_blocking(move || {
         Argon2::default()
@@ -194,16 +260,16 @@ pub async fn add_admin(st: &AdminState, name: &str, role: Role, password: String
             .map(|h| h.to_string())
     })
     .await
-    .map_err(|_| "hashing the password failed".to_owned())?
-    .map_err(|e| format!("hashing the password failed: {e}"))?;
+    .map_err(|e| StaffError::Hashing(e.to_string()))?
+    .map_err(|e| StaffError::Hashing(e.to_string()))?;
     let now = st.clock.now();
     let who = name.clone();
     st.store
         .run(move |s| s.add_admin(&who, role, &hash, now))
         .await
         .map_err(|e| match e {
-            StoreError::AdminExists(n) => format!("an account named {n:?} exists already"),
-            other => format!("could not add the account: {other}"),
+            StoreError::AdminExists(n) => StaffError::Exists(n),
+            other => StaffError::store("could not add the account")(other),
         })?;
     tracing::info!(admin = %name, %role, "staff account added");
     Ok(())
@@ -221,8 +287,8 @@ pub async fn remove_admin(st: &AdminState, name: &str) -> Outcome<()> {
             tracing::info!(admin = %name, "staff account removed");
             Ok(())
         }
-        Ok(false) => Err(format!("no account named {name:?}")),
-        Err(e) => Err(format!("could not remove the account: {e}")),
+        Ok(false) => Err(StaffError::NotFound(format!("no account named {name:?}"))),
+        Err(e) => Err(StaffError::store("could not remove the account")(e)),
     }
 }
 
@@ -234,7 +300,7 @@ pub async fn remove_admin(st: &AdminState, name: &str) -> Outcome<()> {
 pub async fn erase(st: &AdminState, mac: MacAddr, reason: &str, by: &str) -> Outcome<crate::store::Erasure> {
     let reason = reason.trim().to_owned();
     if reason.is_empty() || reason.chars().count() > 500 || reason.chars().any(char::is_control) {
-        return Err("the reason must be 1 to 500 printable characters (say why, e.g. the request's reference, without personal data)".into());
+        return Err(StaffError::Invalid("the reason must be 1 to 500 printable characters (say why, e.g. the request's reference, without personal data)".into()));
     }
     let (now, who) = (st.clock.now(), by.to_owned());
     let erased = st
@@ -242,13 +308,11 @@ pub async fn erase(st: &AdminState, mac: MacAddr, reason: &str, by: &str) -> Out
         .run(move |s| s.erase(mac, &reason, &who, now))
         .await
         .map_err(|e| match e {
-            StoreError::NotFound(_) => format!("nothing is held about {mac}"),
-            e => format!("could not erase {mac}: {e}"),
+            StoreError::NotFound(_) => StaffError::NotFound(format!("nothing is held about {mac}")),
+            e => StaffError::store("could not erase the device")(e),
         })?;
     if erased.sessions_ended > 0 {
-        st.firewall.sync(vec![mac]).await.map_err(|e| {
-            format!("{mac} erased in the store, but closing it failed: {e}; the daemon retries every second")
-        })?;
+        follow(st, vec![mac], &format!("{mac} erased")).await;
     }
     // The MAC is in this line (the journal is not the store) so the operator sees what happened;
     // nothing else about the device is.
@@ -266,7 +330,7 @@ pub async fn purge(st: &AdminState) -> Outcome<crate::store::Purge> {
         .store
         .run(move |s| s.purge(retention, now))
         .await
-        .map_err(|e| format!("could not purge old records: {e}"))?;
+        .map_err(StaffError::store("could not purge old records"))?;
     if !purged.is_empty() {
         tracing::info!(
             cutoff = %purged.cutoff,

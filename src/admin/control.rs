@@ -139,7 +139,7 @@ const BY: &str = "root (cli)";
 async fn handle(req: Request, st: &AdminState) -> Reply {
     let done = |r: Outcome<Value>| match r {
         Ok(data) => Reply::Ok { data },
-        Err(message) => Reply::Error { message },
+        Err(e) => Reply::Error { message: e.to_string() },
     };
     match req {
         Request::CourseAdd {

@@ -22,6 +22,8 @@ pub(crate) struct FakeState {
     pub(crate) fail_conntrack: bool,
     /// Listing the set's elements fails.
     pub(crate) fail_listing: bool,
+    /// Removing an element fails (nft refuses).
+    pub(crate) fail_deny: bool,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -61,7 +63,11 @@ impl Firewall for FakeFirewall {
         Ok(())
     }
     async fn deny(&self, mac: MacAddr) -> Result<(), FirewallError> {
-        self.state().set.remove(&mac);
+        let mut s = self.state();
+        if s.fail_deny {
+            return Err(FirewallError::TimedOut("deleting from set allowed"));
+        }
+        s.set.remove(&mac);
         Ok(())
     }
     async fn forget_connections(&self, ip: IpAddr) -> Result<(), FirewallError> {

@@ -74,7 +74,7 @@ pub(super) async fn create_course(State(st): State<WebState>, staff: Staff, Csrf
     };
     match actions::add_course(&st.actions, fields.get("title"), starts, ends, max, &staff.name).await {
         Ok(_) => (StatusCode::SEE_OTHER, [(header::LOCATION, "/courses")]).into_response(),
-        Err(e) => not_created(&e),
+        Err(e) => reply.refused("Course not created", &e),
     }
 }
 
@@ -85,7 +85,7 @@ pub(super) async fn end_course(State(st): State<WebState>, staff: Staff, Path(id
             "Course ended",
             &format!("{} has ended; {closed} device(s) were closed.", course.title),
         ),
-        Err(e) => reply.message(StatusCode::UNPROCESSABLE_ENTITY, "Course not ended", &e),
+        Err(e) => reply.refused("Course not ended", &e),
     }
 }
 

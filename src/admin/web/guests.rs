@@ -108,7 +108,7 @@ pub(super) async fn revoke(State(st): State<WebState>, staff: Staff, CsrfForm(fi
             "Revoked",
             &format!("{mac} is closed and cannot accept again for its course."),
         ),
-        Err(e) => reply.message(StatusCode::SERVICE_UNAVAILABLE, "Not revoked", &e),
+        Err(e) => reply.refused("Not revoked", &e),
     }
 }
 
@@ -119,22 +119,12 @@ pub(super) async fn revoke_course(
     _: CsrfForm,
 ) -> Response {
     let reply = Reply::new(&st, &staff, "/guests");
-    let now = st.actions.clock.now();
-    let Ok(sessions) = st.actions.store.run(move |s| s.sessions(now)).await else {
-        return reply.unavailable();
-    };
-    let mut macs: Vec<MacAddr> = sessions.iter().filter(|s| s.course_id == id).map(|s| s.mac).collect();
-    macs.sort();
-    macs.dedup();
-    for mac in &macs {
-        if let Err(e) = actions::revoke(&st.actions, *mac, &staff.name).await {
-            return reply.message(StatusCode::SERVICE_UNAVAILABLE, "Not all revoked", &e);
-        }
+    match actions::revoke_course(&st.actions, id, &staff.name).await {
+        Ok(n) => reply
+            .back(&format!("/guests?course={id}"))
+            .done("Revoked", &format!("{n} device(s) of the course are closed.")),
+        Err(e) => reply.refused("Not all revoked", &e),
     }
-    reply.back(&format!("/guests?course={id}")).done(
-        "Revoked",
-        &format!("{} device(s) of the course are closed.", macs.len()),
-    )
 }
 
 pub(super) async fn grant_exception(State(st): State<WebState>, staff: Staff, CsrfForm(fields): CsrfForm) -> Response {
@@ -161,7 +151,7 @@ pub(super) async fn grant_exception(State(st): State<WebState>, staff: Staff, Cs
                 local(&st, until)
             ),
         ),
-        Err(e) => not_granted(&e),
+        Err(e) => reply.refused("No exception granted", &e),
     }
 }
 
@@ -177,6 +167,6 @@ pub(super) async fn end_exception(
             "Exception ended",
             &format!("{mac} is closed unless a course still allows it."),
         ),
-        Err(e) => reply.message(StatusCode::UNPROCESSABLE_ENTITY, "Not ended", &e),
+        Err(e) => reply.refused("Not ended", &e),
     }
 }

@@ -24,7 +24,7 @@ use tower_http::set_header::SetResponseHeaderLayer;
 
 pub use auth::{Auditor, CsrfForm, Fields, Staff};
 
-use crate::access::staff::AdminState;
+use crate::access::staff::{AdminState, StaffError};
 use crate::config::Config;
 use crate::web::Pages;
 
@@ -148,6 +148,21 @@ impl<'a> Reply<'a> {
     /// A change that worked: the message page as 200.
     fn done(self, title: &str, message: &str) -> Response {
         self.message(StatusCode::OK, title, message)
+    }
+
+    /// The page for a staff action that did not happen, `title` above the reason, with the
+    /// status its cause calls for: bad input 422, unknown 404, already there 409, our failure 503.
+    fn refused(self, title: &str, e: &StaffError) -> Response {
+        let status = match e {
+            StaffError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            StaffError::NotFound(_) => StatusCode::NOT_FOUND,
+            StaffError::Exists(_) => StatusCode::CONFLICT,
+            StaffError::Store { .. } | StaffError::Hashing(_) => {
+                tracing::error!(error = %e, "a staff action failed");
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+        };
+        self.message(status, title, &e.to_string())
     }
 
     /// The page for a store that cannot be read (a disk or database failure).

@@ -41,6 +41,7 @@ const PASSWORD_FORM: &str = "correct+horse+battery";
 struct Lab {
     app: Router,
     store: Store,
+    fake: FakeFirewall,
     _stop: tokio::sync::watch::Sender<bool>,
 }
 
@@ -49,8 +50,9 @@ async fn lab() -> Lab {
     let config = Arc::new(Config::parse(CONFIG, Path::new("t")).unwrap());
     let clock: Arc<dyn Clock> = Arc::new(ManualClock::new("2026-11-23T10:00:00Z".parse().unwrap()));
     let store = Store::open_in_memory().unwrap();
+    let fake = FakeFirewall::default();
     let writer = Writer::new(
-        FakeFirewall::default(),
+        fake.clone(),
         store.clone(),
         clock.clone(),
         TableSpec {
@@ -91,6 +93,7 @@ async fn lab() -> Lab {
     Lab {
         app: router(state),
         store,
+        fake,
         _stop: stop,
     }
 }
@@ -312,4 +315,57 @@ async fn every_answer_carries_the_security_headers() {
         assert_eq!(headers[header::X_FRAME_OPTIONS], "DENY");
         assert_eq!(headers[header::CACHE_CONTROL], "no-store");
     }
+}
+
+/// Issue 11: a staff action's outcome is typed. Ending a course that the store has ended is
+/// "Course ended" even when closing its devices failed in the kernel (the gatekeeper retries);
+/// an unknown course is 404, not "bad input".
+#[tokio::test]
+async fn ending_a_course_is_done_once_the_store_has_it_and_unknown_ones_are_404() {
+    let l = lab().await;
+    let s = sign_in(&l.app, "sam").await;
+    let course = l
+        .store
+        .add_course(
+            "Phonics",
+            "2026-11-23T09:00:00Z".parse().unwrap(),
+            "2026-11-23T16:00:00Z".parse().unwrap(),
+            5,
+            "2026-11-23T08:00:00Z".parse().unwrap(),
+            "test",
+            || crate::clients::AccessCode::normalise("ABCDEFGH").unwrap(),
+        )
+        .unwrap();
+    l.store
+        .record_policy("p", "the policy", "2026-11-23T08:00:00Z".parse().unwrap())
+        .unwrap();
+    l.store
+        .record_consent(&crate::store::NewConsent {
+            course_id: course.id,
+            max_devices: 5,
+            mac: "02:00:00:00:00:10".parse().unwrap(),
+            ip: "192.0.2.10".into(),
+            accepted_at: "2026-11-23T09:30:00Z".parse().unwrap(),
+            expires_at: course.ends_at,
+            name: "Ann".into(),
+            organisation: String::new(),
+            user_agent: String::new(),
+            policy_hash: "p".into(),
+        })
+        .unwrap();
+    l.fake.0.lock().unwrap().fail_deny = true;
+    let csrf = format!("csrf={}", s.csrf);
+    let (status, _, body) = send(
+        &l.app,
+        post(&format!("/courses/{}/end", course.id), Some(&s.cookie), &csrf),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(
+        body.contains("Course ended") && body.contains("1 device(s) were closed"),
+        "{body}"
+    );
+    let (status, _, body) = send(&l.app, post("/courses/9999/end", Some(&s.cookie), &csrf)).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    assert!(body.contains("no course with id 9999"), "{body}");
 }
