@@ -137,17 +137,10 @@ pub async fn start<F: Firewall>(config: &Arc<Config>, deps: Deps<F>) -> anyhow::
     store
         .record_policy(&policy.hash, &policy.markdown, clock.now())
         .context("recording the policy text in the store")?;
-    // A changed policy means everyone accepts it: by default the next time they join (open
-    // sessions run until their course ends); with [policy] reaccept = "immediately", their
-    // consents end here, before the table is built from the store, so the reconcile closes them.
-    if config.reaccept == crate::config::Reaccept::Immediately {
-        let outdated = store
-            .end_consents_to_other_policies(&policy.hash, clock.now())
-            .context("ending consents given to an earlier policy")?;
-        if !outdated.is_empty() {
-            tracing::info!(devices = outdated.len(), policy = %&policy.hash[..12], "policy changed: devices closed until they accept the new policy");
-        }
-    }
+    // A changed policy means everyone accepts it (`access::staff`'s rule); consents it ends end
+    // here, before the table is built from the store, so the reconcile closes them.
+    crate::access::staff::end_consents_to_old_policies(&store, &policy.hash, config.reaccept, clock.now())
+        .context("ending consents given to an earlier policy")?;
 
     // Now the table from the store: exactly the devices that accepted.
     let writer = Writer::new(firewall, store.clone(), clock.clone(), spec.clone());
@@ -514,28 +507,7 @@ impl Reloadable {
         let hash = policy.hash.clone();
         self.pages.replace(env);
         self.policy.set(policy);
-        // Not only when the text changed: if closing failed at an earlier reload, this retries
-        // it (it ends nothing when every open consent names the current text).
-        if self.config.reaccept == crate::config::Reaccept::Immediately {
-            let current = hash.clone();
-            match admin
-                .store
-                .run(move |s| s.end_consents_to_other_policies(&current, now))
-                .await
-            {
-                Ok(macs) if !macs.is_empty() => {
-                    tracing::info!(
-                        devices = macs.len(),
-                        "policy changed: devices closed until they accept the new policy"
-                    );
-                    if let Err(e) = admin.firewall.sync(macs).await {
-                        tracing::error!(error = %e, "closing devices after the policy change failed; the daemon retries every second");
-                    }
-                }
-                Ok(_) => {}
-                Err(e) => tracing::error!(error = %e, "cannot end consents given to the previous policy"),
-            }
-        }
+        crate::access::staff::apply_policy_change(admin, hash.clone(), self.config.reaccept).await;
         tracing::info!(policy = %&hash[..12], changed, "reloaded the policy and page templates");
     }
 }

@@ -230,6 +230,46 @@ pub async fn end_exception(st: &AdminState, id: i64, by: &str) -> Outcome<MacAdd
     Ok(mac)
 }
 
+/// The policy rule: when the policy text in force is `current`, which consents end now. With
+/// `[policy] reaccept = "next-join"` none (they run until their course ends, and the device
+/// accepts the new text next time); with `"immediately"` every open consent to another text,
+/// so those devices must accept again. Returns the devices whose consents ended. Called at
+/// start, before the table is built from the store, and after each reload.
+///
+/// # Errors
+/// A store failure; nothing is ended then.
+pub fn end_consents_to_old_policies(
+    store: &Store,
+    current: &str,
+    reaccept: crate::config::Reaccept,
+    now: Timestamp,
+) -> Result<Vec<MacAddr>, StoreError> {
+    if reaccept != crate::config::Reaccept::Immediately {
+        return Ok(Vec::new());
+    }
+    let ended = store.end_consents_to_other_policies(current, now)?;
+    if !ended.is_empty() {
+        tracing::info!(devices = ended.len(), policy = %current.get(..12).unwrap_or(current), "policy changed: devices closed until they accept the new policy");
+    }
+    Ok(ended)
+}
+
+/// `end_consents_to_old_policies` for the running daemon: ends them, then closes the devices.
+/// Not only when the text changed: if closing failed at an earlier reload, this retries it (it
+/// ends nothing when every open consent names the current text).
+pub async fn apply_policy_change(st: &AdminState, current: String, reaccept: crate::config::Reaccept) {
+    let now = st.clock.now();
+    match st
+        .store
+        .run(move |s| end_consents_to_old_policies(s, &current, reaccept, now))
+        .await
+    {
+        Ok(macs) if !macs.is_empty() => follow(st, macs, "consents to the previous policy ended").await,
+        Ok(_) => {}
+        Err(e) => tracing::error!(error = %e, "cannot end consents given to the previous policy"),
+    }
+}
+
 /// Shortest password accepted for a staff account.
 pub const MIN_PASSWORD: usize = 10;
 
@@ -505,6 +545,52 @@ mod tests {
         assert!(super::password_matches(&mut memory, b"correct horse battery", &stored));
         assert!(!super::password_matches(&mut memory, b"x", "not a phc string"));
         assert_eq!(memory.len(), 19 * 1024, "allocated once, at the default 19 MiB");
+    }
+
+    #[test]
+    fn the_policy_rule_ends_old_consents_only_when_told_to_reaccept_immediately() {
+        use crate::config::Reaccept;
+        let store = crate::store::Store::open_in_memory().unwrap();
+        let at = |s: &str| s.parse::<jiff::Timestamp>().unwrap();
+        store
+            .record_policy("old", "old text", at("2026-11-23T08:00:00Z"))
+            .unwrap();
+        let course = store
+            .add_course(
+                "c",
+                at("2026-11-23T09:00:00Z"),
+                at("2026-11-23T16:00:00Z"),
+                5,
+                at("2026-11-23T08:00:00Z"),
+                "test",
+                || crate::clients::AccessCode::normalise("ABCDEFGH").unwrap(),
+            )
+            .unwrap();
+        let mac: crate::clients::MacAddr = "02:00:00:00:00:10".parse().unwrap();
+        store
+            .record_consent(&crate::store::NewConsent {
+                course_id: course.id,
+                max_devices: 5,
+                mac,
+                ip: "192.0.2.10".into(),
+                accepted_at: at("2026-11-23T09:30:00Z"),
+                expires_at: course.ends_at,
+                name: "Ann".into(),
+                organisation: String::new(),
+                user_agent: String::new(),
+                policy_hash: "old".into(),
+            })
+            .unwrap();
+        store
+            .record_policy("new", "new text", at("2026-11-23T10:00:00Z"))
+            .unwrap();
+        let now = at("2026-11-23T10:00:00Z");
+        let ended = super::end_consents_to_old_policies(&store, "new", Reaccept::NextJoin, now).unwrap();
+        assert!(ended.is_empty(), "next-join: the session runs until its course ends");
+        let ended = super::end_consents_to_old_policies(&store, "new", Reaccept::Immediately, now).unwrap();
+        assert_eq!(ended, vec![mac]);
+        let again = super::end_consents_to_old_policies(&store, "new", Reaccept::Immediately, now).unwrap();
+        assert!(again.is_empty());
     }
 
     #[test]
