@@ -874,7 +874,7 @@ pub fn exit_status(e: &anyhow::Error) -> u8 {
     }
     if e.downcast_ref::<ConfigError>().is_some()
         || e.downcast_ref::<assets::AssetError>().is_some()
-        || e.downcast_ref::<crate::portal::tls::TlsError>().is_some()
+        || e.downcast_ref::<crate::web::tls::TlsError>().is_some()
     {
         return 78;
     }

@@ -24,7 +24,7 @@ use crate::firewall::{Firewall, NftFirewall, TableSpec};
 use crate::neighbours::{KernelNeighbours, Neighbours};
 use crate::portal::{self, PortalState};
 use crate::store::{Store, StoreError};
-use crate::web::{Pages, SchoolView};
+use crate::web::{self, Pages, SchoolView};
 
 /// How long in-flight requests get to finish on shutdown.
 const DRAIN: Duration = Duration::from_secs(5);
@@ -167,7 +167,7 @@ pub async fn start<F: Firewall>(config: &Arc<Config>, deps: Deps<F>) -> anyhow::
 /// A certificate that does not load, or an address or port that cannot be bound.
 pub async fn bind(config: &Config) -> anyhow::Result<Listeners> {
     let tls = match &config.portal.tls {
-        Some(tls) => Some((tls.port, TlsAcceptor::from(portal::tls::server_config(tls)?))),
+        Some(tls) => Some((tls.port, TlsAcceptor::from(web::tls::server_config(tls)?))),
         None => None,
     };
     let mut portal: Vec<_> = bind_portal(config.portal.port)
@@ -186,7 +186,7 @@ pub async fn bind(config: &Config) -> anyhow::Result<Listeners> {
         None => None,
         Some(admin) => {
             let (cert, key) = crate::admin::tls::certificate(config, admin.listen.ip())?;
-            let acceptor = TlsAcceptor::from(portal::tls::server_config_from(&cert, &key, "admin")?);
+            let acceptor = TlsAcceptor::from(web::tls::server_config_from(&cert, &key, "admin")?);
             let listener = TcpListener::bind(admin.listen).await.with_context(|| {
                 format!(
                     "binding the admin to {} (fix: [admin] listen must be an address of this router, with a free port)",
@@ -253,7 +253,7 @@ pub async fn serve<F: Firewall>(
         },
     );
     let admin_pages = pages.clone();
-    let live_policy = crate::web::Live::new((*policy).clone());
+    let live_policy = web::Live::new((*policy).clone());
     let reloadable = Reloadable {
         config: config.clone(),
         policy: live_policy.clone(),
@@ -276,12 +276,12 @@ pub async fn serve<F: Firewall>(
     let portal_app = portal::router(portal_state);
     // One gate for all the portal's listeners (v4, v6, HTTPS): a device's share and the total
     // are counted across them.
-    let portal_gate = portal::Gate::portal(neighbours, metrics.clone());
+    let portal_gate = web::Gate::portal(neighbours, metrics.clone());
     let portal_tasks: Vec<_> = listeners
         .portal
         .into_iter()
         .map(|(l, tls)| {
-            tokio::spawn(portal::serve(
+            tokio::spawn(web::serve(
                 l,
                 portal_app.clone(),
                 tls,
@@ -298,7 +298,7 @@ pub async fn serve<F: Firewall>(
     };
     let idle = config.admin.as_ref().map(|a| a.session_idle).unwrap_or_default();
     let admin_task = listeners.admin.map(|(listener, acceptor)| {
-        let gate = portal::Gate::admin(metrics.clone());
+        let gate = web::Gate::admin(metrics.clone());
         let web = crate::admin::web::WebState {
             actions: admin.clone(),
             pages: admin_pages,
@@ -306,7 +306,7 @@ pub async fn serve<F: Firewall>(
             idle,
             metrics,
         };
-        tokio::spawn(portal::serve(
+        tokio::spawn(web::serve(
             listener,
             crate::admin::web::router(web),
             Some(acceptor),
@@ -479,7 +479,7 @@ fn bind_control(path: &Path) -> anyhow::Result<UnixListener> {
 /// needs a restart: listeners, interface and store are bound at start.)
 struct Reloadable {
     config: Arc<Config>,
-    policy: crate::web::Live<Policy>,
+    policy: web::Live<Policy>,
     pages: Pages,
 }
 

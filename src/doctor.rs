@@ -375,7 +375,7 @@ fn admin_listener(listen: SocketAddr, portal_ports: &[(&str, u16)], running: boo
 
 fn certificates(config: &Config, r: &mut Report) {
     if let Some(tls) = &config.portal.tls {
-        match crate::portal::tls::server_config(tls) {
+        match crate::web::tls::server_config(tls) {
             Err(e) => r.fail("tls", e.to_string()),
             Ok(_) => certificate("tls", &tls.cert, config.portal.hostname.as_deref(), r),
         }
@@ -386,11 +386,11 @@ fn certificates(config: &Config, r: &mut Report) {
             None => (crate::admin::tls::self_signed_paths(config).0, None),
         };
         if let Some(key) = &key
-            && let Err(e) = crate::portal::tls::server_config_from(&cert, key, "admin")
+            && let Err(e) = crate::web::tls::server_config_from(&cert, key, "admin")
         {
             r.fail("admin", e.to_string());
         } else if cert.exists() {
-            match crate::portal::tls::fingerprint(&cert) {
+            match crate::web::tls::fingerprint(&cert, "admin") {
                 Ok(fp) => r.ok(
                     "admin",
                     format!("https://{}/ certificate SHA-256 fingerprint {fp}", admin.listen),

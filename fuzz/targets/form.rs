@@ -1,11 +1,11 @@
-//! Target `form`: `portal::form::parse`, the strict urlencoded parser behind POST /accept and the
+//! Target `form`: `web::form::parse`, the strict urlencoded parser behind POST /accept and the
 //! staff sign-in. What it accepts must decode exactly as the WHATWG parser (`form_urlencoded`)
 //! decodes it, its refusals must be the ones its contract names, and any text a browser encodes
 //! must come back unchanged.
 
 use std::collections::HashMap;
 
-use aupgate::portal::form::{self, FormError};
+use aupgate::web::form::{self, FormError};
 use percent_encoding::percent_decode;
 
 use crate::driver::Target;

@@ -12,9 +12,9 @@ use jiff::Timestamp;
 use serde::Serialize;
 
 use super::PortalState;
-use super::form;
 use crate::access::{Application, Refusal, Unavailable};
 use crate::clients::MAX_NAME_CHARS;
+use crate::web::form;
 use crate::web::guest_headers;
 
 /// What the guest typed, echoed back into the form after an error.

@@ -3,12 +3,7 @@
 //! It never reaches admin state: `PortalState` holds only what guests' requests need.
 
 pub mod api;
-pub mod form;
 mod handlers;
-mod serve;
-pub mod tls;
-
-pub use serve::{Gate, HEADER_TIMEOUT, HEADER_TIMEOUT_PRESSED, MAX_HEAD, MAX_PER_CLIENT, MAX_TOTAL, serve};
 
 use std::sync::Arc;
 use std::time::Duration;

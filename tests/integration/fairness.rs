@@ -162,7 +162,7 @@ fn issue_10_one_device_with_20_addresses_cannot_starve_the_portal() {
     let _attack = Attack::start(&[attacker], |_| sources.clone(), 32, 60, "head");
     // Every address has connected (so the gateway knows it as the device's) and the device
     // holds its whole share.
-    wait_held(&lab, aupgate::portal::MAX_PER_CLIENT);
+    wait_held(&lab, aupgate::web::MAX_PER_CLIENT);
     std::thread::sleep(Duration::from_secs(2));
     // The fewest seen: a refused connection is established for an instant before it is closed.
     let held = (0..5)
@@ -173,7 +173,7 @@ fn issue_10_one_device_with_20_addresses_cannot_starve_the_portal() {
         .min_by_key(Vec::len)
         .unwrap();
     assert!(
-        held.len() <= aupgate::portal::MAX_PER_CLIENT + 2,
+        held.len() <= aupgate::web::MAX_PER_CLIENT + 2,
         "one device holds {} connections",
         held.len()
     );
@@ -193,8 +193,8 @@ fn issue_10_twenty_devices_with_32_slow_connections_cannot_starve_the_portal() {
     let attackers: Vec<&Client> = lab.clients[..20].iter().collect();
     let guest = &lab.clients[20];
     let _attack = Attack::start(&attackers, |c| vec![c.v4.clone()], 32, 60, "head");
-    let full = wait_held(&lab, aupgate::portal::MAX_TOTAL - 8);
-    eprintln!("the attack holds {full} of {} slots", aupgate::portal::MAX_TOTAL);
+    let full = wait_held(&lab, aupgate::web::MAX_TOTAL - 8);
+    eprintln!("the attack holds {full} of {} slots", aupgate::web::MAX_TOTAL);
     fresh_guest_is_served(&gw, guest, &code);
 }
 
@@ -208,7 +208,7 @@ fn issue_10_sixteen_devices_trickling_request_bodies_cannot_starve_the_portal() 
     let attackers: Vec<&Client> = lab.clients[..16].iter().collect();
     let guest = &lab.clients[16];
     let _attack = Attack::start(&attackers, |c| vec![c.v4.clone()], 32, 60, "body");
-    let full = wait_held(&lab, aupgate::portal::MAX_TOTAL - 8);
-    eprintln!("the attack holds {full} of {} slots", aupgate::portal::MAX_TOTAL);
+    let full = wait_held(&lab, aupgate::web::MAX_TOTAL - 8);
+    eprintln!("the attack holds {full} of {} slots", aupgate::web::MAX_TOTAL);
     fresh_guest_is_served(&gw, guest, &code);
 }

@@ -150,7 +150,7 @@ print("early", sum(closed(s) for s in socks), flush=True)
 time.sleep({wait})
 print("late", sum(closed(s) for s in socks), flush=True)
 "#,
-        wait = aupgate::portal::HEADER_TIMEOUT.as_secs() + 2
+        wait = aupgate::web::HEADER_TIMEOUT.as_secs() + 2
     );
     let flood = std::process::Command::new("ip")
         .args(["netns", "exec", &c1.ns, "python3", "-c", &script])
@@ -170,7 +170,7 @@ print("late", sum(closed(s) for s in socks), flush=True)
             .parse()
             .unwrap()
     };
-    assert!(count("early ") >= 100 - aupgate::portal::MAX_PER_CLIENT, "{text}");
+    assert!(count("early ") >= 100 - aupgate::web::MAX_PER_CLIENT, "{text}");
     assert_eq!(
         count("late "),
         100,

@@ -17,8 +17,8 @@ use sha2::{Digest, Sha256};
 
 use super::{Reply, WebState, page};
 use crate::access::staff as actions;
-use crate::portal::form;
 use crate::store::Role;
+use crate::web::form;
 
 /// Session cookie name.
 const COOKIE: &str = "aupgate_session";

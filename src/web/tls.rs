@@ -1,5 +1,6 @@
-//! The portal's TLS: the school's certificate and key, loaded once at start into a rustls
-//! server config (aws-lc-rs, TLS 1.2 and 1.3, HTTP/1.1 by ALPN). Errors name the config key.
+//! TLS for the portal and the admin: the school's certificate and key, loaded once at start into
+//! a rustls server config (aws-lc-rs, TLS 1.2 and 1.3, HTTP/1.1 by ALPN). Errors name the config
+//! key of the surface they are for.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -94,10 +95,10 @@ pub fn server_config_from(
 ///
 /// # Errors
 /// If the file cannot be read or holds no certificate.
-pub fn fingerprint(cert: &Path) -> Result<String, TlsError> {
+pub fn fingerprint(cert: &Path, section: &'static str) -> Result<String, TlsError> {
     use sha2::{Digest, Sha256};
     let der = CertificateDer::from_pem_file(cert).map_err(|e| TlsError::Cert {
-        section: "admin",
+        section,
         path: cert.display().to_string(),
         detail: e.to_string(),
     })?;

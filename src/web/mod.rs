@@ -1,6 +1,12 @@
 //! Shared web plumbing: page rendering, the one error type handlers return, and the guest-facing
 //! response headers. Guests see a friendly page with no internals; causes are logged here.
 
+pub mod form;
+pub mod serve;
+pub mod tls;
+
+pub use serve::{Gate, HEADER_TIMEOUT, HEADER_TIMEOUT_PRESSED, MAX_HEAD, MAX_PER_CLIENT, MAX_TOTAL, serve};
+
 use std::sync::{Arc, RwLock};
 
 use axum::http::{HeaderValue, StatusCode, header};
