@@ -19,6 +19,16 @@ pub enum Format {
     Jsonl,
 }
 
+impl Format {
+    /// Its name, as the file extension and in the export's record: `csv` or `jsonl`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Csv => "csv",
+            Self::Jsonl => "jsonl",
+        }
+    }
+}
+
 /// One exported consent.
 #[derive(Debug, Clone, Serialize)]
 pub struct Row {

@@ -551,18 +551,15 @@ fn audit_export(
     crate::audit::write(&rows, format, &mut out).context("writing the export")?;
     // Recorded before it is given, as in the admin UI: an export that cannot be recorded is not
     // given. The MAC, if any, goes beside the chain (erasable), not into the event.
-    let detail = serde_json::json!({
-        "by": invoker(),
-        "from": crate::store::ts(from),
-        "to": crate::store::ts(to),
-        "course": course,
-        "format": match format {
-            crate::audit::Format::Csv => "csv",
-            crate::audit::Format::Jsonl => "jsonl",
-        },
-        "rows": rows.len(),
-    });
-    store.record_export(now, detail, mac).map_err(|e| {
+    let export = crate::access::staff::Export {
+        by: invoker(),
+        from,
+        to,
+        course,
+        mac,
+        format,
+    };
+    crate::access::staff::record_export(&store, &export, rows.len(), now).map_err(|e| {
         let fix = if e.to_string().contains("(fix: ") {
             ""
         } else {

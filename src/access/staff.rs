@@ -270,6 +270,40 @@ pub async fn apply_policy_change(st: &AdminState, current: String, reaccept: cra
     }
 }
 
+/// What an export of the consent log covered, for its record in the log.
+#[derive(Debug, Clone)]
+pub struct Export {
+    /// Who asked: the staff account, or the Unix user who ran the CLI.
+    pub by: String,
+    /// First instant included.
+    pub from: Timestamp,
+    /// Last instant included.
+    pub to: Timestamp,
+    /// Only this course, if one was chosen.
+    pub course: Option<i64>,
+    /// Only this device, if one was chosen (kept beside the chain, erasable, not in the event).
+    pub mac: Option<MacAddr>,
+    /// The file's format.
+    pub format: crate::audit::Format,
+}
+
+/// Records that `export` is about to be given with `rows` consents. The rule for every surface:
+/// an export is recorded before it is given, and one that cannot be recorded is not given.
+///
+/// # Errors
+/// A store failure; then the export must not be given.
+pub fn record_export(store: &Store, export: &Export, rows: usize, now: Timestamp) -> Result<(), StoreError> {
+    let detail = serde_json::json!({
+        "by": export.by,
+        "from": crate::store::ts(export.from),
+        "to": crate::store::ts(export.to),
+        "course": export.course,
+        "format": export.format.as_str(),
+        "rows": rows,
+    });
+    store.record_export(now, detail, export.mac)
+}
+
 /// Shortest password accepted for a staff account.
 pub const MIN_PASSWORD: usize = 10;
 

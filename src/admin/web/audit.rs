@@ -7,6 +7,7 @@ use axum::response::{IntoResponse, Response};
 use jiff::Timestamp;
 
 use super::{Auditor, CsrfForm, Reply, WebState, local};
+use crate::access::staff as actions;
 use crate::clients::MacAddr;
 
 pub(super) async fn audit(State(st): State<WebState>, Auditor(staff): Auditor) -> Response {
@@ -102,24 +103,20 @@ pub(super) async fn audit_export(
         _ => return bad("Please choose CSV or JSON Lines."),
     };
     let now = st.actions.clock.now();
-    let detail = serde_json::json!({
-        "by": staff.name,
-        "from": crate::store::ts(from),
-        "to": crate::store::ts(to),
-        "course": course,
-        "format": extension,
-    });
+    let export = actions::Export {
+        by: staff.name.clone(),
+        from,
+        to,
+        course,
+        mac,
+        format,
+    };
     let records = st
         .actions
         .store
         .run(move |s| {
             let records = s.consents_between(from, to, course, mac)?;
-            let mut detail = detail;
-            detail["rows"] = records.len().into();
-            match mac {
-                Some(mac) => s.record_device_event(now, "exported", detail, mac)?,
-                None => s.record_event(now, "exported", &detail)?,
-            }
+            actions::record_export(s, &export, records.len(), now)?;
             Ok(records)
         })
         .await;
