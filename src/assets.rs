@@ -15,6 +15,7 @@ const TEMPLATES: &[(&str, &str)] = &[
         include_str!("../portal-assets/templates/accepted.html"),
     ),
     ("message.html", include_str!("../portal-assets/templates/message.html")),
+    ("refusals.txt", include_str!("../portal-assets/templates/refusals.txt")),
     ("policy.html", include_str!("../portal-assets/templates/policy.html")),
     ("portal.css", include_str!("../portal-assets/templates/portal.css")),
     (

@@ -111,38 +111,22 @@ async fn accept_inner(
     // No personal data above info beyond MAC and course, so the client's address is logged
     // here, at debug, and the warnings in `access` name only the MAC.
     tracing::debug!(%ip, "accept request");
-    let pages = &st.pages;
     let body = match body {
         Ok(b) => b,
         Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
             tracing::warn!("oversized form refused");
-            return pages.message(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "That was too much text",
-                "The form was larger than we accept. Please go back and shorten what you typed.",
-                true,
-            );
+            return message_for(&st, StatusCode::PAYLOAD_TOO_LARGE, "form_too_large", ().into(), true);
         }
         Err(e) => {
             tracing::warn!(error = %e, "unreadable form body");
-            return pages.message(
-                StatusCode::BAD_REQUEST,
-                "We couldn't read the form",
-                "Please go back and send the form again.",
-                true,
-            );
+            return message_for(&st, StatusCode::BAD_REQUEST, "form_unreadable", ().into(), true);
         }
     };
     let fields = match form::parse(&body) {
         Ok(f) => f,
         Err(e) => {
             tracing::warn!(error = %e, "malformed form refused");
-            return pages.message(
-                StatusCode::BAD_REQUEST,
-                "We couldn't read the form",
-                "Some of what was sent is not valid text. Please go back, type your details again and resend.",
-                true,
-            );
+            return message_for(&st, StatusCode::BAD_REQUEST, "form_not_text", ().into(), true);
         }
     };
     let field = |k: &str| fields.get(k).map(String::as_str).unwrap_or("").to_owned();
@@ -180,85 +164,84 @@ async fn accept_inner(
     }
 }
 
+/// What a refusal is called in `refusals.txt`: its metrics label, with which part of ours
+/// failed for `unavailable`.
+fn reason_key(refusal: &Refusal) -> &'static str {
+    match refusal {
+        Refusal::Unavailable(Unavailable::Neighbours) => "unavailable_neighbours",
+        Refusal::Unavailable(Unavailable::Store) => "unavailable_store",
+        Refusal::Unavailable(Unavailable::Firewall) => "unavailable_firewall",
+        other => other.as_str(),
+    }
+}
+
+/// The guest's words for `reason` (`part`: "title" or "text") from the `refusals.txt` template,
+/// so IT support can reword or translate them without a rebuild.
+fn words(st: &PortalState, reason: &str, part: &str, extra: minijinja::Value) -> String {
+    let ctx = minijinja::context! { reason, part, ..extra };
+    st.pages.text("refusals.txt", ctx).unwrap_or_else(|| {
+        if part == "title" {
+            "Sorry, something went wrong"
+        } else {
+            "Please try again in a moment, or ask a member of staff for help."
+        }
+        .to_owned()
+    })
+}
+
+/// A message page for `reason`: its title and text, and whether to offer the way back.
+fn message_for(st: &PortalState, status: StatusCode, reason: &str, extra: minijinja::Value, retry: bool) -> Response {
+    let title = words(st, reason, "title", extra.clone());
+    let text = words(st, reason, "text", extra);
+    st.pages.message(status, &title, &text, retry)
+}
+
 /// The page for a refusal: the form again with the reason above it where the guest can put it
-/// right, a message page otherwise.
+/// right, a message page otherwise. Status codes are ours; the words are the template's.
 fn refusal_page(
     st: &PortalState,
     mut typed: Typed,
     refusal: Refusal,
     local: &dyn Fn(Timestamp, &str) -> String,
 ) -> Response {
-    let pages = &st.pages;
-    let form = |typed: &Typed, error: &str| terms_page(st, typed, error);
+    let key = reason_key(&refusal);
+    let none = minijinja::Value::from(());
+    let form = |typed: &Typed, extra: minijinja::Value| terms_page(st, typed, &words(st, key, "text", extra));
     match refusal {
-        Refusal::UnknownDevice => pages.message(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "We couldn't recognise your device",
-            "Please make sure you are connected to the guest Wi-Fi, then reload this page and try again.",
-            true,
-        ),
+        Refusal::UnknownDevice => message_for(st, StatusCode::SERVICE_UNAVAILABLE, key, none, true),
         Refusal::LockedOut { until } => {
             let minutes = ((until.duration_since(st.access.now()).as_secs() + 59) / 60).max(1);
-            pages.message(
+            message_for(
+                st,
                 StatusCode::TOO_MANY_REQUESTS,
-                "Please wait before trying again",
-                &format!("Too many incorrect access codes were entered on this device. Please wait {minutes} minute{} before trying again, or ask at reception.", if minutes == 1 { "" } else { "s" }),
+                key,
+                minijinja::context! { minutes },
                 true,
             )
         }
-        Refusal::EmptyCode => form(&typed, "Please enter your course access code."),
-        Refusal::WrongCode => form(
-            &typed,
-            "That access code isn't right. Please check it (8 letters and numbers) and try again.",
-        ),
         Refusal::PolicyChanged => {
             typed.agree = false;
-            form(
-                &typed,
-                "The policy has been updated since this page was loaded. Please read it again and accept.",
-            )
+            form(&typed, none)
         }
         Refusal::CourseNotStarted { starts_at } => form(
             &typed,
-            &format!(
-                "That code is for a course that starts at {} on {}. Please try again then.",
-                local(starts_at, "%H:%M"),
-                local(starts_at, "%A %-d %B")
-            ),
+            minijinja::context! {
+                starts_time => local(starts_at, "%H:%M"),
+                starts_date => local(starts_at, "%A %-d %B"),
+            },
         ),
-        Refusal::CourseEnded => form(&typed, "That course has ended, so its access code no longer works."),
+        Refusal::EmptyCode | Refusal::WrongCode | Refusal::CourseEnded | Refusal::NotAgreed => form(&typed, none),
         Refusal::BadName(problem) => {
             typed.name = String::new();
-            form(&typed, &problem)
+            form(&typed, minijinja::context! { problem })
         }
         Refusal::BadOrganisation(problem) => {
             typed.organisation = String::new();
-            form(&typed, &problem)
+            form(&typed, minijinja::context! { problem })
         }
-        Refusal::NotAgreed => form(
-            &typed,
-            "Please tick the box to confirm you have read, understood and agree to the policy.",
-        ),
-        Refusal::CourseFull => pages.message(
-            StatusCode::CONFLICT,
-            "This course's Wi-Fi places are all taken",
-            "Every device place for this course is in use. Please ask your course organiser or reception.",
-            true,
-        ),
-        Refusal::Revoked => pages.message(StatusCode::FORBIDDEN, "Access withdrawn", "Staff have withdrawn this device's Wi-Fi access for this course. Please speak to reception or your course organiser.", false),
-        Refusal::Unavailable(Unavailable::Neighbours) => pages.message(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "Something went wrong on our side",
-            "Nothing has been opened. Please try again in a minute, or ask a member of staff.",
-            true,
-        ),
-        Refusal::Unavailable(Unavailable::Store) => pages.message(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "We couldn't record your acceptance",
-            "Nothing has been opened. Please try again in a minute, or ask a member of staff.",
-            true,
-        ),
-        Refusal::Unavailable(Unavailable::Firewall) => pages.message(StatusCode::SERVICE_UNAVAILABLE, "We couldn't connect your device", "Your acceptance was received, but connecting failed, so nothing has been opened. Please try again in a minute, or ask a member of staff.", true),
+        Refusal::CourseFull => message_for(st, StatusCode::CONFLICT, key, none, true),
+        Refusal::Revoked => message_for(st, StatusCode::FORBIDDEN, key, none, false),
+        Refusal::Unavailable(_) => message_for(st, StatusCode::SERVICE_UNAVAILABLE, key, none, true),
     }
 }
 

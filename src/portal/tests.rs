@@ -309,3 +309,57 @@ async fn refusals_are_counted_by_their_own_reason() {
     }
     assert!(!text.contains("incomplete_form"), "{text}");
 }
+
+/// Issue 11: the words of every refusal come from the `refusals.txt` template (each reason has
+/// its own, none falls through to the generic text), so IT support can reword them in the
+/// override folder without a rebuild.
+#[test]
+fn every_refusal_has_words_in_the_template_and_an_override_rewords_them() {
+    let reasons = [
+        "unknown_device",
+        "locked_out",
+        "empty_code",
+        "wrong_code",
+        "policy_changed",
+        "course_not_started",
+        "course_ended",
+        "bad_name",
+        "bad_organisation",
+        "not_agreed",
+        "course_full",
+        "revoked",
+        "unavailable_neighbours",
+        "unavailable_store",
+        "unavailable_firewall",
+        "form_too_large",
+        "form_unreadable",
+        "form_not_text",
+    ];
+    let env = crate::assets::templates(None).unwrap();
+    let render = |env: &minijinja::Environment<'_>, reason: &str, part: &str| {
+        env.get_template("refusals.txt")
+            .unwrap()
+            .render(minijinja::context! { reason, part, minutes => 3, starts_time => "09:00", starts_date => "Tuesday 24 November", problem => "Please enter your name." })
+            .unwrap()
+            .trim()
+            .to_owned()
+    };
+    let generic = render(&env, "no such reason", "text");
+    for reason in reasons {
+        let text = render(&env, reason, "text");
+        assert!(!text.is_empty() && text != generic, "{reason}: {text:?}");
+    }
+    assert_eq!(
+        render(&env, "locked_out", "text"),
+        "Too many incorrect access codes were entered on this device. Please wait 3 minutes before trying again, or ask at reception."
+    );
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("templates")).unwrap();
+    std::fs::write(
+        dir.path().join("templates/refusals.txt"),
+        "{% if reason == 'wrong_code' %}Dieser Zugangscode stimmt nicht.{% else %}?{% endif %}",
+    )
+    .unwrap();
+    let env = crate::assets::templates(Some(dir.path())).unwrap();
+    assert_eq!(render(&env, "wrong_code", "text"), "Dieser Zugangscode stimmt nicht.");
+}

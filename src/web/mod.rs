@@ -86,6 +86,19 @@ impl Pages {
         }
     }
 
+    /// Text from a plain-text template (no HTML escaping: the page it goes into escapes it), or
+    /// `None` if the template fails (logged; an operator's broken override).
+    pub fn text(&self, name: &str, ctx: minijinja::Value) -> Option<String> {
+        let env = self.env.get();
+        match env.get_template(name).and_then(|t| t.render(ctx)) {
+            Ok(text) => Some(text.trim().to_owned()),
+            Err(e) => {
+                tracing::error!(template = name, error = %format!("{e:#}"), "template failed to render");
+                None
+            }
+        }
+    }
+
     /// A message page: a title, a sentence, and optionally a link back to the form.
     pub fn message(&self, status: StatusCode, title: &str, message: &str, retry: bool) -> Response {
         self.render(status, "message.html", minijinja::context! { title, message, retry })
