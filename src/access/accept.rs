@@ -290,7 +290,7 @@ impl Admissions {
                 let detail = serde_json::json!({"course": course.id});
                 let _ = self
                     .store
-                    .run(move |s| s.record_device_event(now, "refused-course-full", detail, mac))
+                    .run(move |s| s.record_device_event(now, crate::store::EventKind::RefusedCourseFull, detail, mac))
                     .await;
                 return Err(Refusal::CourseFull);
             }

@@ -219,7 +219,7 @@ impl<F: Firewall> Writer<F> {
             // check cannot see the consent still open and re-add the device in between.
             let now = self.clock.now();
             if let Err(w) = self
-                .store_call(move |s| s.withdraw_consent(consent, now, "firewall error"))
+                .store_call(move |s| s.withdraw_consent(consent, now, crate::store::EndReason::FirewallError.as_str()))
                 .await
             {
                 tracing::error!(%mac, error = %w, "could not withdraw the consent after {e}");

@@ -9,6 +9,7 @@ use rusqlite::{OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+use super::EventKind;
 use super::{Store, StoreError, insert_event, parse_ts, ts};
 
 /// `login_attempts.ok`: the password was right.
@@ -95,7 +96,7 @@ impl Store {
             "INSERT INTO admins (name, role, password_hash, created_at) VALUES (?1, ?2, ?3, ?4)",
             params![name, role.to_string(), password_hash, ts(now)],
         )?;
-        insert_event(&tx, now, "admin-added", &json!({"admin": name, "role": role}))?;
+        insert_event(&tx, now, EventKind::AdminAdded, &json!({"admin": name, "role": role}))?;
         tx.commit()?;
         Ok(())
     }
@@ -110,7 +111,7 @@ impl Store {
         tx.execute("DELETE FROM admin_sessions WHERE admin = ?1", [name])?;
         let n = tx.execute("DELETE FROM admins WHERE name = ?1", [name])?;
         if n > 0 {
-            insert_event(&tx, now, "admin-removed", &json!({"admin": name}))?;
+            insert_event(&tx, now, EventKind::AdminRemoved, &json!({"admin": name}))?;
         }
         tx.commit()?;
         Ok(n > 0)
@@ -209,7 +210,7 @@ impl Store {
             "UPDATE login_attempts SET ok = ?2 WHERE id = ?1",
             params![id, if ok { OK } else { FAILED }],
         )?;
-        let kind = if ok { "sign-in" } else { "sign-in-failed" };
+        let kind = if ok { EventKind::SignIn } else { EventKind::SignInFailed };
         insert_event(&tx, now, kind, &json!({"admin": username, "address": address}))?;
         tx.commit()?;
         Ok(())

@@ -9,6 +9,7 @@ use std::collections::{HashMap, HashSet};
 use rusqlite::{Connection, params};
 use serde_json::Value;
 
+use super::EventKind;
 use super::{GENESIS, Store, StoreError, device_commitment, event_hash, sha256_lines};
 
 /// The commitment a consent's event carries (as `"personal"`) to its personal fields: SHA-256
@@ -120,12 +121,12 @@ struct Grant {
 
 /// The kinds of event that end consents or exceptions.
 const ENDING_KINDS: [&str; 6] = [
-    "revoked",
-    "course-ended",
-    "policy-changed",
-    "consent-withdrawn",
-    "erased",
-    "exception-ended",
+    EventKind::Revoked.as_str(),
+    EventKind::CourseEnded.as_str(),
+    EventKind::PolicyChanged.as_str(),
+    EventKind::ConsentWithdrawn.as_str(),
+    EventKind::Erased.as_str(),
+    EventKind::ExceptionEnded.as_str(),
 ];
 
 /// What the chain says about how rows ended, and which exceptions it granted.
@@ -159,7 +160,7 @@ impl Endings {
             reason,
             by,
         };
-        if kind == "exception-granted" {
+        if kind == EventKind::ExceptionGranted.as_str() {
             if let Some(x) = v.get("exception").and_then(Value::as_i64) {
                 // A purge can delete the newest exception, and the table then gives its id
                 // again: a grant starts that id's story afresh.
@@ -179,7 +180,7 @@ impl Endings {
             }
             return;
         }
-        if kind == "erased" {
+        if kind == EventKind::Erased.as_str() {
             for x in ids(v, "exceptions") {
                 if let Some(g) = self.grants.get_mut(&x) {
                     g.erased = true;
@@ -200,7 +201,7 @@ impl Endings {
             }
             // Before `ended` existed, ending an exception already named it, and was recorded
             // only when its UPDATE had found the row open.
-            None if kind == "exception-ended" => {
+            None if kind == EventKind::ExceptionEnded.as_str() => {
                 if let Some(x) = v.get("exception").and_then(Value::as_i64) {
                     self.exceptions
                         .entry(x)
@@ -260,12 +261,14 @@ struct Removals {
 
 impl Removals {
     fn note(&mut self, kind: &str, v: &Value) {
+        const ERASED: &str = EventKind::Erased.as_str();
+        const PURGE: &str = EventKind::Purge.as_str();
         match kind {
-            "erased" => {
+            ERASED => {
                 self.erased_consents.extend(ids(v, "consents"));
                 self.erased_events.extend(ids(v, "events"));
             }
-            "purge" => {
+            PURGE => {
                 if let Some(cutoff) = v.get("cutoff").and_then(Value::as_str)
                     && self.purged_before.as_deref().is_none_or(|c| cutoff > c)
                 {
@@ -460,7 +463,7 @@ impl Store {
                 if let Some(d) = v.get("device").and_then(Value::as_str) {
                     device_events.push((*id, at.clone(), d.to_owned()));
                 }
-                if kind == "consent"
+                if kind == EventKind::Consent.as_str()
                     && let Some(c) = v.get("consent").and_then(Value::as_i64)
                 {
                     consent_events.insert(c, (*id, v));
@@ -737,8 +740,8 @@ impl Store {
         let mut conn = self.lock();
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         match mac {
-            Some(mac) => super::insert_subject_event(&tx, now, "exported", detail, mac, "")?,
-            None => super::insert_event(&tx, now, "exported", &detail)?,
+            Some(mac) => super::insert_subject_event(&tx, now, EventKind::Exported, detail, mac, "")?,
+            None => super::insert_event(&tx, now, EventKind::Exported, &detail)?,
         }
         tx.commit()?;
         Ok(())
@@ -760,12 +763,12 @@ mod tests {
         let mac: crate::clients::MacAddr = "02:00:00:00:00:01".parse().unwrap();
         let now = jiff::Timestamp::from_second(1_800_000_000).unwrap();
         daemon
-            .record_event(now, "course-added", &serde_json::json!({"course": 1}))
+            .record_event(now, EventKind::CourseAdded, &serde_json::json!({"course": 1}))
             .unwrap();
         cli.record_export(now, serde_json::json!({"by": "root (cli)", "rows": 2}), None)
             .unwrap();
         daemon
-            .record_event(now, "course-ended", &serde_json::json!({"course": 1}))
+            .record_event(now, EventKind::CourseEnded, &serde_json::json!({"course": 1}))
             .unwrap();
         cli.record_export(now, serde_json::json!({"by": "root (cli)", "rows": 1}), Some(mac))
             .unwrap();

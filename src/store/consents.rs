@@ -5,6 +5,7 @@ use rusqlite::{Connection, params};
 use serde_json::json;
 
 use super::audit::{ended, returning_ids};
+use super::{EndReason, EventKind};
 use super::{Store, StoreError, insert_event, insert_subject_event, parse_mac, parse_ts, ts};
 use crate::clients::{MacAddr, Session};
 
@@ -153,7 +154,7 @@ impl Store {
         insert_event(
             &tx,
             c.accepted_at,
-            "consent",
+            EventKind::Consent,
             &json!({
                 "consent": id,
                 "course": c.course_id,
@@ -182,7 +183,7 @@ impl Store {
         insert_event(
             &tx,
             now,
-            "consent-withdrawn",
+            EventKind::ConsentWithdrawn,
             &json!({"consent": id, "reason": reason, "ended": ended(&ids, &[], reason, None)}),
         )?;
         tx.commit()?;
@@ -195,7 +196,7 @@ impl Store {
     /// # Errors
     /// On a database failure.
     pub fn end_consents_to_other_policies(&self, current: &str, now: Timestamp) -> Result<Vec<MacAddr>, StoreError> {
-        const REASON: &str = "policy changed";
+        const REASON: &str = EndReason::PolicyChanged.as_str();
         let mut conn = self.lock();
         let tx = conn.transaction()?;
         let (ids, macs) = end_consents(
@@ -208,7 +209,7 @@ impl Store {
             insert_event(
                 &tx,
                 now,
-                "policy-changed",
+                EventKind::PolicyChanged,
                 &json!({"policy": current, "devices_closed": macs.len(), "ended": ended(&ids, &[], REASON, None)}),
             )?;
         }
@@ -221,14 +222,14 @@ impl Store {
     /// # Errors
     /// On a database failure.
     pub fn revoke(&self, mac: MacAddr, now: Timestamp, by: &str) -> Result<usize, StoreError> {
-        const REASON: &str = "revoked";
+        const REASON: &str = EndReason::Revoked.as_str();
         let mut conn = self.lock();
         let tx = conn.transaction()?;
         let (consents, exceptions) = end_device(&tx, mac, now, REASON, by)?;
         insert_subject_event(
             &tx,
             now,
-            "revoked",
+            EventKind::Revoked,
             json!({
                 "consents": consents.len(),
                 "exceptions": exceptions.len(),
@@ -366,7 +367,14 @@ impl Store {
         )?;
         // A wrong code is a refusal worth keeping in the audit log; an empty one is not.
         if outcome == "wrong-code" {
-            insert_subject_event(&tx, now, "refused-wrong-code", json!({}), parse_mac(&device)?, "")?;
+            insert_subject_event(
+                &tx,
+                now,
+                EventKind::RefusedWrongCode,
+                json!({}),
+                parse_mac(&device)?,
+                "",
+            )?;
         }
         tx.commit()?;
         Ok(())

@@ -6,6 +6,7 @@ use serde_json::json;
 
 use super::audit::ended;
 use super::consents::end_consents;
+use super::{EndReason, EventKind};
 use super::{Store, StoreError, insert_event, parse_ts, ts};
 use crate::clients::{AccessCode, Course, MacAddr};
 
@@ -79,7 +80,7 @@ impl Store {
             insert_event(
                 &tx,
                 now,
-                "course-added",
+                EventKind::CourseAdded,
                 &json!({"course": id, "title": title, "by": by, "starts_at": ts(starts_at), "ends_at": ts(ends_at), "max_devices": max_devices}),
             )?;
             tx.commit()?;
@@ -151,7 +152,7 @@ impl Store {
             )?;
             found.ended_early_at = Some(now);
         }
-        const REASON: &str = "course ended";
+        const REASON: &str = EndReason::CourseEnded.as_str();
         let (ids, macs) = end_consents(
             &tx,
             "UPDATE consents SET ended_at = ?2, end_reason = ?3, ended_by = ?4
@@ -161,7 +162,7 @@ impl Store {
         insert_event(
             &tx,
             now,
-            "course-ended",
+            EventKind::CourseEnded,
             &json!({"course": id, "devices_closed": macs.len(), "by": by, "ended": ended(&ids, &[], REASON, Some(by))}),
         )?;
         tx.commit()?;

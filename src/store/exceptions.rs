@@ -8,6 +8,7 @@ use serde::Serialize;
 use serde_json::json;
 
 use super::audit::ended;
+use super::{EndReason, EventKind};
 use super::{Store, StoreError, insert_subject_event, parse_mac, parse_ts, ts};
 use crate::clients::MacAddr;
 
@@ -51,7 +52,7 @@ impl Store {
         insert_subject_event(
             &tx,
             now,
-            "exception-granted",
+            EventKind::ExceptionGranted,
             json!({"exception": id, "until": ts(until), "by": by}),
             mac,
             reason,
@@ -65,7 +66,7 @@ impl Store {
     /// # Errors
     /// `NotFound`, or a database failure.
     pub fn end_exception(&self, id: i64, now: Timestamp, by: &str) -> Result<MacAddr, StoreError> {
-        const REASON: &str = "ended by staff";
+        const REASON: &str = EndReason::EndedByStaff.as_str();
         let mut conn = self.lock();
         let tx = conn.transaction()?;
         let mac: Option<String> = tx
@@ -82,7 +83,7 @@ impl Store {
         insert_subject_event(
             &tx,
             now,
-            "exception-ended",
+            EventKind::ExceptionEnded,
             json!({"exception": id, "by": by, "ended": ended(&[], &[id], REASON, None)}),
             mac,
             "",

@@ -23,6 +23,103 @@ pub use exceptions::Exception;
 pub use retention::{Erasure, Purge};
 
 /// What can go wrong in the store.
+/// What an audit event records. Stored as `as_str`, which is part of each event's hash: never
+/// rename one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventKind {
+    /// A guest accepted a policy (a consent).
+    Consent,
+    /// The firewall could not open a device, so its consent was withdrawn.
+    ConsentWithdrawn,
+    /// A wrong access code was typed.
+    RefusedWrongCode,
+    /// An accept was refused because the course was full.
+    RefusedCourseFull,
+    /// Staff revoked a device.
+    Revoked,
+    /// Staff granted an exception.
+    ExceptionGranted,
+    /// An exception was ended.
+    ExceptionEnded,
+    /// A course was created.
+    CourseAdded,
+    /// A course was ended early.
+    CourseEnded,
+    /// Consents to an earlier policy text were ended.
+    PolicyChanged,
+    /// A staff account was created.
+    AdminAdded,
+    /// A staff account was removed.
+    AdminRemoved,
+    /// Someone signed in to the admin.
+    SignIn,
+    /// A sign-in failed.
+    SignInFailed,
+    /// The consent log was exported.
+    Exported,
+    /// A device's personal data was erased.
+    Erased,
+    /// Old records were purged.
+    Purge,
+}
+
+impl EventKind {
+    /// Its text in the store.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Consent => "consent",
+            Self::ConsentWithdrawn => "consent-withdrawn",
+            Self::RefusedWrongCode => "refused-wrong-code",
+            Self::RefusedCourseFull => "refused-course-full",
+            Self::Revoked => "revoked",
+            Self::ExceptionGranted => "exception-granted",
+            Self::ExceptionEnded => "exception-ended",
+            Self::CourseAdded => "course-added",
+            Self::CourseEnded => "course-ended",
+            Self::PolicyChanged => "policy-changed",
+            Self::AdminAdded => "admin-added",
+            Self::AdminRemoved => "admin-removed",
+            Self::SignIn => "sign-in",
+            Self::SignInFailed => "sign-in-failed",
+            Self::Exported => "exported",
+            Self::Erased => "erased",
+            Self::Purge => "purge",
+        }
+    }
+}
+
+/// Why a consent or an exception ended (`end_reason`). Stored as `as_str`, which the audit
+/// chain vouches for: never rename one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndReason {
+    /// Staff revoked the device.
+    Revoked,
+    /// Staff ended the course early.
+    CourseEnded,
+    /// The policy text changed and `[policy] reaccept = "immediately"`.
+    PolicyChanged,
+    /// Opening the firewall failed, so the consent was withdrawn.
+    FirewallError,
+    /// The device's personal data was erased.
+    Erased,
+    /// Staff ended the exception.
+    EndedByStaff,
+}
+
+impl EndReason {
+    /// Its text in the store.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Revoked => "revoked",
+            Self::CourseEnded => "course ended",
+            Self::PolicyChanged => "policy changed",
+            Self::FirewallError => "firewall error",
+            Self::Erased => "erased",
+            Self::EndedByStaff => "ended by staff",
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The course id or MAC named does not exist.
@@ -200,7 +297,7 @@ impl Store {
     ///
     /// # Errors
     /// On a database failure.
-    pub fn record_event(&self, now: Timestamp, kind: &str, detail: &serde_json::Value) -> Result<(), StoreError> {
+    pub fn record_event(&self, now: Timestamp, kind: EventKind, detail: &serde_json::Value) -> Result<(), StoreError> {
         // IMMEDIATE: the chain head is read and extended under the write lock, so another
         // process writing the same file (the CLI's export record) cannot fork the chain.
         let mut conn = self.lock();
@@ -217,7 +314,7 @@ impl Store {
     pub fn record_device_event(
         &self,
         now: Timestamp,
-        kind: &str,
+        kind: EventKind,
         detail: serde_json::Value,
         mac: crate::clients::MacAddr,
     ) -> Result<(), StoreError> {
@@ -301,9 +398,14 @@ fn chain_head(conn: &Connection) -> Result<String, StoreError> {
 
 /// Appends an event to the hash chain. Callers hold the connection's lock (and usually a
 /// transaction), so two events can never claim the same predecessor.
-fn insert_event(conn: &Connection, now: Timestamp, kind: &str, detail: &serde_json::Value) -> Result<(), StoreError> {
+fn insert_event(
+    conn: &Connection,
+    now: Timestamp,
+    kind: EventKind,
+    detail: &serde_json::Value,
+) -> Result<(), StoreError> {
     let prev = chain_head(conn)?;
-    let (at, detail) = (ts(now), detail.to_string());
+    let (at, detail, kind) = (ts(now), detail.to_string(), kind.as_str());
     let hash = event_hash(&prev, &at, kind, &detail);
     conn.execute(
         "INSERT INTO events (at, kind, detail, prev_hash, hash) VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -327,7 +429,7 @@ fn forget_old_pages(conn: &Connection) {
 fn insert_subject_event(
     conn: &Connection,
     now: Timestamp,
-    kind: &str,
+    kind: EventKind,
     mut detail: serde_json::Value,
     mac: crate::clients::MacAddr,
     note: &str,

@@ -10,6 +10,7 @@ use serde_json::json;
 
 use super::audit::{ended, returning_ids};
 use super::consents::end_device;
+use super::{EndReason, EventKind};
 use super::{Store, StoreError, chain_head, forget_old_pages, insert_event, ts};
 use crate::clients::MacAddr;
 
@@ -80,7 +81,7 @@ impl Store {
     /// # Errors
     /// `NotFound` if nothing is held about `mac`; a database failure.
     pub fn erase(&self, mac: MacAddr, reason: &str, by: &str, now: Timestamp) -> Result<Erasure, StoreError> {
-        const REASON: &str = "erased";
+        const REASON: &str = EndReason::Erased.as_str();
         let mut conn = self.lock();
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let (m, at) = (mac.to_string(), ts(now));
@@ -114,7 +115,7 @@ impl Store {
         insert_event(
             &tx,
             now,
-            "erased",
+            EventKind::Erased,
             &json!({
                 "consents": erasure.consents,
                 "events": erasure.events,
@@ -163,7 +164,7 @@ impl Store {
         insert_event(
             &tx,
             now,
-            "purge",
+            EventKind::Purge,
             &json!({
                 "cutoff": cutoff,
                 "continues_from": p.continues_from,

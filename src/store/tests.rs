@@ -916,7 +916,7 @@ fn issue_10_endings_recorded_before_their_rows_were_named_are_accepted_unchecked
         insert_event(
             &conn,
             now,
-            "revoked",
+            EventKind::Revoked,
             &serde_json::json!({"consents": 1, "exceptions": 0, "by": "dsl"}),
         )
         .unwrap();
@@ -985,7 +985,9 @@ fn events_from_two_connections_at_once_keep_one_chain() {
                 let store = Store::open(&path).unwrap();
                 for i in 0..50 {
                     let detail = serde_json::json!({"writer": n, "i": i});
-                    store.record_event(t("2026-11-23T10:00:00Z"), "test", &detail).unwrap();
+                    store
+                        .record_event(t("2026-11-23T10:00:00Z"), EventKind::CourseAdded, &detail)
+                        .unwrap();
                 }
             })
         })
