@@ -343,5 +343,29 @@ impl<F: Firewall> Writer<F> {
     }
 }
 
+/// For unit tests: a gatekeeper over the fake firewall (for `guest0`, portal port 8080), its
+/// table built from `store` and its task running until the returned sender is dropped.
+#[cfg(test)]
+pub(crate) async fn fake(
+    store: &Store,
+    clock: Arc<dyn Clock>,
+) -> (crate::firewall::fake::FakeFirewall, FirewallHandle, watch::Sender<bool>) {
+    let fake = crate::firewall::fake::FakeFirewall::default();
+    let writer = Writer::new(fake.clone(), store.clone(), clock, TEST_SPEC.clone());
+    #[allow(clippy::unwrap_used)]
+    writer.reconcile_all().await.unwrap();
+    let (stop, rx) = watch::channel(false);
+    let (handle, _task) = writer.spawn(rx);
+    (fake, handle, stop)
+}
+
+/// The table the unit tests' gatekeepers keep.
+#[cfg(test)]
+pub(crate) static TEST_SPEC: std::sync::LazyLock<TableSpec> = std::sync::LazyLock::new(|| TableSpec {
+    interface: "guest0".into(),
+    portal_port: 8080,
+    https_port: None,
+});
+
 #[cfg(test)]
 mod tests;

@@ -13,10 +13,8 @@ use jiff::Timestamp;
 use tower::ServiceExt;
 
 use super::*;
-use crate::access::gatekeeper::Writer;
 use crate::clients::AccessCode;
 use crate::clock::{Clock as _, ManualClock};
-use crate::firewall::TableSpec;
 use crate::firewall::fake::FakeFirewall;
 use crate::neighbours::StaticNeighbours;
 use crate::store::Store;
@@ -72,20 +70,7 @@ async fn lab() -> Lab {
             || AccessCode::normalise("ZZZZZZZZ").unwrap(),
         )
         .unwrap();
-    let fake = FakeFirewall::default();
-    let writer = Writer::new(
-        fake.clone(),
-        store.clone(),
-        Arc::new(clock.clone()),
-        TableSpec {
-            interface: "guest0".into(),
-            portal_port: 8080,
-            https_port: None,
-        },
-    );
-    writer.reconcile_all().await.unwrap();
-    let (stop, rx) = tokio::sync::watch::channel(false);
-    let (firewall, _task) = writer.spawn(rx);
+    let (fake, firewall, stop) = crate::access::gatekeeper::fake(&store, Arc::new(clock.clone())).await;
     let env = crate::assets::templates(None).unwrap();
     let live_policy = crate::web::Live::new((*policy).clone());
     let metrics = Arc::new(crate::metrics::Metrics::new("unused.db".into()));

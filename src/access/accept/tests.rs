@@ -8,9 +8,7 @@ use std::sync::Arc;
 use jiff::{SignedDuration, Timestamp};
 
 use super::*;
-use crate::access::gatekeeper::Writer;
 use crate::clock::ManualClock;
-use crate::firewall::TableSpec;
 use crate::firewall::fake::FakeFirewall;
 use crate::neighbours::{Lookup, NeighbourError, StaticNeighbours, Table};
 
@@ -62,20 +60,7 @@ async fn fixture_with(neighbours: Arc<dyn Neighbours>) -> Fixture {
             })
             .unwrap();
     }
-    let fake = FakeFirewall::default();
-    let writer = Writer::new(
-        fake.clone(),
-        store.clone(),
-        Arc::new(clock.clone()),
-        TableSpec {
-            interface: "guest0".into(),
-            portal_port: 8080,
-            https_port: None,
-        },
-    );
-    writer.reconcile_all().await.unwrap();
-    let (stop, rx) = tokio::sync::watch::channel(false);
-    let (firewall, _task) = writer.spawn(rx);
+    let (fake, firewall, stop) = crate::access::gatekeeper::fake(&store, Arc::new(clock.clone())).await;
     let hash = policy.hash.clone();
     let access = Admissions::new(
         store.clone(),

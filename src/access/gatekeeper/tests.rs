@@ -43,16 +43,7 @@ fn setup() -> (Store, ManualClock, FakeFirewall, Writer<FakeFirewall>) {
         })
         .unwrap();
     let fake = FakeFirewall::default();
-    let writer = Writer::new(
-        fake.clone(),
-        store.clone(),
-        Arc::new(clock.clone()),
-        TableSpec {
-            interface: "guest0".into(),
-            portal_port: 8080,
-            https_port: None,
-        },
-    );
+    let writer = Writer::new(fake.clone(), store.clone(), Arc::new(clock.clone()), TEST_SPEC.clone());
     (store, clock, fake, writer)
 }
 

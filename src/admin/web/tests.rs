@@ -15,11 +15,9 @@ use jiff::SignedDuration;
 use tower::ServiceExt;
 
 use super::{WebState, router};
-use crate::access::gatekeeper::Writer;
 use crate::access::staff::{self as actions, AdminState};
 use crate::clock::{Clock, ManualClock};
 use crate::config::Config;
-use crate::firewall::TableSpec;
 use crate::firewall::fake::FakeFirewall;
 use crate::store::{Role, Store};
 use crate::web::{Pages, SchoolView};
@@ -50,20 +48,7 @@ async fn lab() -> Lab {
     let config = Arc::new(Config::parse(CONFIG, Path::new("t")).unwrap());
     let clock: Arc<dyn Clock> = Arc::new(ManualClock::new("2026-11-23T10:00:00Z".parse().unwrap()));
     let store = Store::open_in_memory().unwrap();
-    let fake = FakeFirewall::default();
-    let writer = Writer::new(
-        fake.clone(),
-        store.clone(),
-        clock.clone(),
-        TableSpec {
-            interface: "guest0".into(),
-            portal_port: 8080,
-            https_port: None,
-        },
-    );
-    writer.reconcile_all().await.unwrap();
-    let (stop, rx) = tokio::sync::watch::channel(false);
-    let (firewall, _task) = writer.spawn(rx);
+    let (fake, firewall, stop) = crate::access::gatekeeper::fake(&store, clock.clone()).await;
     let actions = AdminState {
         store: store.clone(),
         firewall,
