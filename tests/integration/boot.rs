@@ -288,6 +288,7 @@ fn issue_10_the_boot_unit_verifies_and_is_ordered_before_the_network() {
         "Before=network-pre.target aupgate.service shutdown.target",
         "Type=oneshot",
         "WantedBy=sysinit.target",
+        "WantedBy=nftables.service",
         "PartOf=nftables.service",
         "ReloadPropagatedFrom=nftables.service",
         "User=aupgate",
