@@ -50,6 +50,10 @@ const TEMPLATES: &[(&str, &str)] = &[
         "admin/audit.html",
         include_str!("../portal-assets/templates/admin/audit.html"),
     ),
+    (
+        "admin/words.txt",
+        include_str!("../portal-assets/templates/admin/words.txt"),
+    ),
 ];
 
 /// The admin stylesheet (served as a file: the admin's CSP allows no inline style).

@@ -27,15 +27,17 @@ pub struct AdminState {
 
 /// Why a staff action did not happen. Once the store has recorded an action it has happened:
 /// bringing the kernel in line after that is the gatekeeper's, which retries every second, so a
-/// failure there is logged, not returned as if nothing had been done.
+/// failure there is logged, not returned as if nothing had been done. The texts (`Display`) are
+/// for the CLI and the journal; the web UI says each in the words of `admin/words.txt`, by
+/// `Problem::as_str` and `Missing::as_str`.
 #[derive(Debug, thiserror::Error)]
 pub enum StaffError {
-    /// What was asked is not acceptable; the text says why, for staff.
+    /// What was asked is not acceptable.
     #[error("{0}")]
-    Invalid(String),
+    Invalid(Problem),
     /// The course, device, exception or account named does not exist (or is over).
     #[error("{0}")]
-    NotFound(String),
+    NotFound(Missing),
     /// An account of that name exists already.
     #[error("an account named {0:?} exists already")]
     Exists(String),
@@ -50,6 +52,94 @@ pub enum StaffError {
     /// Hashing a new password failed; nothing was changed.
     #[error("hashing the password failed: {0}")]
     Hashing(String),
+}
+
+/// What is wrong with what staff asked for.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Problem {
+    /// A course title that is empty, over 200 characters or holds control characters.
+    #[error("the title must be 1 to 200 printable characters")]
+    Title,
+    /// A course that would end before it starts.
+    #[error("the end must be after the start")]
+    EndBeforeStart,
+    /// A course that would end in the past.
+    #[error("the end is in the past: a course must end in the future")]
+    CourseEndPast,
+    /// A device limit outside 1 to 10000.
+    #[error("the device limit must be between 1 and 10000")]
+    DeviceLimit,
+    /// A multicast (or broadcast) address given as a device's.
+    #[error("{0} is not a device address")]
+    NotDevice(MacAddr),
+    /// An exception's reason that is empty, over 200 characters or holds control characters.
+    #[error("give a reason of 1 to 200 printable characters")]
+    ExceptionReason,
+    /// An exception that would end in the past.
+    #[error("the end is in the past")]
+    ExceptionEndPast,
+    /// An exception of more than 31 days.
+    #[error("an exception lasts at most 31 days; grant a new one after that")]
+    ExceptionTooLong,
+    /// An account name that is empty, too long or holds other characters.
+    #[error("the account name must be 1 to 64 letters, digits or . - _ @")]
+    AccountName,
+    /// A password shorter than `MIN_PASSWORD`.
+    #[error("the password must have at least {MIN_PASSWORD} characters")]
+    PasswordShort,
+    /// An erasure's reason that is empty, over 500 characters or holds control characters.
+    #[error(
+        "the reason must be 1 to 500 printable characters (say why, e.g. the request's reference, without personal data)"
+    )]
+    ErasureReason,
+}
+
+impl Problem {
+    /// The problem's name in `admin/words.txt`.
+    pub const fn as_str(&self) -> &'static str {
+        match self {
+            Self::Title => "title",
+            Self::EndBeforeStart => "end_before_start",
+            Self::CourseEndPast => "course_end_past",
+            Self::DeviceLimit => "device_limit",
+            Self::NotDevice(_) => "not_device",
+            Self::ExceptionReason => "exception_reason",
+            Self::ExceptionEndPast => "exception_end_past",
+            Self::ExceptionTooLong => "exception_too_long",
+            Self::AccountName => "account_name",
+            Self::PasswordShort => "password_short",
+            Self::ErasureReason => "erasure_reason",
+        }
+    }
+}
+
+/// What staff named that is not there.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Missing {
+    /// No course with this id.
+    #[error("no course with id {0}")]
+    Course(i64),
+    /// No open exception with this id.
+    #[error("no open exception {0}")]
+    Exception(i64),
+    /// No staff account of this name.
+    #[error("no account named {0:?}")]
+    Account(String),
+    /// Nothing held about this device.
+    #[error("nothing is held about {0}")]
+    Device(MacAddr),
+}
+
+impl Missing {
+    /// What is missing's name in `admin/words.txt`.
+    pub const fn as_str(&self) -> &'static str {
+        match self {
+            Self::Course(_) => "no_course",
+            Self::Exception(_) => "no_exception",
+            Self::Account(_) => "no_account",
+            Self::Device(_) => "no_device",
+        }
+    }
 }
 
 impl StaffError {
@@ -97,22 +187,16 @@ pub async fn add_course(
     let now = st.clock.now();
     let title = title.trim().to_owned();
     if title.is_empty() || title.chars().count() > 200 || title.chars().any(char::is_control) {
-        return Err(StaffError::Invalid(
-            "the title must be 1 to 200 printable characters".into(),
-        ));
+        return Err(StaffError::Invalid(Problem::Title));
     }
     if ends_at <= starts_at {
-        return Err(StaffError::Invalid("the end must be after the start".into()));
+        return Err(StaffError::Invalid(Problem::EndBeforeStart));
     }
     if ends_at <= now {
-        return Err(StaffError::Invalid(
-            "the end is in the past: a course must end in the future".into(),
-        ));
+        return Err(StaffError::Invalid(Problem::CourseEndPast));
     }
     if !(1..=10_000).contains(&max_devices) {
-        return Err(StaffError::Invalid(
-            "the device limit must be between 1 and 10000".into(),
-        ));
+        return Err(StaffError::Invalid(Problem::DeviceLimit));
     }
     let by = by.to_owned();
     let course = st
@@ -133,7 +217,7 @@ pub async fn end_course(st: &AdminState, id: i64, by: &str) -> Outcome<(Course, 
     let by = by.to_owned();
     let (course, macs) = match st.store.run(move |s| s.end_course(id, now, &by)).await {
         Ok(r) => r,
-        Err(StoreError::NotFound(_)) => return Err(StaffError::NotFound(format!("no course with id {id}"))),
+        Err(StoreError::NotFound(_)) => return Err(StaffError::NotFound(Missing::Course(id))),
         Err(e) => return Err(StaffError::store("could not end the course")(e)),
     };
     let closed = macs.len();
@@ -187,20 +271,16 @@ pub async fn grant_exception(st: &AdminState, mac: MacAddr, reason: &str, until:
     let now = st.clock.now();
     let reason = reason.trim().to_owned();
     if !mac.is_unicast() {
-        return Err(StaffError::Invalid(format!("{mac} is not a device address")));
+        return Err(StaffError::Invalid(Problem::NotDevice(mac)));
     }
     if reason.is_empty() || reason.chars().count() > 200 || reason.chars().any(char::is_control) {
-        return Err(StaffError::Invalid(
-            "give a reason of 1 to 200 printable characters".into(),
-        ));
+        return Err(StaffError::Invalid(Problem::ExceptionReason));
     }
     if until <= now {
-        return Err(StaffError::Invalid("the end is in the past".into()));
+        return Err(StaffError::Invalid(Problem::ExceptionEndPast));
     }
     if until > now + jiff::SignedDuration::from_hours(24 * 31) {
-        return Err(StaffError::Invalid(
-            "an exception lasts at most 31 days; grant a new one after that".into(),
-        ));
+        return Err(StaffError::Invalid(Problem::ExceptionTooLong));
     }
     let who = by.to_owned();
     let id = st
@@ -222,7 +302,7 @@ pub async fn end_exception(st: &AdminState, id: i64, by: &str) -> Outcome<MacAdd
     let who = by.to_owned();
     let mac = match st.store.run(move |s| s.end_exception(id, now, &who)).await {
         Ok(mac) => mac,
-        Err(StoreError::NotFound(_)) => return Err(StaffError::NotFound(format!("no open exception {id}"))),
+        Err(StoreError::NotFound(_)) => return Err(StaffError::NotFound(Missing::Exception(id))),
         Err(e) => return Err(StaffError::store("could not end the exception")(e)),
     };
     follow(st, vec![mac], &format!("exception {id} ended")).await;
@@ -319,14 +399,10 @@ pub async fn add_admin(st: &AdminState, name: &str, role: Role, password: String
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_' | b'@'))
     {
-        return Err(StaffError::Invalid(
-            "the account name must be 1 to 64 letters, digits or . - _ @".into(),
-        ));
+        return Err(StaffError::Invalid(Problem::AccountName));
     }
     if password.chars().count() < MIN_PASSWORD {
-        return Err(StaffError::Invalid(format!(
-            "the password must have at least {MIN_PASSWORD} characters"
-        )));
+        return Err(StaffError::Invalid(Problem::PasswordShort));
     }
     let hash = tokio::task::spawn_blocking(move || {
         Argon2::default()
@@ -361,7 +437,7 @@ pub async fn remove_admin(st: &AdminState, name: &str) -> Outcome<()> {
             tracing::info!(admin = %name, "staff account removed");
             Ok(())
         }
-        Ok(false) => Err(StaffError::NotFound(format!("no account named {name:?}"))),
+        Ok(false) => Err(StaffError::NotFound(Missing::Account(name.to_owned()))),
         Err(e) => Err(StaffError::store("could not remove the account")(e)),
     }
 }
@@ -374,7 +450,7 @@ pub async fn remove_admin(st: &AdminState, name: &str) -> Outcome<()> {
 pub async fn erase(st: &AdminState, mac: MacAddr, reason: &str, by: &str) -> Outcome<crate::store::Erasure> {
     let reason = reason.trim().to_owned();
     if reason.is_empty() || reason.chars().count() > 500 || reason.chars().any(char::is_control) {
-        return Err(StaffError::Invalid("the reason must be 1 to 500 printable characters (say why, e.g. the request's reference, without personal data)".into()));
+        return Err(StaffError::Invalid(Problem::ErasureReason));
     }
     let (now, who) = (st.clock.now(), by.to_owned());
     let erased = st
@@ -382,7 +458,7 @@ pub async fn erase(st: &AdminState, mac: MacAddr, reason: &str, by: &str) -> Out
         .run(move |s| s.erase(mac, &reason, &who, now))
         .await
         .map_err(|e| match e {
-            StoreError::NotFound(_) => StaffError::NotFound(format!("nothing is held about {mac}")),
+            StoreError::NotFound(_) => StaffError::NotFound(Missing::Device(mac)),
             e => StaffError::store("could not erase the device")(e),
         })?;
     if erased.sessions_ended > 0 {
@@ -625,6 +701,248 @@ mod tests {
         assert_eq!(ended, vec![mac]);
         let again = super::end_consents_to_old_policies(&store, "new", Reaccept::Immediately, now).unwrap();
         assert!(again.is_empty());
+    }
+
+    /// Staff actions over the in-memory store and the fake gatekeeper, at 10:00 on 23 November.
+    struct Lab {
+        st: super::AdminState,
+        fake: crate::firewall::fake::FakeFirewall,
+        _stop: tokio::sync::watch::Sender<bool>,
+    }
+
+    async fn lab() -> Lab {
+        let clock: std::sync::Arc<dyn crate::clock::Clock> =
+            std::sync::Arc::new(crate::clock::ManualClock::new(at("2026-11-23T10:00:00Z")));
+        let store = crate::store::Store::open_in_memory().unwrap();
+        let (fake, firewall, stop) = crate::access::gatekeeper::fake(&store, clock.clone()).await;
+        let st = super::AdminState {
+            store,
+            firewall,
+            clock,
+            retention: jiff::SignedDuration::from_hours(24 * 30),
+        };
+        Lab { st, fake, _stop: stop }
+    }
+
+    fn at(s: &str) -> jiff::Timestamp {
+        s.parse().unwrap()
+    }
+
+    fn mac(s: &str) -> crate::clients::MacAddr {
+        s.parse().unwrap()
+    }
+
+    /// How many events the audit chain holds: a refused action must add none.
+    fn events(st: &super::AdminState) -> u64 {
+        st.store.verify().unwrap().unwrap().events
+    }
+
+    fn allowed(l: &Lab) -> Vec<crate::clients::MacAddr> {
+        l.fake.0.lock().unwrap().set.keys().copied().collect()
+    }
+
+    /// A consent by `device` to course `id` (running 09:00 to 16:00).
+    fn consent(st: &super::AdminState, id: i64, device: crate::clients::MacAddr) {
+        st.store
+            .record_policy("p", "the policy", at("2026-11-23T08:00:00Z"))
+            .unwrap();
+        st.store
+            .record_consent(&crate::store::NewConsent {
+                course_id: id,
+                max_devices: 5,
+                mac: device,
+                ip: "192.0.2.10".into(),
+                accepted_at: at("2026-11-23T09:30:00Z"),
+                expires_at: at("2026-11-23T16:00:00Z"),
+                name: "Ann".into(),
+                organisation: String::new(),
+                user_agent: String::new(),
+                policy_hash: "p".into(),
+            })
+            .unwrap();
+    }
+
+    /// A course "Phonics" (09:00 to 16:00) with `device` accepted on it and open.
+    async fn on_phonics(l: &Lab, device: crate::clients::MacAddr) -> crate::clients::Course {
+        let (start, end) = (at("2026-11-23T09:00:00Z"), at("2026-11-23T16:00:00Z"));
+        let course = super::add_course(&l.st, "Phonics", start, end, 5, "sam").await.unwrap();
+        consent(&l.st, course.id, device);
+        l.st.firewall.sync(vec![device]).await.unwrap();
+        course
+    }
+
+    /// Issue 11: each check of a new course refuses with its own `Problem` and records nothing;
+    /// a good one is recorded with a fresh 8-character code.
+    #[tokio::test]
+    async fn add_course_refuses_each_bad_input_with_its_problem_and_records_nothing() {
+        use super::{Problem, StaffError};
+        let l = lab().await;
+        let (start, end) = (at("2026-11-23T09:00:00Z"), at("2026-11-23T16:00:00Z"));
+        let before = events(&l.st);
+        for (title, starts, ends, max, problem) in [
+            ("  ", start, end, 5, Problem::Title),
+            ("a\u{7}bell", start, end, 5, Problem::Title),
+            (&*"x".repeat(201), start, end, 5, Problem::Title),
+            ("Phonics", end, start, 5, Problem::EndBeforeStart),
+            (
+                "Phonics",
+                at("2026-11-23T08:00:00Z"),
+                at("2026-11-23T09:00:00Z"),
+                5,
+                Problem::CourseEndPast,
+            ),
+            ("Phonics", start, end, 0, Problem::DeviceLimit),
+            ("Phonics", start, end, 10_001, Problem::DeviceLimit),
+        ] {
+            match super::add_course(&l.st, title, starts, ends, max, "sam").await {
+                Err(StaffError::Invalid(p)) => assert_eq!(p, problem, "{title:?}"),
+                other => panic!("{title:?}: {other:?}"),
+            }
+        }
+        assert!(l.st.store.courses().unwrap().is_empty());
+        assert_eq!(events(&l.st), before, "a refused course records no event");
+        let course = super::add_course(&l.st, " Phonics ", start, end, 5, "sam")
+            .await
+            .unwrap();
+        assert_eq!(course.title, "Phonics");
+        assert_eq!(course.code.to_string().len(), 8);
+        assert_eq!(l.st.store.courses().unwrap().len(), 1);
+    }
+
+    /// Issue 11: ending a course closes its devices and says how many; an unknown course is
+    /// `Missing::Course`, not bad input.
+    #[tokio::test]
+    async fn end_course_closes_its_devices_and_an_unknown_one_is_missing() {
+        use super::{Missing, StaffError};
+        let l = lab().await;
+        let device = mac("02:00:00:00:00:10");
+        let course = on_phonics(&l, device).await;
+        assert_eq!(allowed(&l), [device]);
+        let (ended, closed) = super::end_course(&l.st, course.id, "sam").await.unwrap();
+        assert_eq!((ended.id, closed), (course.id, 1));
+        assert!(allowed(&l).is_empty(), "the device is closed");
+        match super::end_course(&l.st, 9999, "sam").await {
+            Err(StaffError::NotFound(m)) => assert_eq!(m, Missing::Course(9999)),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// Issue 11: revoking a course closes every device on it and leaves other courses' open.
+    #[tokio::test]
+    async fn revoke_course_closes_only_that_courses_devices() {
+        let l = lab().await;
+        let (start, end) = (at("2026-11-23T09:00:00Z"), at("2026-11-23T16:00:00Z"));
+        let phonics = super::add_course(&l.st, "Phonics", start, end, 5, "sam").await.unwrap();
+        let maths = super::add_course(&l.st, "Maths", start, end, 5, "sam").await.unwrap();
+        let (a, b, c) = (
+            mac("02:00:00:00:00:0a"),
+            mac("02:00:00:00:00:0b"),
+            mac("02:00:00:00:00:0c"),
+        );
+        consent(&l.st, phonics.id, a);
+        consent(&l.st, phonics.id, b);
+        consent(&l.st, maths.id, c);
+        l.st.firewall.sync(vec![a, b, c]).await.unwrap();
+        assert_eq!(super::revoke_course(&l.st, phonics.id, "sam").await.unwrap(), 2);
+        assert_eq!(allowed(&l), [c]);
+        assert_eq!(
+            super::revoke_course(&l.st, phonics.id, "sam").await.unwrap(),
+            0,
+            "nothing left to revoke"
+        );
+    }
+
+    /// Issue 11: an exception is checked (a device address, a reason, an end within 31 days),
+    /// opens its device, and ending it closes the device; an unknown one is `Missing::Exception`.
+    #[tokio::test]
+    async fn exceptions_are_checked_open_their_device_and_close_it_when_ended() {
+        use super::{Missing, Problem, StaffError};
+        let l = lab().await;
+        let device = mac("02:00:00:00:00:20");
+        let tomorrow = at("2026-11-24T10:00:00Z");
+        let before = events(&l.st);
+        for (m, reason, until, problem) in [
+            (
+                mac("01:00:5e:00:00:01"),
+                "printer",
+                tomorrow,
+                Problem::NotDevice(mac("01:00:5e:00:00:01")),
+            ),
+            (device, " ", tomorrow, Problem::ExceptionReason),
+            (device, "printer", at("2026-11-23T09:00:00Z"), Problem::ExceptionEndPast),
+            (device, "printer", at("2027-01-23T10:00:00Z"), Problem::ExceptionTooLong),
+        ] {
+            match super::grant_exception(&l.st, m, reason, until, "sam").await {
+                Err(StaffError::Invalid(p)) => assert_eq!(p, problem),
+                other => panic!("{problem:?}: {other:?}"),
+            }
+        }
+        assert_eq!(events(&l.st), before, "a refused exception records no event");
+        assert!(allowed(&l).is_empty());
+        let id = super::grant_exception(&l.st, device, "printer", tomorrow, "sam")
+            .await
+            .unwrap();
+        assert_eq!(allowed(&l), [device]);
+        assert_eq!(super::end_exception(&l.st, id, "sam").await.unwrap(), device);
+        assert!(allowed(&l).is_empty());
+        match super::end_exception(&l.st, id, "sam").await {
+            Err(StaffError::NotFound(m)) => assert_eq!(m, Missing::Exception(id)),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// Issue 11: accounts are checked (name, password length), a second of the same name is
+    /// `Exists`, and removing an unknown one is `Missing::Account`.
+    #[tokio::test]
+    async fn accounts_are_checked_unique_and_removable() {
+        use super::{Missing, Problem, StaffError};
+        use crate::store::Role;
+        let l = lab().await;
+        let long = "correct horse battery".to_owned();
+        for (name, password, problem) in [
+            ("", long.clone(), Problem::AccountName),
+            ("sam smith", long.clone(), Problem::AccountName),
+            (&*"a".repeat(65), long.clone(), Problem::AccountName),
+            ("sam", "short".to_owned(), Problem::PasswordShort),
+        ] {
+            match super::add_admin(&l.st, name, Role::Staff, password).await {
+                Err(StaffError::Invalid(p)) => assert_eq!(p, problem, "{name:?}"),
+                other => panic!("{name:?}: {other:?}"),
+            }
+        }
+        super::add_admin(&l.st, "sam", Role::Staff, long.clone()).await.unwrap();
+        assert!(matches!(
+            super::add_admin(&l.st, "sam", Role::Auditor, long).await,
+            Err(StaffError::Exists(n)) if n == "sam"
+        ));
+        super::remove_admin(&l.st, "sam").await.unwrap();
+        match super::remove_admin(&l.st, "sam").await {
+            Err(StaffError::NotFound(m)) => assert_eq!(m, Missing::Account("sam".into())),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// Issue 11: an erasure needs a reason; erasing a device we hold nothing about is
+    /// `Missing::Device`; erasing one with access closes it.
+    #[tokio::test]
+    async fn erase_needs_a_reason_closes_the_device_and_an_unknown_one_is_missing() {
+        use super::{Missing, Problem, StaffError};
+        let l = lab().await;
+        let device = mac("02:00:00:00:00:30");
+        on_phonics(&l, device).await;
+        assert!(matches!(
+            super::erase(&l.st, device, "", "ada").await,
+            Err(StaffError::Invalid(Problem::ErasureReason))
+        ));
+        assert_eq!(allowed(&l), [device], "a refused erasure changes nothing");
+        let erased = super::erase(&l.st, device, "SAR-12", "ada").await.unwrap();
+        assert_eq!(erased.sessions_ended, 1);
+        assert!(allowed(&l).is_empty());
+        let stranger = mac("02:00:00:00:00:31");
+        match super::erase(&l.st, stranger, "SAR-13", "ada").await {
+            Err(StaffError::NotFound(m)) => assert_eq!(m, Missing::Device(stranger)),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

@@ -70,7 +70,7 @@ pub(super) async fn audit_export(
     CsrfForm(fields): CsrfForm,
 ) -> Response {
     let reply = Reply::new(&st, &staff, "/audit");
-    let bad = |text: &str| reply.message(StatusCode::BAD_REQUEST, "Export not made", text);
+    let bad = |text: &str| reply.message(StatusCode::BAD_REQUEST, "export_not_made", text, minijinja::context! {});
     let tz = st.config.school.timezone.clone();
     let day = |k: &str, next: bool| {
         let date: jiff::civil::Date = fields.get(k).parse().ok()?;
@@ -78,29 +78,29 @@ pub(super) async fn audit_export(
         date.to_zoned(tz.clone()).ok().map(|z| z.timestamp())
     };
     let (Some(from), Some(to)) = (day("from", false), day("to", true)) else {
-        return bad("Please give the first and last day as dates.");
+        return bad("export_dates");
     };
     if to <= from {
-        return bad("The last day must not be before the first.");
+        return bad("export_order");
     }
     let course = match fields.get("course") {
         "" => None,
         c => match c.parse::<i64>() {
             Ok(id) => Some(id),
-            Err(_) => return bad("Please choose a course from the list."),
+            Err(_) => return bad("export_course"),
         },
     };
     let mac = match fields.get("mac") {
         "" => None,
         m => match m.parse::<MacAddr>() {
             Ok(mac) => Some(mac),
-            Err(_) => return bad("The device address must be a MAC address like aa:bb:cc:dd:ee:ff."),
+            Err(_) => return bad("export_mac"),
         },
     };
     let (format, extension, content_type) = match fields.get("format") {
         "csv" => (crate::audit::Format::Csv, "csv", "text/csv; charset=utf-8"),
         "jsonl" => (crate::audit::Format::Jsonl, "jsonl", "application/jsonl; charset=utf-8"),
-        _ => return bad("Please choose CSV or JSON Lines."),
+        _ => return bad("export_format"),
     };
     let now = st.actions.clock.now();
     let export = actions::Export {

@@ -26,8 +26,8 @@ const COOKIE: &str = "aupgate_session";
 const MAX_FAILED_PER_ACCOUNT: u32 = 5;
 const MAX_FAILED_PER_ADDRESS: u32 = 20;
 const SIGN_IN_WINDOW: SignedDuration = SignedDuration::from_mins(15);
-/// Why a sign-in needing the store could not go on.
-const STORE_UNWRITABLE: &str = "The store cannot be written; try again later.";
+/// Why a sign-in needing the store could not go on (a key of `admin/words.txt`).
+const STORE_UNWRITABLE: &str = "store_unwritable";
 
 fn sha256_hex(text: &str) -> String {
     Sha256::digest(text.as_bytes())
@@ -121,8 +121,9 @@ impl FromRequestParts<WebState> for Auditor {
         if staff.role != Role::Auditor {
             return Err(Reply::new(st, &staff, "/").message(
                 StatusCode::FORBIDDEN,
-                "For auditors only",
-                "The audit log and exports are open to auditor accounts only. Ask the school's IT support if you need one.",
+                "auditors_only_title",
+                "auditors_only",
+                minijinja::context! {},
             ));
         }
         Ok(Self(staff))
@@ -159,8 +160,9 @@ impl FromRequest<WebState> for CsrfForm {
         let fields = form::parse(&body).map_err(|_| {
             reply.message(
                 StatusCode::BAD_REQUEST,
-                "Unreadable form",
-                "The form could not be read; please try again.",
+                "form_unreadable_title",
+                "form_unreadable",
+                minijinja::context! {},
             )
         })?;
         let token = fields.get("csrf").map_or("", String::as_str);
@@ -168,8 +170,9 @@ impl FromRequest<WebState> for CsrfForm {
             tracing::warn!(admin = %staff.name, "form refused: missing or wrong CSRF token");
             return Err(reply.message(
                 StatusCode::FORBIDDEN,
-                "Form expired",
-                "This form is out of date; reload the page and try again.",
+                "form_expired_title",
+                "form_expired",
+                minijinja::context! {},
             ));
         }
         Ok(Self(Fields(fields)))
@@ -178,8 +181,14 @@ impl FromRequest<WebState> for CsrfForm {
 
 // === sign-in and sign-out ===
 
-/// The sign-in form again, with `error` above it and the name typed kept.
+/// The sign-in form again, with `error` (a key of `admin/words.txt`; "" for none) above it and
+/// the name typed kept.
 fn login_form(st: &WebState, status: StatusCode, error: &str, username: &str) -> Response {
+    let error = if error.is_empty() {
+        String::new()
+    } else {
+        super::words(st, error, minijinja::context! { minutes => SIGN_IN_WINDOW.as_mins() })
+    };
     page(
         st,
         status,
@@ -191,7 +200,12 @@ fn login_form(st: &WebState, status: StatusCode, error: &str, username: &str) ->
 
 /// Sign-in cannot go on (the store cannot be written, or no randomness): `why` says which.
 fn sign_in_unavailable(st: &WebState, why: &str) -> Response {
-    Reply::anonymous(st, "/login").message(StatusCode::SERVICE_UNAVAILABLE, "Sign-in unavailable", why)
+    Reply::anonymous(st, "/login").message(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "sign_in_unavailable",
+        why,
+        minijinja::context! {},
+    )
 }
 
 pub(super) async fn login_page(State(st): State<WebState>) -> Response {
@@ -204,7 +218,7 @@ pub(super) async fn login(
     body: Bytes,
 ) -> Response {
     let Ok(fields) = form::parse(&body) else {
-        return login_form(&st, StatusCode::BAD_REQUEST, "The form could not be read.", "");
+        return login_form(&st, StatusCode::BAD_REQUEST, "login_unreadable", "");
     };
     let username = fields.get("username").map(|u| u.trim().to_owned()).unwrap_or_default();
     let password = fields.get("password").cloned().unwrap_or_default();
@@ -223,12 +237,7 @@ pub(super) async fn login(
         Ok(Some(id)) => id,
         Ok(None) => {
             tracing::warn!(admin = %username, "sign-in refused: too many failures");
-            return login_form(
-                &st,
-                StatusCode::TOO_MANY_REQUESTS,
-                "Too many failed sign-ins. Please wait 15 minutes and try again.",
-                &username,
-            );
+            return login_form(&st, StatusCode::TOO_MANY_REQUESTS, "login_locked", &username);
         }
         Err(e) => {
             tracing::error!(error = %e, "cannot record a sign-in; refusing it");
@@ -244,12 +253,7 @@ pub(super) async fn login(
                 tracing::error!(error = %e, "cannot withdraw an unchecked sign-in attempt");
             }
             tracing::warn!(admin = %username, "sign-in refused: every password check is busy");
-            let mut busy = login_form(
-                &st,
-                StatusCode::TOO_MANY_REQUESTS,
-                "Too many sign-ins at once. Please try again in a minute.",
-                &username,
-            );
+            let mut busy = login_form(&st, StatusCode::TOO_MANY_REQUESTS, "login_busy", &username);
             busy.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
             return busy;
@@ -262,10 +266,10 @@ pub(super) async fn login(
     }
     if !ok {
         tracing::warn!(admin = %username, "sign-in failed");
-        return login_form(&st, StatusCode::UNAUTHORIZED, "Wrong name or password.", &username);
+        return login_form(&st, StatusCode::UNAUTHORIZED, "login_wrong", &username);
     }
     let (Some(id), Some(csrf)) = (random_hex(), random_hex()) else {
-        return sign_in_unavailable(&st, "No randomness from the kernel; try again.");
+        return sign_in_unavailable(&st, "no_randomness");
     };
     let (hash, who) = (sha256_hex(&id), username.clone());
     if st

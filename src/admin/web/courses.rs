@@ -55,7 +55,14 @@ pub(super) async fn courses(State(st): State<WebState>, staff: Staff) -> Respons
 
 pub(super) async fn create_course(State(st): State<WebState>, staff: Staff, CsrfForm(fields): CsrfForm) -> Response {
     let reply = Reply::new(&st, &staff, "/courses");
-    let not_created = |why: &str| reply.message(StatusCode::UNPROCESSABLE_ENTITY, "Course not created", why);
+    let not_created = |why: &str| {
+        reply.message(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "course_not_created",
+            why,
+            minijinja::context! {},
+        )
+    };
     let tz = st.config.school.timezone.clone();
     let when = |k: &str| -> Option<Timestamp> {
         fields
@@ -67,14 +74,14 @@ pub(super) async fn create_course(State(st): State<WebState>, staff: Staff, Csrf
             .map(|z| z.timestamp())
     };
     let (Some(starts), Some(ends)) = (when("starts"), when("ends")) else {
-        return not_created("Give the start and end as a date and time.");
+        return not_created("course_times");
     };
     let Ok(max) = fields.get("max_devices").parse::<u32>() else {
-        return not_created("Give the device limit as a whole number.");
+        return not_created("course_limit_number");
     };
     match actions::add_course(&st.actions, fields.get("title"), starts, ends, max, &staff.name).await {
         Ok(_) => (StatusCode::SEE_OTHER, [(header::LOCATION, "/courses")]).into_response(),
-        Err(e) => reply.refused("Course not created", &e),
+        Err(e) => reply.refused("course_not_created", &e),
     }
 }
 
@@ -82,10 +89,11 @@ pub(super) async fn end_course(State(st): State<WebState>, staff: Staff, Path(id
     let reply = Reply::new(&st, &staff, "/courses");
     match actions::end_course(&st.actions, id, &staff.name).await {
         Ok((course, closed)) => reply.done(
-            "Course ended",
-            &format!("{} has ended; {closed} device(s) were closed.", course.title),
+            "course_ended",
+            "course_ended_text",
+            minijinja::context! { title => course.title, closed },
         ),
-        Err(e) => reply.refused("Course not ended", &e),
+        Err(e) => reply.refused("course_not_ended", &e),
     }
 }
 
@@ -97,7 +105,12 @@ pub(super) async fn poster(State(st): State<WebState>, staff: Staff, Path(id): P
         return reply.unavailable();
     };
     let Some(course) = courses.into_iter().find(|c| c.id == id) else {
-        return reply.message(StatusCode::NOT_FOUND, "No such course", "That course does not exist.");
+        return reply.message(
+            StatusCode::NOT_FOUND,
+            "no_such_course",
+            "course_missing",
+            minijinja::context! {},
+        );
     };
     let guest = &st.config.guest;
     let qr_svg = match &guest.ssid {

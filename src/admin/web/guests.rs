@@ -99,16 +99,18 @@ pub(super) async fn revoke(State(st): State<WebState>, staff: Staff, CsrfForm(fi
     let Ok(mac) = fields.get("mac").parse::<MacAddr>() else {
         return reply.message(
             StatusCode::UNPROCESSABLE_ENTITY,
-            "Not revoked",
-            "That is not a device address.",
+            "not_revoked",
+            "revoke_not_mac",
+            minijinja::context! {},
         );
     };
     match actions::revoke(&st.actions, mac, &staff.name).await {
         Ok(_) => reply.done(
-            "Revoked",
-            &format!("{mac} is closed and cannot accept again for its course."),
+            "revoked",
+            "revoked_text",
+            minijinja::context! { mac => mac.to_string() },
         ),
-        Err(e) => reply.refused("Not revoked", &e),
+        Err(e) => reply.refused("not_revoked", &e),
     }
 }
 
@@ -120,18 +122,27 @@ pub(super) async fn revoke_course(
 ) -> Response {
     let reply = Reply::new(&st, &staff, "/guests");
     match actions::revoke_course(&st.actions, id, &staff.name).await {
-        Ok(n) => reply
-            .back(&format!("/guests?course={id}"))
-            .done("Revoked", &format!("{n} device(s) of the course are closed.")),
-        Err(e) => reply.refused("Not all revoked", &e),
+        Ok(n) => reply.back(&format!("/guests?course={id}")).done(
+            "revoked",
+            "course_revoked_text",
+            minijinja::context! { count => n },
+        ),
+        Err(e) => reply.refused("not_all_revoked", &e),
     }
 }
 
 pub(super) async fn grant_exception(State(st): State<WebState>, staff: Staff, CsrfForm(fields): CsrfForm) -> Response {
     let reply = Reply::new(&st, &staff, "/guests");
-    let not_granted = |why: &str| reply.message(StatusCode::UNPROCESSABLE_ENTITY, "No exception granted", why);
+    let not_granted = |why: &str| {
+        reply.message(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "no_exception_granted",
+            why,
+            minijinja::context! {},
+        )
+    };
     let Ok(mac) = fields.get("mac").parse::<MacAddr>() else {
-        return not_granted("Give the device's MAC address, like aa:bb:cc:dd:ee:ff.");
+        return not_granted("exception_mac");
     };
     let tz = st.config.school.timezone.clone();
     let Some(until) = fields
@@ -141,17 +152,15 @@ pub(super) async fn grant_exception(State(st): State<WebState>, staff: Staff, Cs
         .and_then(|d| d.to_zoned(tz).ok())
         .map(|z| z.timestamp())
     else {
-        return not_granted("Give the end as a date and time.");
+        return not_granted("exception_until");
     };
     match actions::grant_exception(&st.actions, mac, fields.get("reason"), until, &staff.name).await {
         Ok(_) => reply.done(
-            "Exception granted",
-            &format!(
-                "{mac} may use the Wi-Fi without the portal until {}.",
-                local(&st, until)
-            ),
+            "exception_granted",
+            "exception_granted_text",
+            minijinja::context! { mac => mac.to_string(), until => local(&st, until) },
         ),
-        Err(e) => reply.refused("No exception granted", &e),
+        Err(e) => reply.refused("no_exception_granted", &e),
     }
 }
 
@@ -164,9 +173,10 @@ pub(super) async fn end_exception(
     let reply = Reply::new(&st, &staff, "/guests");
     match actions::end_exception(&st.actions, id, &staff.name).await {
         Ok(mac) => reply.done(
-            "Exception ended",
-            &format!("{mac} is closed unless a course still allows it."),
+            "exception_ended",
+            "exception_ended_text",
+            minijinja::context! { mac => mac.to_string() },
         ),
-        Err(e) => reply.refused("Not ended", &e),
+        Err(e) => reply.refused("exception_not_ended", &e),
     }
 }

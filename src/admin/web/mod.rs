@@ -133,9 +133,11 @@ impl<'a> Reply<'a> {
         page(self.st, StatusCode::OK, name, self.staff, ctx)
     }
 
-    /// The message page, with `status`; any status but a success shows as an error.
-    fn message(self, status: StatusCode, title: &str, message: &str) -> Response {
+    /// The message page, with `status`; any status but a success shows as an error. `title`
+    /// and `text` are keys of `admin/words.txt`, filled in from `ctx`.
+    fn message(self, status: StatusCode, title: &str, text: &str, ctx: minijinja::Value) -> Response {
         let (error, back) = (!status.is_success(), self.back);
+        let (title, message) = (words(self.st, title, ctx.clone()), words(self.st, text, ctx));
         page(
             self.st,
             status,
@@ -146,8 +148,8 @@ impl<'a> Reply<'a> {
     }
 
     /// A change that worked: the message page as 200.
-    fn done(self, title: &str, message: &str) -> Response {
-        self.message(StatusCode::OK, title, message)
+    fn done(self, title: &str, text: &str, ctx: minijinja::Value) -> Response {
+        self.message(StatusCode::OK, title, text, ctx)
     }
 
     /// The page for a staff action that did not happen, `title` above the reason, with the
@@ -162,16 +164,54 @@ impl<'a> Reply<'a> {
                 StatusCode::SERVICE_UNAVAILABLE
             }
         };
-        self.message(status, title, &e.to_string())
+        let (text, ctx) = why(e);
+        self.message(status, title, text, ctx)
     }
 
     /// The page for a store that cannot be read (a disk or database failure).
     fn unavailable(self) -> Response {
         self.message(
             StatusCode::SERVICE_UNAVAILABLE,
-            "Unavailable",
-            "The store cannot be read.",
+            "unavailable",
+            "store_unreadable",
+            minijinja::context! {},
         )
+    }
+}
+
+/// The words template: every sentence staff read on a message page or the sign-in form.
+const WORDS: &str = "admin/words.txt";
+
+/// Staff's words for `key` from `admin/words.txt` with `ctx`'s variables, so IT support can
+/// reword or translate them without a rebuild. A broken override (logged by `text`) or an
+/// entry that is not there shows the key in plain words rather than nothing.
+fn words(st: &WebState, key: &str, ctx: minijinja::Value) -> String {
+    match st.pages.text(WORDS, minijinja::context! { key, ..ctx }) {
+        Some(text) if !text.is_empty() => text,
+        Some(_) => {
+            tracing::warn!(template = WORDS, key, "no words for this key; showing the key");
+            key.replace('_', " ")
+        }
+        None => key.replace('_', " "),
+    }
+}
+
+/// Why a staff action was refused: its key in `admin/words.txt` and the variables it names.
+fn why(e: &StaffError) -> (&'static str, minijinja::Value) {
+    use crate::access::staff::{Missing, Problem};
+    use minijinja::context;
+    match e {
+        StaffError::Invalid(p @ Problem::NotDevice(mac)) => (p.as_str(), context! { mac => mac.to_string() }),
+        StaffError::Invalid(p @ Problem::PasswordShort) => {
+            (p.as_str(), context! { min => crate::access::staff::MIN_PASSWORD })
+        }
+        StaffError::Invalid(p) => (p.as_str(), context! {}),
+        StaffError::NotFound(m @ (Missing::Course(id) | Missing::Exception(id))) => (m.as_str(), context! { id }),
+        StaffError::NotFound(m @ Missing::Account(name)) => (m.as_str(), context! { name }),
+        StaffError::NotFound(m @ Missing::Device(mac)) => (m.as_str(), context! { mac => mac.to_string() }),
+        StaffError::Exists(name) => ("account_exists", context! { name }),
+        StaffError::Store { .. } => ("store_failed", context! {}),
+        StaffError::Hashing(_) => ("hashing_failed", context! {}),
     }
 }
 

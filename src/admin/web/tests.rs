@@ -354,3 +354,152 @@ async fn ending_a_course_is_done_once_the_store_has_it_and_unknown_ones_are_404(
     assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
     assert!(body.contains("no course with id 9999"), "{body}");
 }
+
+/// Issue 11: every reason a staff action can be refused has its own words in
+/// `admin/words.txt` (none falls back to its key), the names it carries are filled in, and an
+/// override in the operator's folder rewords them without a rebuild.
+#[test]
+fn every_staff_refusal_has_words_in_the_template_and_an_override_rewords_them() {
+    use crate::access::staff::{Missing, Problem, StaffError};
+    let device: crate::clients::MacAddr = "02:00:00:00:00:10".parse().unwrap();
+    let store = || crate::store::StoreError::NotFound("x".into());
+    let errors = [
+        StaffError::Invalid(Problem::Title),
+        StaffError::Invalid(Problem::EndBeforeStart),
+        StaffError::Invalid(Problem::CourseEndPast),
+        StaffError::Invalid(Problem::DeviceLimit),
+        StaffError::Invalid(Problem::NotDevice(device)),
+        StaffError::Invalid(Problem::ExceptionReason),
+        StaffError::Invalid(Problem::ExceptionEndPast),
+        StaffError::Invalid(Problem::ExceptionTooLong),
+        StaffError::Invalid(Problem::AccountName),
+        StaffError::Invalid(Problem::PasswordShort),
+        StaffError::Invalid(Problem::ErasureReason),
+        StaffError::NotFound(Missing::Course(7)),
+        StaffError::NotFound(Missing::Exception(8)),
+        StaffError::NotFound(Missing::Account("sam".into())),
+        StaffError::NotFound(Missing::Device(device)),
+        StaffError::Exists("sam".into()),
+        StaffError::Store {
+            what: "x",
+            source: store(),
+        },
+        StaffError::Hashing("x".into()),
+    ];
+    // The compiler keeps this list whole: a new Problem or Missing fails to build here.
+    for e in &errors {
+        match e {
+            StaffError::Invalid(
+                Problem::Title
+                | Problem::EndBeforeStart
+                | Problem::CourseEndPast
+                | Problem::DeviceLimit
+                | Problem::NotDevice(_)
+                | Problem::ExceptionReason
+                | Problem::ExceptionEndPast
+                | Problem::ExceptionTooLong
+                | Problem::AccountName
+                | Problem::PasswordShort
+                | Problem::ErasureReason,
+            )
+            | StaffError::NotFound(
+                Missing::Course(_) | Missing::Exception(_) | Missing::Account(_) | Missing::Device(_),
+            )
+            | StaffError::Exists(_)
+            | StaffError::Store { .. }
+            | StaffError::Hashing(_) => {}
+        }
+    }
+    let env = crate::assets::templates(None).unwrap();
+    let render = |env: &minijinja::Environment<'_>, key: &str, ctx: minijinja::Value| {
+        env.get_template("admin/words.txt")
+            .unwrap()
+            .render(minijinja::context! { key, ..ctx })
+            .unwrap()
+            .trim()
+            .to_owned()
+    };
+    let mut seen = std::collections::HashSet::new();
+    for e in &errors {
+        let (key, ctx) = super::why(e);
+        let text = render(&env, key, ctx);
+        assert!(!text.is_empty(), "{key}: no words");
+        assert!(
+            seen.insert(text.clone()),
+            "{key}: the same words as another reason: {text}"
+        );
+    }
+    let (key, ctx) = super::why(&errors[4]);
+    assert_eq!(render(&env, key, ctx), "02:00:00:00:00:10 is not a device address.");
+    let (key, ctx) = super::why(&errors[9]);
+    assert_eq!(render(&env, key, ctx), "The password must have at least 10 characters.");
+    let (key, ctx) = super::why(&errors[16]);
+    assert!(
+        !render(&env, key, ctx).contains("not found"),
+        "no store internals shown to staff"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("templates/admin")).unwrap();
+    std::fs::write(
+        dir.path().join("templates/admin/words.txt"),
+        "{% if key == 'no_course' %}Kein Kurs mit der Nummer {{ id }}.{% endif %}",
+    )
+    .unwrap();
+    let env = crate::assets::templates(Some(dir.path())).unwrap();
+    let (key, ctx) = super::why(&errors[11]);
+    assert_eq!(render(&env, key, ctx), "Kein Kurs mit der Nummer 7.");
+}
+
+/// Issue 11: a refused course says why in the template's words, as 422, and adds nothing.
+#[tokio::test]
+async fn a_refused_course_says_why_in_the_templates_words() {
+    let l = lab().await;
+    let s = sign_in(&l.app, "sam").await;
+    let form = format!(
+        "title=Phonics&starts=2026-11-23T16:00&ends=2026-11-23T09:00&max_devices=5&csrf={}",
+        s.csrf
+    );
+    let (status, _, body) = send(&l.app, post("/courses", Some(&s.cookie), &form)).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(body.contains("Course not created"), "{body}");
+    assert!(body.contains("The end must be after the start."), "{body}");
+    assert!(l.store.courses().unwrap().is_empty());
+    let form = format!("title=Phonics&starts=soon&ends=later&max_devices=5&csrf={}", s.csrf);
+    let (status, _, body) = send(&l.app, post("/courses", Some(&s.cookie), &form)).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(body.contains("Give the start and end as a date and time."), "{body}");
+}
+
+/// Issue 11: every words key the handlers name (a snake_case literal in their source, bar the
+/// cookie's and form fields' names) has its words in the built-in `admin/words.txt`, so no page
+/// shows a bare key.
+#[test]
+fn every_key_the_handlers_name_has_words() {
+    const NOT_KEYS: [&str; 2] = ["aupgate_session", "max_devices"];
+    let sources = [
+        include_str!("auth.rs"),
+        include_str!("audit.rs"),
+        include_str!("courses.rs"),
+        include_str!("dashboard.rs"),
+        include_str!("guests.rs"),
+        include_str!("mod.rs"),
+    ];
+    let keys: std::collections::BTreeSet<&str> = sources
+        .iter()
+        .flat_map(|src| src.split('"').skip(1).step_by(2))
+        .filter(|lit| {
+            !lit.is_empty()
+                && lit.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+                && (lit.contains('_') || ["unavailable", "revoked"].contains(lit))
+                && !NOT_KEYS.contains(lit)
+        })
+        .collect();
+    assert!(keys.len() > 40, "the scan found the keys: {keys:?}");
+    let env = crate::assets::templates(None).unwrap();
+    let words = env.get_template("admin/words.txt").unwrap();
+    for key in keys {
+        let ctx = minijinja::context! { key, title => "T", closed => 1, mac => "m", count => 1, until => "u", minutes => 15, name => "n" };
+        let text = words.render(ctx).unwrap();
+        assert!(!text.trim().is_empty(), "{key} has no words in admin/words.txt");
+    }
+}
