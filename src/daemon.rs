@@ -245,13 +245,7 @@ pub async fn serve<F: Firewall>(
     } = started;
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let (firewall, firewall_task) = writer.spawn(shutdown_rx.clone());
-    let pages = Pages::new(
-        env,
-        SchoolView {
-            name: config.school.name.clone(),
-            dsl_contact: config.school.dsl_contact.clone(),
-        },
-    );
+    let pages = Pages::new(env, SchoolView::of(&config));
     let admin_pages = pages.clone();
     let live_policy = web::Live::new((*policy).clone());
     let reloadable = Reloadable {

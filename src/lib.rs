@@ -37,4 +37,6 @@ pub mod metrics;
 pub mod neighbours;
 pub mod portal;
 pub mod store;
+#[cfg(test)]
+mod testing;
 pub mod web;

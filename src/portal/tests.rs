@@ -2,7 +2,6 @@
 //! same behaviours are tested through the real kernel in tests/integration.
 
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::Arc;
 
 use axum::body::Body;
@@ -18,17 +17,6 @@ use crate::clock::{Clock as _, ManualClock};
 use crate::firewall::fake::FakeFirewall;
 use crate::neighbours::StaticNeighbours;
 use crate::store::Store;
-use crate::web::SchoolView;
-
-const CONFIG: &str = r#"
-[school]
-name = "Claremont Primary School"
-timezone = "Europe/London"
-dsl_contact = "Jenny James"
-[guest]
-interface = "guest0"
-address = "192.0.2.1"
-"#;
 
 struct Lab {
     app: Router,
@@ -40,7 +28,7 @@ struct Lab {
 }
 
 async fn lab() -> Lab {
-    let config = Arc::new(Config::parse(CONFIG, Path::new("t")).unwrap());
+    let config = crate::testing::config();
     let clock = ManualClock::new("2026-11-23T10:00:00Z".parse().unwrap());
     let store = Store::open_in_memory().unwrap();
     let policy = Arc::new(Policy::load(None).unwrap());
@@ -71,18 +59,11 @@ async fn lab() -> Lab {
         )
         .unwrap();
     let (fake, firewall, stop) = crate::access::gatekeeper::fake(&store, Arc::new(clock.clone())).await;
-    let env = crate::assets::templates(None).unwrap();
     let live_policy = crate::web::Live::new((*policy).clone());
     let metrics = Arc::new(crate::metrics::Metrics::new("unused.db".into()));
     let state = PortalState {
+        pages: crate::testing::pages(&config),
         config,
-        pages: Pages::new(
-            env,
-            SchoolView {
-                name: "Claremont Primary School".into(),
-                dsl_contact: "Jenny James".into(),
-            },
-        ),
         policy: live_policy.clone(),
         metrics: metrics.clone(),
         access: crate::access::Admissions::new(

@@ -22,6 +22,16 @@ pub struct SchoolView {
     pub dsl_contact: String,
 }
 
+impl SchoolView {
+    /// The school of `config`.
+    pub fn of(config: &crate::config::Config) -> Self {
+        Self {
+            name: config.school.name.clone(),
+            dsl_contact: config.school.dsl_contact.clone(),
+        }
+    }
+}
+
 /// A value the daemon can replace while running (on SIGHUP); readers take the current one and
 /// keep it for the whole request. Cheap to clone; clones share the value.
 #[derive(Debug)]

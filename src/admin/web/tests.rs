@@ -3,7 +3,6 @@
 //! auditor-only pages; tests/integration/admin.rs drives the same pages over real HTTPS.
 
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::Arc;
 
 use axum::Router;
@@ -17,20 +16,8 @@ use tower::ServiceExt;
 use super::{WebState, router};
 use crate::access::staff::{self as actions, AdminState};
 use crate::clock::{Clock, ManualClock};
-use crate::config::Config;
 use crate::firewall::fake::FakeFirewall;
 use crate::store::{Role, Store};
-use crate::web::{Pages, SchoolView};
-
-const CONFIG: &str = r#"
-[school]
-name = "Claremont Primary School"
-timezone = "Europe/London"
-dsl_contact = "Jenny James"
-[guest]
-interface = "guest0"
-address = "192.0.2.1"
-"#;
 
 /// Every account's password (at least `actions::MIN_PASSWORD` characters), and as a form sends it.
 const PASSWORD: &str = "correct horse battery";
@@ -45,7 +32,7 @@ struct Lab {
 
 /// The admin over a fresh store with two accounts: `sam` (staff) and `ada` (auditor).
 async fn lab() -> Lab {
-    let config = Arc::new(Config::parse(CONFIG, Path::new("t")).unwrap());
+    let config = crate::testing::config();
     let clock: Arc<dyn Clock> = Arc::new(ManualClock::new("2026-11-23T10:00:00Z".parse().unwrap()));
     let store = Store::open_in_memory().unwrap();
     let (fake, firewall, stop) = crate::access::gatekeeper::fake(&store, clock.clone()).await;
@@ -61,13 +48,7 @@ async fn lab() -> Lab {
     actions::add_admin(&actions, "ada", Role::Auditor, PASSWORD.into())
         .await
         .unwrap();
-    let pages = Pages::new(
-        crate::assets::templates(None).unwrap(),
-        SchoolView {
-            name: "Claremont Primary School".into(),
-            dsl_contact: "Jenny James".into(),
-        },
-    );
+    let pages = crate::testing::pages(&config);
     let state = WebState {
         actions,
         pages,
