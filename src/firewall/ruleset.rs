@@ -25,12 +25,18 @@ pub struct Ruleset {
     pub allowed: Vec<(MacAddr, SignedDuration)>,
 }
 
-/// Whole seconds for an element timeout, rounded up and at least 1 (the kernel rejects 0). Up,
-/// so the kernel never closes a device before the store says its access ends: `session list`
-/// and the firewall agree, and the watcher removes the element in the sub-second overlap.
+/// The longest element timeout we give: nft refuses 100,000,000 s or more ("value too large"),
+/// which would stop the table going in at all. A device allowed for longer is put back by the
+/// gatekeeper's check when its element runs out; courses are limited to a year anyway.
+pub(crate) const MAX_TIMEOUT_SECS: u32 = 366 * 24 * 3600;
+
+/// Whole seconds for an element timeout, rounded up, at least 1 (a timeout of 0 would make the
+/// element permanent) and at most `MAX_TIMEOUT_SECS`. Up, so the kernel never closes a device
+/// before the store says its access ends: `session list` and the firewall agree, and the
+/// gatekeeper removes the element in the sub-second overlap.
 pub(crate) fn timeout_secs(left: SignedDuration) -> u32 {
-    let secs = left.as_secs() + i64::from(left.subsec_nanos() > 0);
-    u32::try_from(secs.max(1)).unwrap_or(u32::MAX)
+    let secs = left.as_secs().saturating_add(i64::from(left.subsec_nanos() > 0));
+    u32::try_from(secs.max(1)).map_or(MAX_TIMEOUT_SECS, |s| s.min(MAX_TIMEOUT_SECS))
 }
 
 impl Ruleset {
@@ -150,6 +156,18 @@ mod tests {
         assert_eq!(timeout_secs(SignedDuration::from_millis(1500)), 2);
         assert_eq!(timeout_secs(SignedDuration::from_secs(3)), 3);
         assert_eq!(timeout_secs(SignedDuration::from_hours(2)), 7200);
+    }
+
+    /// A consent ending in 2099 must not stop the table going in (nft refuses timeouts of
+    /// 100,000,000 s or more).
+    #[test]
+    fn timeouts_are_capped_below_what_nft_refuses() {
+        assert_eq!(
+            timeout_secs(SignedDuration::from_hours(24 * 365 * 73)),
+            MAX_TIMEOUT_SECS
+        );
+        assert_eq!(timeout_secs(SignedDuration::MAX), MAX_TIMEOUT_SECS);
+        const { assert!(MAX_TIMEOUT_SECS < 100_000_000) };
     }
 }
 
