@@ -276,7 +276,7 @@ fn firewall(config: &Config, runtime: &tokio::runtime::Runtime, nft: &NftFirewal
     }
     let ruleset = TableSpec::for_config(config).ruleset(Vec::new());
     match runtime.block_on(nft.check_ruleset(&ruleset)) {
-        Ok(()) => r.ok("firewall", "nft and conntrack present; the kernel accepts aupgate's ruleset"),
+        Ok(()) => r.ok("firewall", "nft present and netlink permitted; the kernel accepts aupgate's ruleset"),
         Err(e) => r.fail_machine(
             "firewall",
             format!("the kernel refuses aupgate's ruleset: {e} (fix: a kernel with nf_tables, and the nftables package from Debian 12 or later)"),

@@ -1,23 +1,31 @@
 //! The one writer that keeps the kernel equal to the store: every change to who may pass goes
-//! through it, store first, then kernel (ARCHITECTURE.md, invariant 2). Once a second it checks that our
-//! table is still there and unchanged and that the set matches the store, and puts right what
-//! it finds.
+//! through it, store first, then kernel (ARCHITECTURE.md, invariant 2). Once a second it looks
+//! whether anything else touched our table (the kernel's change events, read by the firewall)
+//! and logs the devices whose access ran out; only when something did, or once a minute, does
+//! it list the kernel's table and set and compare them with the store, putting right what it
+//! finds. So its idle cost does not grow with the number of guests.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use jiff::Timestamp;
 
 use jiff::SignedDuration;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::clients::MacAddr;
 use crate::clock::Clock;
-use crate::firewall::{Firewall, FirewallError, TABLE, TableSpec};
+use crate::firewall::{Firewall, FirewallError, OutsideChanges, TABLE, TableSpec};
 use crate::store::{Store, StoreError};
 
-/// How often the writer checks that the table is still there and the set matches the store.
+/// How often the writer looks for outside changes and for access that ran out.
 pub const WATCH_INTERVAL: Duration = Duration::from_secs(1);
+/// How often the writer lists the kernel's table and set even when no change was reported: a
+/// safety net under the change events.
+pub const FULL_CHECK_INTERVAL: Duration = Duration::from_secs(60);
 
 /// What can go wrong keeping the kernel equal to the store.
 #[derive(Debug, thiserror::Error)]
@@ -54,13 +62,16 @@ pub struct FirewallStatus {
     /// Devices in the `allowed` set at the last check.
     pub elements: usize,
     /// When the last check ran.
-    pub last_check: Option<jiff::Timestamp>,
+    pub last_check: Option<Timestamp>,
     /// When the table was last rebuilt (start-up, or a restore after outside changes).
-    pub last_rebuild: Option<jiff::Timestamp>,
+    pub last_rebuild: Option<Timestamp>,
     /// The last check's error, if it failed.
     pub last_error: Option<String>,
     /// Checks since start (for `/metrics`).
     pub checks: u64,
+    /// Of those, the ones that listed the kernel's table and set (an outside change, the
+    /// minute's safety check, or a failed check being retried).
+    pub full_checks: u64,
     /// Rebuilds since start, the first included.
     pub rebuilds: u64,
 }
@@ -130,8 +141,71 @@ pub struct Writer<F> {
     /// The table's listing right after our last full install.
     installed: std::sync::Mutex<Option<String>>,
     status: SharedStatus,
-    /// The devices the last check found let through, to log the ones whose access expires.
-    seen: std::sync::Mutex<BTreeSet<MacAddr>>,
+    /// The devices let through and until when, to log the ones whose access runs out.
+    expiries: std::sync::Mutex<Expiries>,
+    /// The firewall's counts of outside changes when the last check began.
+    outside_seen: std::sync::Mutex<OutsideChanges>,
+    /// A full check failed (or none has run): the next tick makes one.
+    dirty: AtomicBool,
+    /// When the last full check began.
+    last_full: std::sync::Mutex<Instant>,
+}
+
+/// The devices let through and when their access ends, soonest first.
+#[derive(Debug, Default)]
+struct Expiries {
+    at: HashMap<MacAddr, Timestamp>,
+    order: BTreeSet<(Timestamp, MacAddr)>,
+}
+
+impl Expiries {
+    fn insert(&mut self, mac: MacAddr, until: Timestamp) {
+        if let Some(old) = self.at.insert(mac, until) {
+            self.order.remove(&(old, mac));
+        }
+        self.order.insert((until, mac));
+    }
+
+    fn remove(&mut self, mac: MacAddr) {
+        if let Some(old) = self.at.remove(&mac) {
+            self.order.remove(&(old, mac));
+        }
+    }
+
+    /// Takes out the devices whose access ends at or before `now`.
+    fn take_due(&mut self, now: Timestamp) -> Vec<MacAddr> {
+        let mut due = Vec::new();
+        while let Some(&(until, mac)) = self.order.first() {
+            if until > now {
+                break;
+            }
+            self.order.pop_first();
+            self.at.remove(&mac);
+            due.push(mac);
+        }
+        due
+    }
+
+    /// Becomes exactly `allowed`; returns the devices that were in and are no longer.
+    fn replace_all(&mut self, allowed: &[(MacAddr, Timestamp)]) -> Vec<MacAddr> {
+        let wanted: std::collections::HashSet<MacAddr> = allowed.iter().map(|(m, _)| *m).collect();
+        let mut gone: Vec<MacAddr> = self.at.keys().filter(|m| !wanted.contains(m)).copied().collect();
+        gone.sort();
+        self.at.clear();
+        self.order.clear();
+        for &(mac, until) in allowed {
+            self.insert(mac, until);
+        }
+        gone
+    }
+
+    fn len(&self) -> usize {
+        self.at.len()
+    }
+}
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl<F: Firewall> Writer<F> {
@@ -144,7 +218,10 @@ impl<F: Firewall> Writer<F> {
             spec,
             installed: std::sync::Mutex::new(None),
             status: SharedStatus::default(),
-            seen: std::sync::Mutex::new(BTreeSet::new()),
+            expiries: std::sync::Mutex::default(),
+            outside_seen: std::sync::Mutex::default(),
+            dirty: AtomicBool::new(true),
+            last_full: std::sync::Mutex::new(Instant::now()),
         }
     }
 
@@ -157,6 +234,7 @@ impl<F: Firewall> Writer<F> {
         let now = self.clock.now();
         let allowed = self.store_call(move |s| s.allowed(now)).await?;
         let n = allowed.len();
+        lock(&self.expiries).replace_all(&allowed);
         let ruleset = self.spec.ruleset(
             allowed
                 .into_iter()
@@ -192,7 +270,7 @@ impl<F: Firewall> Writer<F> {
                         None => break,
                     },
                     _ = tick.tick() => {
-                        if let Err(e) = self.watch().await {
+                        if let Err(e) = self.tick().await {
                             tracing::error!(error = %e, "firewall check failed; retrying in 1 s");
                             update(&self.status, |s| s.last_error = Some(e.to_string()));
                         }
@@ -239,9 +317,8 @@ impl<F: Firewall> Writer<F> {
             ))));
         };
         self.firewall.allow(mac, until.duration_since(now)).await?;
-        for &ip in ips {
-            self.firewall.forget_connections(ip).await?;
-        }
+        lock(&self.expiries).insert(mac, until);
+        self.firewall.forget_connections(ips).await?;
         tracing::info!(%mac, until = %until, "device allowed");
         Ok(())
     }
@@ -250,13 +327,13 @@ impl<F: Firewall> Writer<F> {
         let now = self.clock.now();
         for &mac in macs {
             match self.store_call(move |s| s.allowed_until(mac, now)).await? {
-                Some(until) => self.firewall.allow(mac, until.duration_since(now)).await?,
+                Some(until) => {
+                    self.firewall.allow(mac, until.duration_since(now)).await?;
+                    lock(&self.expiries).insert(mac, until);
+                }
                 None => {
                     self.firewall.deny(mac).await?;
-                    self.seen
-                        .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner)
-                        .remove(&mac);
+                    lock(&self.expiries).remove(mac);
                     self.forget_device(mac).await;
                     tracing::info!(%mac, "device closed");
                 }
@@ -276,14 +353,86 @@ impl<F: Firewall> Writer<F> {
                 return;
             }
         };
-        for ip in addresses.iter().filter_map(|a| a.parse::<IpAddr>().ok()) {
-            if let Err(e) = self.firewall.forget_connections(ip).await {
-                tracing::warn!(%mac, error = %e, "could not forget the device's connections");
-            }
+        let ips: Vec<IpAddr> = addresses.iter().filter_map(|a| a.parse().ok()).collect();
+        if let Err(e) = self.firewall.forget_connections(&ips).await {
+            tracing::warn!(%mac, error = %e, "could not forget the device's connections");
         }
     }
 
-    /// The periodic check: table present, set equal to the store.
+    /// The check every second: a full check (table and set, with `nft`) if the firewall
+    /// reports an outside change to the table, if the last such check failed, or once a
+    /// minute; the set alone (over netlink) if only its elements were changed from outside;
+    /// otherwise only the devices whose access ran out, from memory and the store, without
+    /// listing the kernel at all.
+    async fn tick(&self) -> Result<(), GatekeeperError> {
+        let outside = self.firewall.outside_changes();
+        let seen = std::mem::replace(&mut *lock(&self.outside_seen), outside);
+        let table_changed = seen.table != outside.table;
+        let retry = self.dirty.swap(false, Ordering::Relaxed);
+        let due = lock(&self.last_full).elapsed() >= FULL_CHECK_INTERVAL;
+        if table_changed || retry || due {
+            *lock(&self.last_full) = Instant::now();
+            let why = if table_changed {
+                "a change from outside was reported"
+            } else if retry {
+                "the last check failed"
+            } else {
+                "routine"
+            };
+            tracing::debug!(why, "looking at the kernel's table and set");
+            let result = self.watch().await;
+            // Retried each second after an outside change; a routine check waits its minute.
+            self.dirty
+                .store(result.is_err() && (table_changed || retry), Ordering::Relaxed);
+            return result;
+        }
+        if seen.elements != outside.elements {
+            tracing::debug!(
+                why = "a change from outside was reported",
+                "looking at the kernel's set"
+            );
+            let result = self.check_set().await;
+            if result.is_err() {
+                // Looked at again next second.
+                *lock(&self.outside_seen) = seen;
+            }
+            return result;
+        }
+        let now = self.clock.now();
+        self.expire_due(now).await?;
+        let elements = lock(&self.expiries).len();
+        update(&self.status, |s| {
+            s.elements = elements;
+            s.last_check = Some(now);
+            s.last_error = None;
+            s.checks += 1;
+        });
+        Ok(())
+    }
+
+    /// Logs each device whose access ran out (the kernel's timeout has closed it already),
+    /// one line each; a device whose access was extended meanwhile is kept with its new end.
+    async fn expire_due(&self, now: Timestamp) -> Result<(), GatekeeperError> {
+        let due = lock(&self.expiries).take_due(now);
+        for mac in due {
+            match self.store_call(move |s| s.allowed_until(mac, now)).await {
+                Ok(Some(until)) => lock(&self.expiries).insert(mac, until),
+                Ok(None) => {
+                    // The kernel's timeout closes it within the second; this closes it now.
+                    self.firewall.deny(mac).await?;
+                    tracing::info!(%mac, "access expired (the course is over); device closed");
+                }
+                Err(e) => {
+                    // Looked at again on the next tick.
+                    lock(&self.expiries).insert(mac, now);
+                    return Err(e);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The full check: table present and unchanged, set equal to the store.
     async fn watch(&self) -> Result<(), GatekeeperError> {
         let listed = self.firewall.fingerprint().await?;
         let expected = self
@@ -303,6 +452,11 @@ impl<F: Firewall> Writer<F> {
             tracing::info!(devices = n, "table restored");
             return Ok(());
         }
+        self.check_set().await
+    }
+
+    /// The set equal to the store: strangers removed, missing devices put back.
+    async fn check_set(&self) -> Result<(), GatekeeperError> {
         let now = self.clock.now();
         let desired = self.store_call(move |s| s.allowed(now)).await?;
         let present = self.firewall.elements().await?;
@@ -312,17 +466,13 @@ impl<F: Firewall> Writer<F> {
             s.last_check = Some(now);
             s.last_error = None;
             s.checks += 1;
+            s.full_checks += 1;
         });
         let wanted: BTreeSet<MacAddr> = desired.iter().map(|(m, _)| *m).collect();
-        // Devices that were let through at the last check and no longer are, without anyone
-        // closing them (revoke and course end go through `sync`, which logs them): their
-        // course is over. One line each, for the journal.
-        let ended: Vec<MacAddr> = {
-            let mut seen = self.seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            let ended = seen.difference(&wanted).copied().collect();
-            seen.clone_from(&wanted);
-            ended
-        };
+        // Devices that were let through and no longer are, without anyone closing them (revoke
+        // and course end go through `sync`, which logs them): their course is over. One line
+        // each, for the journal.
+        let ended = lock(&self.expiries).replace_all(&desired);
         for mac in ended {
             tracing::info!(%mac, "access expired (the course is over); device closed");
         }

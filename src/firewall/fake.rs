@@ -24,6 +24,10 @@ pub(crate) struct FakeState {
     pub(crate) fail_listing: bool,
     /// Removing an element fails (nft refuses).
     pub(crate) fail_deny: bool,
+    /// What `outside_changes` says; tests move it to stand for a change made from outside.
+    pub(crate) outside: super::OutsideChanges,
+    /// How many times the table or the set was listed.
+    pub(crate) listings: usize,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -45,11 +49,14 @@ impl Firewall for FakeFirewall {
         Ok(())
     }
     async fn fingerprint(&self) -> Result<Option<String>, FirewallError> {
-        let s = self.state();
+        let mut s = self.state();
+        s.listings += 1;
         Ok(s.table.then(|| s.chains.clone()))
     }
     async fn elements(&self) -> Result<BTreeSet<MacAddr>, FirewallError> {
-        Ok(self.state().set.keys().copied().collect())
+        let mut s = self.state();
+        s.listings += 1;
+        Ok(s.set.keys().copied().collect())
     }
     async fn timeouts(&self) -> Result<Vec<(MacAddr, SignedDuration)>, FirewallError> {
         let s = self.state();
@@ -70,12 +77,18 @@ impl Firewall for FakeFirewall {
         s.set.remove(&mac);
         Ok(())
     }
-    async fn forget_connections(&self, ip: IpAddr) -> Result<(), FirewallError> {
+    async fn forget_connections(&self, ips: &[IpAddr]) -> Result<(), FirewallError> {
         let mut s = self.state();
         if s.fail_conntrack {
-            return Err(FirewallError::ConntrackMissing);
+            return Err(FirewallError::Kernel {
+                what: "forgetting the device's connections",
+                errno: 22,
+            });
         }
-        s.forgotten.push(ip);
+        s.forgotten.extend_from_slice(ips);
         Ok(())
+    }
+    fn outside_changes(&self) -> super::OutsideChanges {
+        self.state().outside
     }
 }

@@ -4,6 +4,7 @@
 //! the store is `access::gatekeeper`'s.
 
 pub mod boot;
+mod netlink;
 mod nft;
 mod ruleset;
 
@@ -27,9 +28,14 @@ pub enum FirewallError {
     /// The `nft` program is not installed.
     #[error("the nft program was not found (fix: apt-get install nftables)")]
     NftMissing,
-    /// The `conntrack` program is not installed.
-    #[error("the conntrack program was not found (fix: apt-get install conntrack)")]
-    ConntrackMissing,
+    /// The kernel refused a netlink request; `errno` says why.
+    #[error("{what}: the kernel refused: {}", std::io::Error::from_raw_os_error(*errno))]
+    Kernel {
+        /// What we were doing.
+        what: &'static str,
+        /// The kernel's error number.
+        errno: i32,
+    },
     /// The kernel refused: not root / no CAP_NET_ADMIN.
     #[error("{0}: operation not permitted (fix: run aupgate as root or with CAP_NET_ADMIN)")]
     NotPermitted(&'static str),
@@ -41,7 +47,7 @@ pub enum FirewallError {
         /// The tool's error text.
         stderr: String,
     },
-    /// A command did not finish in time.
+    /// A command, or the kernel's answer, did not come in time.
     #[error("{0} did not finish within 10 s")]
     TimedOut(&'static str),
     /// The tool's output could not be understood.
@@ -79,9 +85,24 @@ pub trait Firewall: Send + Sync + 'static {
     fn allow(&self, mac: MacAddr, left: SignedDuration) -> impl Future<Output = Result<(), FirewallError>> + Send;
     /// Removes `mac` from the set; absent is not an error.
     fn deny(&self, mac: MacAddr) -> impl Future<Output = Result<(), FirewallError>> + Send;
-    /// Removes the conntrack entries of connections `ip` started, so its next connection is
-    /// judged by the current rules (not still redirected to the portal).
-    fn forget_connections(&self, ip: IpAddr) -> impl Future<Output = Result<(), FirewallError>> + Send;
+    /// Removes the conntrack entries of connections any of `ips` started, so their next
+    /// connection is judged by the current rules (not still redirected to the portal).
+    fn forget_connections(&self, ips: &[IpAddr]) -> impl Future<Output = Result<(), FirewallError>> + Send;
+    /// Counts that change whenever something other than this process may have changed our
+    /// table or its set (the kernel's change events; lost events count as table changes).
+    /// Cheap: the gatekeeper reads them every second and looks at the kernel only when they
+    /// moved, at the set alone when only elements changed.
+    fn outside_changes(&self) -> OutsideChanges;
+}
+
+/// How many changes from outside this process the kernel has reported for our table.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OutsideChanges {
+    /// Transactions that touched the table itself (its chains, rules or sets, or deleted it),
+    /// plus any events lost.
+    pub table: u64,
+    /// Transactions that touched only the `allowed` set's elements.
+    pub elements: u64,
 }
 
 /// What the table is built from, apart from who is allowed.

@@ -1,40 +1,38 @@
-//! The real firewall: spawns `nft` (JSON via the `nftables` crate's types, or a text script for
-//! the whole table) and `conntrack`. We spawn them ourselves rather than use the crate's helper,
-//! which loses nft's stderr; every call has a timeout. Only ever names `inet aupgate`.
+//! The real firewall. The whole table is installed, listed and checked by spawning `nft` (a
+//! text script; we spawn it ourselves, keeping its stderr, with a timeout). Everything done per
+//! guest (set elements, conntrack, watching for outside changes) goes over the daemon's own
+//! netlink socket (`netlink.rs`), with no process spawned, so it costs microseconds and works
+//! without `nft` or `conntrack` on PATH once the table is in. Only ever names `inet aupgate`.
 
-use std::borrow::Cow;
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use jiff::SignedDuration;
-use nftables::expr::{Elem, Expression, NamedExpression};
-use nftables::schema::{Element, NfCmd, NfListObject, NfObject, Nftables};
-use nftables::types::NfFamily;
 use tokio::io::AsyncWriteExt;
 use tokio::process::Command;
 
+use super::netlink::Netlink;
 use super::ruleset::timeout_secs;
-use super::{Firewall, FirewallError, Ruleset, SET, TABLE};
+use super::{Firewall, FirewallError, Ruleset, TABLE};
 use crate::clients::MacAddr;
 
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// `nft` and `conntrack`, found on `PATH` unless told otherwise.
+/// `nft` (found on `PATH` unless told otherwise) and the netlink socket. Clones share the socket.
 #[derive(Debug, Clone)]
 pub struct NftFirewall {
     nft: PathBuf,
-    conntrack: PathBuf,
+    netlink: Arc<Netlink>,
 }
 
 impl Default for NftFirewall {
     fn default() -> Self {
-        Self {
-            nft: "nft".into(),
-            conntrack: "conntrack".into(),
-        }
+        Self::with_nft("nft".into())
     }
 }
 
@@ -45,9 +43,27 @@ struct Output {
 }
 
 impl NftFirewall {
-    /// Uses the given programs (tests point these at missing paths).
-    pub fn with_programs(nft: PathBuf, conntrack: PathBuf) -> Self {
-        Self { nft, conntrack }
+    /// Uses the given `nft` (tests point it at a missing path).
+    pub fn with_nft(nft: PathBuf) -> Self {
+        Self {
+            nft,
+            netlink: Arc::default(),
+        }
+    }
+
+    /// Runs `op` on the netlink socket, off the async runtime (it blocks, briefly).
+    async fn netlink<T: Send + 'static>(
+        &self,
+        what: &'static str,
+        op: impl FnOnce(&Netlink) -> Result<T, FirewallError> + Send + 'static,
+    ) -> Result<T, FirewallError> {
+        let netlink = self.netlink.clone();
+        tokio::task::spawn_blocking(move || op(&netlink))
+            .await
+            .map_err(|e| FirewallError::Io {
+                what,
+                source: std::io::Error::other(e.to_string()),
+            })?
     }
 
     async fn run(
@@ -63,7 +79,6 @@ impl NftFirewall {
             .stderr(Stdio::piped())
             .kill_on_drop(true);
         let mut child = cmd.spawn().map_err(|source| match source.kind() {
-            std::io::ErrorKind::NotFound if program == &self.conntrack => FirewallError::ConntrackMissing,
             std::io::ErrorKind::NotFound => FirewallError::NftMissing,
             _ => FirewallError::Io { what, source },
         })?;
@@ -88,16 +103,17 @@ impl NftFirewall {
         })
     }
 
-    /// Checks that nft and conntrack are installed and that we may use netfilter.
+    /// Checks that nft is installed and that we may use netfilter, through nft and through
+    /// our own netlink socket.
     ///
     /// # Errors
-    /// `NftMissing`, `ConntrackMissing`, `NotPermitted` or a failure naming the tool.
+    /// `NftMissing`, `NotPermitted` or a failure naming the tool.
     pub async fn probe(&self) -> Result<(), FirewallError> {
         let out = self.nft("listing tables", &["list", "tables"], None).await?;
         if !out.ok {
             return Err(failed("listing tables", out));
         }
-        self.run(&self.conntrack, "conntrack --version", &["--version"], None)
+        self.netlink("reading the ruleset generation", |n| n.generation())
             .await?;
         Ok(())
     }
@@ -141,54 +157,8 @@ impl NftFirewall {
         }
     }
 
-    /// The set's elements with the seconds each has left (`None`: no timeout, so not ours).
-    async fn listed_elements(&self) -> Result<Vec<(MacAddr, Option<u32>)>, FirewallError> {
-        const WHAT: &str = "listing set allowed";
-        let out = self.nft(WHAT, &["-j", "list", "set", "inet", TABLE, SET], None).await?;
-        if !out.ok {
-            return Err(failed(WHAT, out));
-        }
-        let doc: Nftables<'_> = serde_json::from_str(&out.stdout).map_err(|e| FirewallError::Unparsable {
-            what: WHAT,
-            detail: e.to_string(),
-        })?;
-        let unparsable = |detail: String| FirewallError::Unparsable { what: WHAT, detail };
-        let mut listed = Vec::new();
-        for obj in doc.objects.iter() {
-            let NfObject::ListObject(NfListObject::Set(set)) = obj else {
-                continue;
-            };
-            for e in set.elem.iter().flat_map(|v| v.iter()) {
-                let (text, expires) = match e {
-                    Expression::String(s) => (s, None),
-                    Expression::Named(NamedExpression::Elem(Elem { val, expires, .. })) => match val.as_ref() {
-                        Expression::String(s) => (s, *expires),
-                        other => return Err(unparsable(format!("{other:?}"))),
-                    },
-                    other => return Err(unparsable(format!("{other:?}"))),
-                };
-                let mac = text
-                    .parse()
-                    .map_err(|e: crate::clients::MacParseError| unparsable(e.to_string()))?;
-                listed.push((mac, expires));
-            }
-        }
-        Ok(listed)
-    }
-
     async fn nft(&self, what: &'static str, args: &[&str], stdin: Option<&str>) -> Result<Output, FirewallError> {
         self.run(&self.nft, what, args, stdin).await
-    }
-
-    async fn nft_json(&self, what: &'static str, cmds: Vec<NfCmd<'_>>) -> Result<Output, FirewallError> {
-        let doc = Nftables {
-            objects: Cow::Owned(cmds.into_iter().map(NfObject::CmdObject).collect()),
-        };
-        let json = serde_json::to_string(&doc).map_err(|e| FirewallError::Unparsable {
-            what,
-            detail: e.to_string(),
-        })?;
-        self.nft(what, &["-j", "-f", "-"], Some(&json)).await
     }
 }
 
@@ -213,26 +183,6 @@ fn one_line(text: &str) -> String {
         .filter(|l| !l.is_empty() && !l.chars().all(|c| c == '^' || c == ' '))
         .collect::<Vec<_>>()
         .join(" / ")
-}
-
-fn element(mac: MacAddr, timeout: Option<u32>) -> NfListObject<'static> {
-    let val = Expression::String(Cow::Owned(mac.to_string()));
-    let elem = match timeout {
-        None => val,
-        Some(t) => Expression::Named(NamedExpression::Elem(Elem {
-            val: Box::new(val),
-            timeout: Some(t),
-            expires: None,
-            comment: None,
-            counter: None,
-        })),
-    };
-    NfListObject::Element(Element {
-        family: NfFamily::INet,
-        table: Cow::Borrowed(TABLE),
-        name: Cow::Borrowed(SET),
-        elem: Cow::Owned(vec![elem]),
-    })
 }
 
 fn missing(stderr: &str) -> bool {
@@ -263,64 +213,46 @@ impl Firewall for NftFirewall {
     }
 
     async fn elements(&self) -> Result<BTreeSet<MacAddr>, FirewallError> {
-        Ok(self.listed_elements().await?.into_iter().map(|(mac, _)| mac).collect())
+        let listed = self.netlink("listing set allowed", |n| n.elements()).await?;
+        Ok(listed.into_iter().map(|(mac, _)| mac).collect())
     }
 
     async fn timeouts(&self) -> Result<Vec<(MacAddr, SignedDuration)>, FirewallError> {
-        Ok(self
-            .listed_elements()
-            .await?
+        let listed = self.netlink("listing set allowed", |n| n.elements()).await?;
+        Ok(listed
             .into_iter()
-            .filter_map(|(mac, expires)| Some((mac, SignedDuration::from_secs(i64::from(expires?)))))
+            .filter_map(|(mac, left)| Some((mac, SignedDuration::from_millis(i64::try_from(left?).ok()?))))
             .collect())
     }
 
     async fn allow(&self, mac: MacAddr, left: SignedDuration) -> Result<(), FirewallError> {
-        const WHAT: &str = "adding to set allowed";
-        let t = Some(timeout_secs(left));
-        // `create` fails if the element exists. Re-adding does not refresh the timeout on every
-        // kernel, so an existing element is replaced by delete + add in one transaction.
-        let out = self.nft_json(WHAT, vec![NfCmd::Create(element(mac, t))]).await?;
-        if out.ok {
-            return Ok(());
-        }
-        if !out.stderr.contains("File exists") {
-            return Err(failed(WHAT, out));
-        }
-        let out = self
-            .nft_json(
-                WHAT,
-                vec![NfCmd::Delete(element(mac, None)), NfCmd::Add(element(mac, t))],
-            )
-            .await?;
-        if out.ok { Ok(()) } else { Err(failed(WHAT, out)) }
+        let ms = u64::from(timeout_secs(left)) * 1000;
+        self.netlink("adding to set allowed", move |n| n.allow(mac, ms)).await
     }
 
     async fn deny(&self, mac: MacAddr) -> Result<(), FirewallError> {
-        const WHAT: &str = "deleting from set allowed";
-        let out = self.nft_json(WHAT, vec![NfCmd::Delete(element(mac, None))]).await?;
-        // Deleting an absent element fails with ENOENT (nft 1.0.6 has no `destroy`): that is
-        // the state we wanted.
-        if out.ok || missing(&out.stderr) {
-            Ok(())
-        } else {
-            Err(failed(WHAT, out))
-        }
+        self.netlink("deleting from set allowed", move |n| n.deny(mac)).await
     }
 
-    async fn forget_connections(&self, ip: IpAddr) -> Result<(), FirewallError> {
-        const WHAT: &str = "conntrack -D";
-        let family = if ip.is_ipv4() { "ipv4" } else { "ipv6" };
-        let ip = ip.to_string();
-        let out = self
-            .run(&self.conntrack, WHAT, &["-D", "-f", family, "--orig-src", &ip], None)
-            .await?;
-        // conntrack exits 1 when there was nothing to delete; it says so on stderr.
-        if out.ok || out.stderr.contains("0 flow entries") {
-            Ok(())
-        } else {
-            Err(failed(WHAT, out))
+    async fn forget_connections(&self, ips: &[IpAddr]) -> Result<(), FirewallError> {
+        // Debug builds only: the namespace tests make this step fail for real, in the running
+        // daemon, which the kernel's conntrack cannot be made to do from outside.
+        if cfg!(debug_assertions) && std::env::var_os("AUPGATE_FAULT").is_some_and(|v| v == "forget-connections") {
+            return Err(FirewallError::Failed {
+                what: "forgetting the device's connections",
+                stderr: "simulated failure (AUPGATE_FAULT, debug builds only)".into(),
+            });
         }
+        let ips = ips.to_vec();
+        let n = self
+            .netlink("forgetting the device's connections", move |n| n.forget(&ips))
+            .await?;
+        tracing::debug!(connections = n, "conntrack entries forgotten");
+        Ok(())
+    }
+
+    fn outside_changes(&self) -> super::OutsideChanges {
+        self.netlink.outside_changes()
     }
 }
 
@@ -347,30 +279,10 @@ mod tests {
         );
     }
 
-    #[test]
-    fn element_json_is_what_nft_expects() {
-        let doc = Nftables {
-            objects: Cow::Owned(vec![NfObject::CmdObject(NfCmd::Create(element(
-                "02:00:00:00:00:01".parse().unwrap(),
-                Some(60),
-            )))]),
-        };
-        let json = serde_json::to_value(&doc).unwrap();
-        assert_eq!(
-            json,
-            serde_json::json!({"nftables": [{"create": {"element": {"family": "inet", "table": "aupgate", "name": "allowed",
-                "elem": [{"elem": {"val": "02:00:00:00:00:01", "timeout": 60, "expires": null, "comment": null, "counter": null}}]}}}]})
-        );
-    }
-
     #[tokio::test]
     async fn missing_programs_are_named() {
-        let fw = NftFirewall::with_programs("/nonexistent/nft".into(), "/nonexistent/conntrack".into());
+        let fw = NftFirewall::with_nft("/nonexistent/nft".into());
         assert!(matches!(fw.fingerprint().await, Err(FirewallError::NftMissing)));
-        assert!(matches!(
-            fw.forget_connections("192.0.2.1".parse().unwrap()).await,
-            Err(FirewallError::ConntrackMissing)
-        ));
         assert!(
             FirewallError::NftMissing
                 .to_string()

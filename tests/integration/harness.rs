@@ -21,6 +21,8 @@ pub struct Gateway<'a> {
     child: Option<Child>,
     /// PATH for the daemon, to stand in broken helper programs; `None` keeps ours.
     pub path: Option<String>,
+    /// Extra environment for the daemon (e.g. the debug build's `AUPGATE_FAULT`).
+    pub env: Vec<(String, String)>,
     /// A command the daemon is started through inside the namespace (e.g. `setpriv …`), which
     /// must exec it (so the child's PID is the daemon's).
     pub wrapper: Vec<String>,
@@ -65,6 +67,7 @@ impl<'a> Gateway<'a> {
             log: lab.path("daemon.log"),
             child: None,
             path: None,
+            env: Vec::new(),
             wrapper: Vec::new(),
         };
         gw.start_again();
@@ -88,6 +91,7 @@ impl<'a> Gateway<'a> {
         if let Some(path) = &self.path {
             cmd.env("PATH", path);
         }
+        cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
         let child = cmd
             .env("AUPGATE_LOG", "info,aupgate=debug")
             .stdin(Stdio::null())

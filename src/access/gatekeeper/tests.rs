@@ -164,3 +164,95 @@ async fn watch_restores_a_deleted_table_and_removes_unconsented() {
     writer.watch().await.unwrap();
     assert!(fake.0.lock().unwrap().set.is_empty());
 }
+
+/// Issue 12: the check every second costs nothing that grows with the guests unless something
+/// changed: no listing of the kernel's table or set while the firewall reports no outside
+/// change; one full check, putting things right, when it does; and one a minute regardless.
+#[tokio::test]
+async fn the_tick_lists_the_kernel_only_after_an_outside_change_or_a_minute() {
+    let (_store, _clock, fake, writer) = setup();
+    writer.reconcile_all().await.unwrap();
+    writer.tick().await.unwrap(); // the first tick looks once: nothing has been looked at yet
+    let listings = fake.0.lock().unwrap().listings;
+    for _ in 0..5 {
+        writer.tick().await.unwrap();
+    }
+    assert_eq!(fake.0.lock().unwrap().listings, listings, "quiet ticks list nothing");
+    // A stranger added from outside, and the change reported: the next tick removes it.
+    let stranger: MacAddr = "02:00:00:00:00:77".parse().unwrap();
+    {
+        let mut s = fake.0.lock().unwrap();
+        s.set.insert(stranger, SignedDuration::from_hours(1));
+        s.outside.elements += 1;
+    }
+    writer.tick().await.unwrap();
+    assert!(!fake.0.lock().unwrap().set.contains_key(&stranger));
+    assert!(fake.0.lock().unwrap().listings > listings);
+    // Unreported (lost events): found by the minute's safety check.
+    fake.0
+        .lock()
+        .unwrap()
+        .set
+        .insert(stranger, SignedDuration::from_hours(1));
+    writer.tick().await.unwrap();
+    assert!(
+        fake.0.lock().unwrap().set.contains_key(&stranger),
+        "not yet: nothing reported"
+    );
+    *writer.last_full.lock().unwrap() = Instant::now() - FULL_CHECK_INTERVAL;
+    writer.tick().await.unwrap();
+    assert!(!fake.0.lock().unwrap().set.contains_key(&stranger));
+    let status = writer.status.lock().unwrap().clone();
+    assert_eq!(status.full_checks, 3);
+    assert_eq!(status.checks, 9);
+    // A chain changed from outside, and reported: the table is rebuilt.
+    let replaced = fake.0.lock().unwrap().replaced;
+    {
+        let mut s = fake.0.lock().unwrap();
+        s.chains = "flushed".into();
+        s.outside.table += 1;
+    }
+    writer.tick().await.unwrap();
+    assert_eq!(fake.0.lock().unwrap().replaced, replaced + 1);
+}
+
+/// Issue 12: access that runs out is noticed from memory, each second: the device is closed
+/// and forgotten without listing the kernel; one extended meanwhile is kept.
+#[tokio::test]
+async fn access_that_runs_out_is_closed_without_listing_the_kernel() {
+    let (store, clock, fake, writer) = setup();
+    writer.reconcile_all().await.unwrap();
+    writer.tick().await.unwrap();
+    let listings = fake.0.lock().unwrap().listings;
+    let mac: MacAddr = "02:00:00:00:00:01".parse().unwrap();
+    // The course ends at 16:00; at 16:00:01 the store no longer allows the device.
+    clock.set(t("2026-11-23T16:00:01Z"));
+    writer.tick().await.unwrap();
+    assert!(!fake.0.lock().unwrap().set.contains_key(&mac), "closed at once");
+    assert_eq!(lock(&writer.expiries).len(), 0);
+    assert_eq!(fake.0.lock().unwrap().listings, listings);
+    assert!(store.allowed_until(mac, clock.now()).unwrap().is_none());
+}
+
+#[test]
+fn expiries_come_out_soonest_first_and_follow_changes() {
+    let mut e = Expiries::default();
+    let (a, b, c): (MacAddr, MacAddr, MacAddr) = (
+        "02:00:00:00:00:0a".parse().unwrap(),
+        "02:00:00:00:00:0b".parse().unwrap(),
+        "02:00:00:00:00:0c".parse().unwrap(),
+    );
+    e.insert(a, t("2026-11-23T12:00:00Z"));
+    e.insert(b, t("2026-11-23T11:00:00Z"));
+    e.insert(c, t("2026-11-23T13:00:00Z"));
+    e.insert(a, t("2026-11-23T14:00:00Z")); // extended
+    e.remove(c);
+    assert!(e.take_due(t("2026-11-23T10:59:59Z")).is_empty());
+    assert_eq!(e.take_due(t("2026-11-23T13:30:00Z")), vec![b]);
+    assert_eq!(e.take_due(t("2026-11-23T14:00:00Z")), vec![a]);
+    assert_eq!(e.len(), 0);
+    e.insert(a, t("2026-11-23T14:00:00Z"));
+    e.insert(b, t("2026-11-23T14:00:00Z"));
+    assert_eq!(e.replace_all(&[(b, t("2026-11-23T15:00:00Z"))]), vec![a]);
+    assert_eq!(e.len(), 1);
+}
