@@ -30,6 +30,11 @@ const EPERM: i32 = 1;
 const ENOBUFS: i32 = 105;
 /// Receive buffer: a dump part is at most a few tens of KiB.
 const RECEIVE: usize = 1 << 17;
+/// The socket's receive queue (capped by net.core.rmem_max): answers queue here until read.
+const RECEIVE_QUEUE: usize = 1 << 20;
+/// Conntrack deletes sent at once: each is answered, and a few hundred answers at once can
+/// overflow a default receive queue (each costs far more than its 36 bytes there).
+const DELETES_AT_ONCE: usize = 64;
 
 /// One open request socket.
 struct Conn {
@@ -57,7 +62,10 @@ impl Conn {
         sock.connect(&SocketAddr::new(0, 0))?;
         sock.set_ext_ack(true)?;
         sock.set_cap_ack(true)?;
-        socket2::SockRef::from(&sock).set_read_timeout(Some(ANSWER_TIMEOUT))?;
+        let s = socket2::SockRef::from(&sock);
+        s.set_read_timeout(Some(ANSWER_TIMEOUT))?;
+        // Best effort: the default is enough for everything but a burst of answers.
+        let _ = s.set_recv_buffer_size(RECEIVE_QUEUE);
         Ok(Self {
             sock,
             seq: std::process::id().wrapping_shl(16),
@@ -278,8 +286,23 @@ impl Netlink {
     /// Deletes every conntrack entry whose original source is one of `ips`; returns how many.
     /// One dump per address family, matched here (the kernel's own source filter is wrong for
     /// IPv6 on the kernels we tested), then each entry deleted by its own tuple, zone and id,
-    /// so a new flow reusing a tuple is not touched. An entry already gone counts as done.
+    /// so a new flow reusing a tuple is not touched. An entry already gone counts as done. If
+    /// answers were lost (ENOBUFS: the receive queue overflowed), it looks again, up to three
+    /// times: what was deleted is gone from the next dump.
     pub(super) fn forget(&self, ips: &[IpAddr]) -> Result<usize, FirewallError> {
+        let mut attempt = 1;
+        loop {
+            match self.forget_once(ips) {
+                Err(FirewallError::Io { source, .. }) if source.raw_os_error() == Some(ENOBUFS) && attempt < 3 => {
+                    tracing::debug!(attempt, "conntrack answers lost; looking again");
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn forget_once(&self, ips: &[IpAddr]) -> Result<usize, FirewallError> {
         const WHAT: &str = "forgetting the device's connections";
         self.with(WHAT, |c| {
             let mut deleted = 0;
@@ -346,8 +369,9 @@ impl Netlink {
     }
 }
 
-/// Sends `deletes` (sequence numbers filled in), in datagrams of up to 32 KiB, and counts the
-/// entries deleted; ENOENT (gone meanwhile) is done, any other refusal an error.
+/// Sends `deletes` (sequence numbers filled in), `DELETES_AT_ONCE` to a datagram, each
+/// datagram's answers read before the next goes, and counts the entries deleted; ENOENT (gone
+/// meanwhile) is done, any other refusal an error.
 fn delete_each(c: &mut Conn, what: &'static str, deletes: Vec<Vec<u8>>) -> Result<usize, FirewallError> {
     let mut deleted = 0;
     let mut failed = None;
@@ -355,7 +379,7 @@ fn delete_each(c: &mut Conn, what: &'static str, deletes: Vec<Vec<u8>>) -> Resul
     while pending.peek().is_some() {
         let mut datagram = Vec::new();
         let mut seqs = Vec::new();
-        while let Some(next) = pending.next_if(|d| datagram.is_empty() || datagram.len() + d.len() <= 32 * 1024) {
+        while let Some(next) = pending.next_if(|_| seqs.len() < DELETES_AT_ONCE) {
             let seq = c.next_seq();
             let mut msg = next;
             if let Some(field) = msg.get_mut(8..12) {

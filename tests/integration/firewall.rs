@@ -530,3 +530,31 @@ fn an_outside_change_is_noticed_without_listing_every_second() {
     );
     assert_closed(&lab.clients[0]);
 }
+
+/// Issue 12: a device with many old connections (here 1,500, as a phone that ran a busy app
+/// while redirected would leave) has them all cleared at accept, over netlink, though each
+/// delete is answered and that many answers at once overflow a default receive queue.
+#[test]
+fn accept_clears_a_thousand_and_more_old_connections() {
+    let Some(lab) = Lab::new(1) else { return };
+    let gw = Gateway::start(&lab);
+    let c1 = &lab.clients[0];
+    let script = format!(
+        "for p in $(seq 20000 21499); do conntrack -I -p tcp -s {ip} -d {net} --sport $p --dport 80 -r {net} -q {ip} \
+         --reply-port-src 80 --reply-port-dst $p --state TIME_WAIT --timeout 300 -u SEEN_REPLY 2>/dev/null || exit 1; done",
+        ip = c1.v4,
+        net = NET_V4
+    );
+    let (ok, _, err) = lab.gw(&["sh", "-c", &script]);
+    assert!(ok, "{err}");
+    let count = || {
+        let (_, out, _) = lab.gw(&["conntrack", "-L", "-f", "ipv4", "--orig-src", &c1.v4]);
+        out.lines().count()
+    };
+    assert!(count() >= 1500, "precondition: {} entries", count());
+    let (_, code) = gw.add_course("Course", hours(-1), hours(6), 40);
+    let a = accept(c1, &code, "Ann");
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert_eq!(count(), 0, "every old connection forgotten");
+    assert!(reaches_internet(c1));
+}
