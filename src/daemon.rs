@@ -255,6 +255,7 @@ pub async fn serve<F: Firewall>(
     };
     let metrics = Arc::new(crate::metrics::Metrics::new(config.store_path.clone()));
     let portal_state = PortalState {
+        prepared: Arc::new(portal::Prepared::new(&config)),
         metrics: metrics.clone(),
         config: config.clone(),
         pages,

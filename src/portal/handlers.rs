@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{ConnectInfo, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use jiff::Timestamp;
 use serde::Serialize;
@@ -32,7 +32,15 @@ pub(super) async fn terms(State(st): State<PortalState>, headers: HeaderMap) -> 
     if !for_portal(&st, &headers) {
         return redirect(&st);
     }
-    terms_page(&st, &Typed::default(), "")
+    let (policy, templates) = (st.policy.get(), st.pages.templates());
+    let page = st.prepared.blank_page(&policy, &templates, || {
+        st.pages
+            .render_in(&templates, "terms.html", terms_context(&policy, &Typed::default(), ""))
+    });
+    match page {
+        Some(page) => (StatusCode::OK, guest_headers(), axum::response::Html(page)).into_response(),
+        None => crate::web::fallback(StatusCode::INTERNAL_SERVER_ERROR),
+    }
 }
 
 /// GET /policy: the policy alone (the API's `venue-info-url`).
@@ -51,8 +59,8 @@ pub(super) async fn to_portal(State(st): State<PortalState>) -> Response {
 
 fn redirect(st: &PortalState) -> Response {
     let mut response = (StatusCode::FOUND, guest_headers()).into_response();
-    if let Ok(url) = HeaderValue::from_str(&st.config.portal_url()) {
-        response.headers_mut().insert(header::LOCATION, url);
+    if let Some(url) = &st.prepared.location {
+        response.headers_mut().insert(header::LOCATION, url.clone());
     }
     response
 }
@@ -65,6 +73,18 @@ fn for_portal(st: &PortalState, headers: &HeaderMap) -> bool {
         .is_some_and(|host| st.config.is_portal_host(host))
 }
 
+/// What `terms.html` is rendered with: the policy, the form as typed, and the error above it.
+fn terms_context(policy: &crate::assets::Policy, typed: &Typed, error: &str) -> minijinja::Value {
+    minijinja::context! {
+        policy_html => minijinja::Value::from_safe_string(policy.html.clone()),
+        policy_version => &policy.hash,
+        form => minijinja::Value::from(minijinja::value::Serde(typed)),
+        error,
+        max_name => MAX_NAME_CHARS,
+    }
+}
+
+/// The portal page with what the guest typed and `error` above the form (422).
 fn terms_page(st: &PortalState, typed: &Typed, error: &str) -> Response {
     let policy = st.policy.get();
     let status = if error.is_empty() {
@@ -72,17 +92,8 @@ fn terms_page(st: &PortalState, typed: &Typed, error: &str) -> Response {
     } else {
         StatusCode::UNPROCESSABLE_ENTITY
     };
-    st.pages.render(
-        status,
-        "terms.html",
-        minijinja::context! {
-            policy_html => minijinja::Value::from_safe_string(policy.html.clone()),
-            policy_version => &policy.hash,
-            form => minijinja::Value::from(minijinja::value::Serde(typed)),
-            error,
-            max_name => MAX_NAME_CHARS,
-        },
-    )
+    st.pages
+        .render(status, "terms.html", terms_context(&policy, typed, error))
 }
 
 /// POST /accept, timed and counted for `/metrics`.

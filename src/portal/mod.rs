@@ -5,12 +5,13 @@
 pub mod api;
 mod handlers;
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
+use axum::body::Bytes;
 use axum::extract::DefaultBodyLimit;
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, StatusCode};
 use axum::routing::get;
 use tower_http::timeout::TimeoutLayer;
 
@@ -34,6 +35,60 @@ pub struct PortalState {
     pub access: crate::access::Admissions,
     /// Counters for `/metrics`.
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// What every request of a kind gets, made once.
+    pub prepared: Arc<Prepared>,
+}
+
+/// What the portal answers the same way every time, made once: the redirect's `Location`, and
+/// the blank portal page, rendered once per policy and template version (so again after a
+/// reload). A request for either only copies bytes.
+#[derive(Debug)]
+pub struct Prepared {
+    location: Option<HeaderValue>,
+    blank: Mutex<Option<Blank>>,
+}
+
+/// The blank page and the versions it was rendered from (held, so they cannot be mistaken for
+/// newer ones at the same address).
+#[derive(Debug)]
+struct Blank {
+    policy: Arc<Policy>,
+    templates: Arc<minijinja::Environment<'static>>,
+    page: Bytes,
+}
+
+impl Prepared {
+    /// For `config`'s portal.
+    pub fn new(config: &Config) -> Self {
+        Self {
+            location: HeaderValue::from_str(&config.portal_url()).ok(),
+            blank: Mutex::new(None),
+        }
+    }
+
+    /// The blank page for `policy` in `templates`, rendered by `render` if it is not the one
+    /// kept (or `None` if rendering fails; nothing is kept then).
+    fn blank_page(
+        &self,
+        policy: &Arc<Policy>,
+        templates: &Arc<minijinja::Environment<'static>>,
+        render: impl FnOnce() -> Option<String>,
+    ) -> Option<Bytes> {
+        let mut kept = self.blank.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(b) = kept.as_ref()
+            && Arc::ptr_eq(&b.policy, policy)
+            && Arc::ptr_eq(&b.templates, templates)
+        {
+            return Some(b.page.clone());
+        }
+        let page = Bytes::from(render()?);
+        *kept = Some(Blank {
+            policy: policy.clone(),
+            templates: templates.clone(),
+            page: page.clone(),
+        });
+        Some(page)
+    }
 }
 
 /// The portal's routes. Everything not listed is a redirect to the portal page.

@@ -24,6 +24,7 @@ struct Lab {
     fake: FakeFirewall,
     store: Store,
     policy: String,
+    state: PortalState,
     _stop: tokio::sync::watch::Sender<bool>,
 }
 
@@ -62,6 +63,7 @@ async fn lab() -> Lab {
     let live_policy = crate::web::Live::new((*policy).clone());
     let metrics = Arc::new(crate::metrics::Metrics::new("unused.db".into()));
     let state = PortalState {
+        prepared: Arc::new(Prepared::new(&config)),
         pages: crate::testing::pages(&config),
         config,
         policy: live_policy.clone(),
@@ -78,7 +80,8 @@ async fn lab() -> Lab {
         ),
     };
     Lab {
-        app: router(state),
+        app: router(state.clone()),
+        state,
         metrics,
         fake,
         store,
@@ -328,4 +331,51 @@ fn every_refusal_has_words_in_the_template_and_an_override_rewords_them() {
     .unwrap();
     let env = crate::assets::templates(Some(dir.path())).unwrap();
     assert_eq!(render(&env, "wrong_code", "text"), "Dieser Zugangscode stimmt nicht.");
+}
+
+/// Issue 12: the blank portal page is rendered once per policy and template version and then
+/// served as the same bytes; a new policy or a reload of the templates is seen at once.
+#[tokio::test]
+async fn the_blank_page_is_rendered_once_per_policy_and_template_version() {
+    let l = lab().await;
+    let page = || async {
+        let req = Request::get("/")
+            .header(header::HOST, "192.0.2.1:8080")
+            .body(Body::empty())
+            .unwrap();
+        let (status, headers, body) = send(&l.app, "192.0.2.10", req).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(headers[header::CACHE_CONTROL], "no-store");
+        assert_eq!(headers[header::CONTENT_TYPE], "text/html; charset=utf-8");
+        body
+    };
+    let first = page().await;
+    let kept = l.state.prepared.blank.lock().unwrap().as_ref().unwrap().page.clone();
+    assert_eq!(page().await, first);
+    let again = l.state.prepared.blank.lock().unwrap().as_ref().unwrap().page.clone();
+    assert_eq!(
+        kept.as_ptr(),
+        again.as_ptr(),
+        "served from the same bytes, not rendered again"
+    );
+    // A reload brings a new policy: the next page shows it, with its version in the form.
+    let new = Policy::new("# Wi-Fi rules\n\nBe kind online.".into());
+    l.state.policy.set(new.clone());
+    let after = page().await;
+    assert!(
+        after.contains("Be kind online.") && after.contains(&new.hash),
+        "{after}"
+    );
+    // And new templates (an operator's override): seen at once too.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("templates")).unwrap();
+    std::fs::write(
+        dir.path().join("templates/terms.html"),
+        "Overridden {{ policy_version }}",
+    )
+    .unwrap();
+    l.state
+        .pages
+        .replace(crate::assets::templates(Some(dir.path())).unwrap());
+    assert_eq!(page().await, format!("Overridden {}", new.hash));
 }

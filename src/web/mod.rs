@@ -96,6 +96,30 @@ impl Pages {
         }
     }
 
+    /// The templates in force now; kept by a caller that caches what it rendered with them,
+    /// so a reload (which swaps them) is seen as a new version.
+    pub fn templates(&self) -> Arc<minijinja::Environment<'static>> {
+        self.env.get()
+    }
+
+    /// Renders `name` with `ctx` plus `school` in `env`, or `None` if the template fails (logged).
+    pub fn render_in(
+        &self,
+        env: &minijinja::Environment<'static>,
+        name: &str,
+        ctx: minijinja::Value,
+    ) -> Option<String> {
+        let ctx =
+            minijinja::context! { school => minijinja::Value::from(minijinja::value::Serde(&self.school)), ..ctx };
+        match env.get_template(name).and_then(|t| t.render(ctx)) {
+            Ok(html) => Some(html),
+            Err(e) => {
+                tracing::error!(template = name, error = %format!("{e:#}"), "template failed to render; showing the plain fallback page");
+                None
+            }
+        }
+    }
+
     /// Text from a plain-text template (no HTML escaping: the page it goes into escapes it), or
     /// `None` if the template fails (logged; an operator's broken override).
     pub fn text(&self, name: &str, ctx: minijinja::Value) -> Option<String> {
