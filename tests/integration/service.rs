@@ -298,7 +298,8 @@ fn the_doctor_reports_each_part_with_json_for_monitoring() {
         find(&report, "ports")[0].1.contains("in use by the running aupgate"),
         "{report:#}"
     );
-    assert!(find(&report, "store")[0].1.contains("schema 6"), "{report:#}");
+    let schema = format!("schema {}", aupgate::store::SCHEMA_VERSION);
+    assert!(find(&report, "store")[0].1.contains(&schema), "{report:#}");
     let services = find(&report, "guest services");
     assert!(
         services.iter().any(|(l, m)| l == "ok" && m.contains("DNS")),
