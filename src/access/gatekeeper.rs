@@ -149,6 +149,24 @@ pub struct Writer<F> {
     dirty: AtomicBool,
     /// When the last full check began.
     last_full: std::sync::Mutex<Instant>,
+    /// The running task makes the minute's check in the background (`spawn`); without it
+    /// (unit tests driving `tick`), `tick` makes it inline.
+    background: AtomicBool,
+}
+
+/// What the kernel's set and the store held at one moment, listed off the writer's path.
+struct Snapshot {
+    now: Timestamp,
+    desired: Vec<(MacAddr, Timestamp)>,
+    present: BTreeSet<MacAddr>,
+}
+
+/// Lists the store's allowed devices and the kernel's set, for the minute's check. Runs beside
+/// the writer, so accepts and revokes do not wait behind it with many guests.
+async fn snapshot<F: Firewall>(firewall: Arc<F>, store: Store, now: Timestamp) -> Result<Snapshot, GatekeeperError> {
+    let desired = store.run(move |s| s.allowed(now)).await?;
+    let present = firewall.elements().await?;
+    Ok(Snapshot { now, desired, present })
 }
 
 /// The devices let through and when their access ends, soonest first.
@@ -222,6 +240,7 @@ impl<F: Firewall> Writer<F> {
             outside_seen: std::sync::Mutex::default(),
             dirty: AtomicBool::new(true),
             last_full: std::sync::Mutex::new(Instant::now()),
+            background: AtomicBool::new(false),
         }
     }
 
@@ -259,9 +278,11 @@ impl<F: Firewall> Writer<F> {
     pub fn spawn(self, mut shutdown: watch::Receiver<bool>) -> (FirewallHandle, tokio::task::JoinHandle<()>) {
         let (tx, mut rx) = mpsc::channel::<Command>(256);
         let status = self.status.clone();
+        self.background.store(true, Ordering::Relaxed);
         let task = tokio::spawn(async move {
             let mut tick = tokio::time::interval(WATCH_INTERVAL);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut routine: Option<tokio::task::JoinHandle<Result<Snapshot, GatekeeperError>>> = None;
             loop {
                 tokio::select! {
                     cmd = rx.recv() => match cmd {
@@ -270,8 +291,34 @@ impl<F: Firewall> Writer<F> {
                         None => break,
                     },
                     _ = tick.tick() => {
+                        if routine.is_none() && lock(&self.last_full).elapsed() >= FULL_CHECK_INTERVAL {
+                            *lock(&self.last_full) = Instant::now();
+                            tracing::debug!(why = "routine", "looking at the kernel's set");
+                            let (firewall, store, now) = (self.firewall.clone(), self.store.clone(), self.clock.now());
+                            routine = Some(tokio::spawn(snapshot(firewall, store, now)));
+                        }
                         if let Err(e) = self.tick().await {
                             tracing::error!(error = %e, "firewall check failed; retrying in 1 s");
+                            update(&self.status, |s| s.last_error = Some(e.to_string()));
+                        }
+                    }
+                    listed = async {
+                        match routine.as_mut() {
+                            Some(task) => task.await,
+                            None => std::future::pending().await,
+                        }
+                    } => {
+                        routine = None;
+                        let settled = match listed {
+                            Ok(Ok(snap)) => self.settle(snap, false).await,
+                            Ok(Err(e)) => Err(e),
+                            Err(e) => Err(GatekeeperError::Firewall(FirewallError::Io {
+                                what: "listing the set",
+                                source: std::io::Error::other(e.to_string()),
+                            })),
+                        };
+                        if let Err(e) = settled {
+                            tracing::error!(error = %e, "the minute's firewall check failed; retrying in a minute");
                             update(&self.status, |s| s.last_error = Some(e.to_string()));
                         }
                     }
@@ -369,7 +416,7 @@ impl<F: Firewall> Writer<F> {
         let seen = std::mem::replace(&mut *lock(&self.outside_seen), outside);
         let table_changed = seen.table != outside.table;
         let retry = self.dirty.swap(false, Ordering::Relaxed);
-        let due = lock(&self.last_full).elapsed() >= FULL_CHECK_INTERVAL;
+        let due = !self.background.load(Ordering::Relaxed) && lock(&self.last_full).elapsed() >= FULL_CHECK_INTERVAL;
         if table_changed || retry || due {
             *lock(&self.last_full) = Instant::now();
             let why = if table_changed {
@@ -457,9 +504,18 @@ impl<F: Firewall> Writer<F> {
 
     /// The set equal to the store: strangers removed, missing devices put back.
     async fn check_set(&self) -> Result<(), GatekeeperError> {
-        let now = self.clock.now();
-        let desired = self.store_call(move |s| s.allowed(now)).await?;
-        let present = self.firewall.elements().await?;
+        let snap = snapshot(self.firewall.clone(), self.store.clone(), self.clock.now()).await?;
+        self.settle(snap, true).await
+    }
+
+    /// Puts right what `snap` shows. `fresh`: taken by the writer itself, so nothing changed
+    /// since. Otherwise (the minute's check, listed in the background) each difference is only a
+    /// lead: the device is looked up in the store again, now, and brought in line with that.
+    async fn settle(&self, snap: Snapshot, fresh: bool) -> Result<(), GatekeeperError> {
+        let Snapshot { now, desired, present } = snap;
+        if !fresh {
+            return self.settle_leads(&desired, &present).await;
+        }
         update(&self.status, |s| {
             s.table_present = true;
             s.elements = present.len();
@@ -489,6 +545,46 @@ impl<F: Firewall> Writer<F> {
                 self.firewall.allow(*mac, left).await?;
             }
         }
+        Ok(())
+    }
+
+    /// `settle` for a snapshot taken beside the writer: every device the snapshot shows out of
+    /// line is looked up in the store now and put right by that (a device accepted or revoked
+    /// after the listing is then left as it is).
+    async fn settle_leads(
+        &self,
+        desired: &[(MacAddr, Timestamp)],
+        present: &BTreeSet<MacAddr>,
+    ) -> Result<(), GatekeeperError> {
+        let wanted: BTreeSet<MacAddr> = desired.iter().map(|(m, _)| *m).collect();
+        let strangers = present.difference(&wanted).copied();
+        let missing = desired.iter().map(|(m, _)| *m).filter(|m| !present.contains(m));
+        let leads: Vec<MacAddr> = strangers.chain(missing).collect();
+        let now = self.clock.now();
+        for mac in leads {
+            let in_kernel = present.contains(&mac);
+            match self.store_call(move |s| s.allowed_until(mac, now)).await? {
+                None if in_kernel => {
+                    tracing::warn!(%mac, "device in the allowed set without an open consent; removing it");
+                    self.firewall.deny(mac).await?;
+                    lock(&self.expiries).remove(mac);
+                }
+                Some(until) if !in_kernel && until.duration_since(now) >= SignedDuration::from_secs(2) => {
+                    tracing::warn!(%mac, "accepted device missing from the allowed set; restoring it");
+                    self.firewall.allow(mac, until.duration_since(now)).await?;
+                    lock(&self.expiries).insert(mac, until);
+                }
+                _ => {}
+            }
+        }
+        let elements = present.len();
+        update(&self.status, |s| {
+            s.elements = elements;
+            s.last_check = Some(now);
+            s.last_error = None;
+            s.checks += 1;
+            s.full_checks += 1;
+        });
         Ok(())
     }
 }

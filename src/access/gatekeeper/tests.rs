@@ -256,3 +256,36 @@ fn expiries_come_out_soonest_first_and_follow_changes() {
     assert_eq!(e.replace_all(&[(b, t("2026-11-23T15:00:00Z"))]), vec![a]);
     assert_eq!(e.len(), 1);
 }
+
+/// Issue 12: the running writer makes the minute's check in the background (listing 50,000
+/// elements must not hold up accepts): a stranger nobody reported is still found and removed,
+/// and a device the store allows is left alone.
+#[tokio::test]
+async fn the_running_writer_finds_unreported_strangers_in_the_background() {
+    let (_store, _clock, fake, writer) = setup();
+    writer.reconcile_all().await.unwrap();
+    *writer.last_full.lock().unwrap() = Instant::now() - FULL_CHECK_INTERVAL;
+    let stranger: MacAddr = "02:00:00:00:00:77".parse().unwrap();
+    fake.0
+        .lock()
+        .unwrap()
+        .set
+        .insert(stranger, SignedDuration::from_hours(1));
+    let (tx, rx) = watch::channel(false);
+    let (handle, task) = writer.spawn(rx);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while fake.0.lock().unwrap().set.contains_key(&stranger) {
+        assert!(Instant::now() < deadline, "the stranger was not removed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        fake.0
+            .lock()
+            .unwrap()
+            .set
+            .contains_key(&"02:00:00:00:00:01".parse().unwrap())
+    );
+    assert!(handle.status().full_checks >= 1);
+    tx.send(true).unwrap();
+    task.await.unwrap();
+}
