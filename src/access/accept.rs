@@ -7,13 +7,14 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use jiff::Timestamp;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::access::gatekeeper::FirewallHandle;
 use crate::assets::Policy;
 use crate::clients::{self, AccessCode, Course, CourseState, MAX_WRONG_CODES, MacAddr, WRONG_CODE_WINDOW};
 use crate::clock::Clock;
 use crate::neighbours::Neighbours;
-use crate::store::{NewConsent, Store, StoreError};
+use crate::store::{Admission, Attempt, NewConsent, Store, StoreError};
 use crate::web::Live;
 
 /// What a guest sent: the form's fields as typed (not yet checked) and where it came from.
@@ -115,10 +116,123 @@ impl Refusal {
     }
 }
 
+/// Accepts waiting to be written, and the task that writes them together: while one
+/// transaction is being committed, those that arrive queue and go into the next one (one
+/// fsync for all of them). Each guest still gets its own outcome.
+#[derive(Debug, Clone)]
+struct Committer {
+    tx: mpsc::Sender<(Attempt, oneshot::Sender<Result<Admission, StoreError>>)>,
+    /// Transactions written so far.
+    commits: Arc<std::sync::atomic::AtomicU64>,
+}
+
+/// The most accepts one transaction holds.
+const MAX_BATCH: usize = 128;
+
+impl Committer {
+    fn start(store: Store) -> Self {
+        let (tx, mut rx) = mpsc::channel::<(Attempt, oneshot::Sender<Result<Admission, StoreError>>)>(1024);
+        let commits = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let counted = commits.clone();
+        tokio::spawn(async move {
+            while let Some(first) = rx.recv().await {
+                let mut batch = vec![first];
+                while batch.len() < MAX_BATCH {
+                    match rx.try_recv() {
+                        Ok(next) => batch.push(next),
+                        Err(_) => break,
+                    }
+                }
+                let (attempts, replies): (Vec<Attempt>, Vec<_>) = batch.into_iter().unzip();
+                if attempts.len() > 1 {
+                    tracing::debug!(accepts = attempts.len(), "accepts written in one transaction");
+                }
+                counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                match store.run(move |s| s.admit_all(&attempts)).await {
+                    Ok(outcomes) => {
+                        for (reply, outcome) in replies.into_iter().zip(outcomes) {
+                            let _ = reply.send(outcome);
+                        }
+                    }
+                    Err(e) => {
+                        for reply in replies {
+                            let _ = reply.send(Err(e.shared()));
+                        }
+                    }
+                }
+            }
+        });
+        Self { tx, commits }
+    }
+
+    /// Writes `attempt` with whatever else is waiting; `Err` if the store failed (nothing of
+    /// this attempt was written then) or the committer has stopped.
+    async fn admit(&self, attempt: Attempt) -> Result<Admission, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        let stopped = || StoreError::Shared("the store's writer has stopped".into());
+        self.tx.send((attempt, reply)).await.map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
+    }
+}
+
+/// The rules a right code must then pass, in the order refusals are given: the policy in force,
+/// the course's state, the name, the organisation, the tick box. `Ok` is the consent to record.
+#[derive(Debug, Clone)]
+struct Rules {
+    mac: MacAddr,
+    ip: IpAddr,
+    now: Timestamp,
+    policy_shown: String,
+    policy_in_force: String,
+    name: String,
+    organisation: String,
+    agreed: bool,
+    user_agent: String,
+}
+
+impl Rules {
+    fn judge(&self, course: &Course) -> Result<NewConsent, Refusal> {
+        if self.policy_shown != self.policy_in_force {
+            return Err(Refusal::PolicyChanged);
+        }
+        match course.state(self.now) {
+            CourseState::Running => {}
+            CourseState::Upcoming => {
+                return Err(Refusal::CourseNotStarted {
+                    starts_at: course.starts_at,
+                });
+            }
+            CourseState::Ended => return Err(Refusal::CourseEnded),
+        }
+        let name = match clients::clean_text("Your name", &self.name) {
+            Ok(n) if n.is_empty() => return Err(Refusal::BadName("Please enter your name.".into())),
+            Ok(n) => n,
+            Err(problem) => return Err(Refusal::BadName(problem)),
+        };
+        let organisation = clients::clean_text("Organisation", &self.organisation).map_err(Refusal::BadOrganisation)?;
+        if !self.agreed {
+            return Err(Refusal::NotAgreed);
+        }
+        Ok(NewConsent {
+            course_id: course.id,
+            max_devices: course.max_devices,
+            mac: self.mac,
+            ip: self.ip.to_string(),
+            accepted_at: self.now,
+            expires_at: course.ends_at,
+            name,
+            organisation,
+            user_agent: self.user_agent.clone(),
+            policy_hash: self.policy_in_force.clone(),
+        })
+    }
+}
+
 /// The portal's narrow handle: who is this device, may it pass, let it through. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Admissions {
     store: Store,
+    committer: Committer,
     firewall: FirewallHandle,
     neighbours: Arc<dyn Neighbours>,
     clock: Arc<dyn Clock>,
@@ -135,12 +249,19 @@ impl Admissions {
         policy: Live<Policy>,
     ) -> Self {
         Self {
+            committer: Committer::start(store.clone()),
             store,
             firewall,
             neighbours,
             clock,
             policy,
         }
+    }
+
+    /// How many transactions the accepts have been written in (fewer than the accepts when
+    /// they came together).
+    pub fn commits(&self) -> u64 {
+        self.committer.commits.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The time now.
@@ -169,9 +290,10 @@ impl Admissions {
     }
 
     /// Decides `app`, in this order: which device; the brute-force guard (checked and recorded
-    /// in one transaction, so parallel guesses count); the code (only a wrong one counts towards
-    /// the lock-out); the policy in force; the course's state; the name, organisation and tick
-    /// box; then the consent, committed; then the firewall. On success the device is open.
+    /// in the same transaction, so parallel guesses count); the code (only a wrong one counts
+    /// towards the lock-out); the policy in force; the course's state; the name, organisation
+    /// and tick box; then the consent, committed (with any other accepts waiting, in one
+    /// transaction); then the firewall. On success the device is open.
     ///
     /// # Errors
     /// The `Refusal`; nothing is opened.
@@ -190,117 +312,74 @@ impl Admissions {
             }
         };
         let mac = neighbour.mac;
-        let device = mac.to_string();
         let now = self.now();
 
-        // 2. Brute-force guard: too many wrong codes lately means wait, whatever was typed now.
-        let since = now - WRONG_CODE_WINDOW;
-        let (dev, at) = (device.clone(), ip.to_string());
-        let attempt = match self
-            .store
-            .run(move |s| s.begin_code_attempt(&dev, &at, now, since, MAX_WRONG_CODES))
-            .await
-        {
-            Ok(Ok(id)) => id,
-            Ok(Err((n, oldest))) => {
-                tracing::warn!(%mac, failures = n, "code attempt refused: device is locked out");
+        // 2-5. The guard, the code, the rules and the consent, in one transaction.
+        let rules = Rules {
+            mac,
+            ip,
+            now,
+            policy_shown: app.policy_version,
+            policy_in_force: self.policy.get().hash.clone(),
+            name: app.name,
+            organisation: app.organisation,
+            agreed: app.agreed,
+            user_agent: app.user_agent,
+        };
+        let judged = rules.clone();
+        let attempt = Attempt {
+            mac,
+            ip: ip.to_string(),
+            now,
+            since: now - WRONG_CODE_WINDOW,
+            max_wrong: MAX_WRONG_CODES,
+            code: AccessCode::normalise(&app.code),
+            empty: app.code.trim().is_empty(),
+            consent: Box::new(move |course| judged.judge(course).ok()),
+        };
+        let (course, consent_id) = match self.committer.admit(attempt).await {
+            Ok(Admission::Consented { course, consent }) => (course, consent),
+            Ok(Admission::LockedOut { failures, oldest }) => {
+                tracing::warn!(%mac, failures, "code attempt refused: device is locked out");
                 return Err(Refusal::LockedOut {
                     until: oldest.unwrap_or(now) + WRONG_CODE_WINDOW,
                 });
             }
-            Err(e) => return Err(Self::store_failed(mac, &e)),
-        };
-
-        // 3. The code. Only a wrong one counts towards the lock-out (an empty one does not).
-        let course = match AccessCode::normalise(&app.code) {
-            Some(code) => match self.store.run(move |s| s.course_by_code(&code)).await {
-                Ok(c) => c,
-                Err(e) => return Err(Self::store_failed(mac, &e)),
-            },
-            None => None,
-        };
-        let empty = app.code.trim().is_empty();
-        let outcome = match (&course, empty) {
-            (Some(_), _) => "right-code",
-            (None, true) => "empty",
-            (None, false) => "wrong-code",
-        };
-        if let Err(e) = self
-            .store
-            .run(move |s| s.finish_code_attempt(attempt, outcome, now))
-            .await
-        {
-            return Err(Self::store_failed(mac, &e));
-        }
-        let Some(course) = course else {
-            if empty {
-                return Err(Refusal::EmptyCode);
+            Ok(Admission::NoCourse) if app.code.trim().is_empty() => return Err(Refusal::EmptyCode),
+            Ok(Admission::NoCourse) => {
+                tracing::warn!(%mac, "wrong access code");
+                return Err(Refusal::WrongCode);
             }
-            tracing::warn!(%mac, "wrong access code");
-            return Err(Refusal::WrongCode);
-        };
-
-        // 4. The rest of the form. The policy shown must be the policy in force now.
-        let policy = self.policy.get();
-        if app.policy_version != policy.hash {
-            return Err(Refusal::PolicyChanged);
-        }
-        match course.state(now) {
-            CourseState::Running => {}
-            CourseState::Upcoming => {
-                tracing::info!(%mac, course = course.id, "code of a course not started yet");
-                return Err(Refusal::CourseNotStarted {
-                    starts_at: course.starts_at,
+            Ok(Admission::NotConsented(course)) => {
+                let refusal = rules
+                    .judge(&course)
+                    .err()
+                    .unwrap_or(Refusal::Unavailable(Unavailable::Store));
+                match refusal {
+                    Refusal::CourseNotStarted { .. } => {
+                        tracing::info!(%mac, course = course.id, "code of a course not started yet");
+                    }
+                    Refusal::CourseEnded => tracing::info!(%mac, course = course.id, "code of an ended course"),
+                    _ => {}
+                }
+                return Err(refusal);
+            }
+            Ok(Admission::Refused { course, why }) => {
+                return Err(match why {
+                    StoreError::CourseFull => {
+                        tracing::info!(%mac, course = course.id, "course full");
+                        Refusal::CourseFull
+                    }
+                    StoreError::CourseNotRunning => {
+                        tracing::info!(%mac, course = course.id, "course ended while the guest was accepting");
+                        Refusal::CourseEnded
+                    }
+                    StoreError::RevokedForCourse => {
+                        tracing::info!(%mac, course = course.id, "revoked device tried to accept again");
+                        Refusal::Revoked
+                    }
+                    e => Self::store_failed(mac, &e),
                 });
-            }
-            CourseState::Ended => {
-                tracing::info!(%mac, course = course.id, "code of an ended course");
-                return Err(Refusal::CourseEnded);
-            }
-        }
-        let name = match clients::clean_text("Your name", &app.name) {
-            Ok(n) if n.is_empty() => return Err(Refusal::BadName("Please enter your name.".into())),
-            Ok(n) => n,
-            Err(problem) => return Err(Refusal::BadName(problem)),
-        };
-        let organisation = clients::clean_text("Organisation", &app.organisation).map_err(Refusal::BadOrganisation)?;
-        if !app.agreed {
-            return Err(Refusal::NotAgreed);
-        }
-
-        // 5. Consent, committed durably before anything is opened.
-        let consent = NewConsent {
-            course_id: course.id,
-            max_devices: course.max_devices,
-            mac,
-            ip: ip.to_string(),
-            accepted_at: now,
-            expires_at: course.ends_at,
-            name,
-            organisation,
-            user_agent: app.user_agent,
-            policy_hash: policy.hash.clone(),
-        };
-        let consent_id = match self.store.run(move |s| s.record_consent(&consent)).await {
-            Ok(id) => id,
-            Err(StoreError::CourseFull) => {
-                tracing::info!(%mac, course = course.id, "course full");
-                // Counted for the staff dashboard's refusals; failing to count does not change
-                // the answer.
-                let detail = serde_json::json!({"course": course.id});
-                let _ = self
-                    .store
-                    .run(move |s| s.record_device_event(now, crate::store::EventKind::RefusedCourseFull, detail, mac))
-                    .await;
-                return Err(Refusal::CourseFull);
-            }
-            Err(StoreError::CourseNotRunning) => {
-                tracing::info!(%mac, course = course.id, "course ended while the guest was accepting");
-                return Err(Refusal::CourseEnded);
-            }
-            Err(StoreError::RevokedForCourse) => {
-                tracing::info!(%mac, course = course.id, "revoked device tried to accept again");
-                return Err(Refusal::Revoked);
             }
             Err(e) => return Err(Self::store_failed(mac, &e)),
         };

@@ -7,7 +7,7 @@ use serde_json::json;
 use super::audit::{ended, returning_ids};
 use super::{EndReason, EventKind};
 use super::{Store, StoreError, insert_event, insert_subject_event, parse_mac, parse_ts, ts};
-use crate::clients::{MacAddr, Session};
+use crate::clients::{AccessCode, Course, MacAddr, Session};
 
 /// Everything recorded when a guest accepts.
 #[derive(Debug, Clone)]
@@ -95,7 +95,229 @@ pub(super) fn end_device(
     Ok((consents, exceptions))
 }
 
+/// `record_consent`'s checks and insert, inside the caller's transaction.
+pub(super) fn insert_consent(tx: &Connection, c: &NewConsent) -> Result<i64, StoreError> {
+    let now = ts(c.accepted_at);
+    // Re-read the course inside the transaction: staff may have ended it since the caller
+    // looked, and an ended course must never gain a device.
+    let running: bool = tx.query_row(
+        "SELECT ended_early_at IS NULL AND starts_at <= ?2 AND ends_at > ?2 FROM courses WHERE id = ?1",
+        params![c.course_id, now],
+        |r| r.get(0),
+    )?;
+    if !running {
+        return Err(StoreError::CourseNotRunning);
+    }
+    let revoked: bool = tx.query_row(
+        "SELECT EXISTS (SELECT 1 FROM consents WHERE course_id = ?1 AND mac = ?2 AND end_reason = 'revoked')",
+        params![c.course_id, c.mac.to_string()],
+        |r| r.get(0),
+    )?;
+    if revoked {
+        return Err(StoreError::RevokedForCourse);
+    }
+    let (devices, already_in): (u32, bool) = tx.query_row(
+        "SELECT count(DISTINCT mac), coalesce(max(mac = ?3), 0) FROM consents
+         WHERE course_id = ?1 AND ended_at IS NULL AND expires_at > ?2",
+        params![c.course_id, now, c.mac.to_string()],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    if !already_in && devices >= c.max_devices {
+        return Err(StoreError::CourseFull);
+    }
+    let (salt, mac) = (super::new_salt()?, c.mac.to_string());
+    tx.execute(
+        "INSERT INTO consents (course_id, mac, ip, accepted_at, expires_at, name, organisation, user_agent, policy_hash, salt)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+        params![
+            c.course_id,
+            c.mac.to_string(),
+            c.ip,
+            now,
+            ts(c.expires_at),
+            c.name,
+            c.organisation,
+            c.user_agent,
+            c.policy_hash,
+            salt
+        ],
+    )?;
+    let id = tx.last_insert_rowid();
+    insert_event(
+        tx,
+        c.accepted_at,
+        EventKind::Consent,
+        &json!({
+            "consent": id,
+            "course": c.course_id,
+            "policy": c.policy_hash,
+            "accepted_at": now,
+            "expires_at": ts(c.expires_at),
+            "personal": super::audit::personal_commitment(Some(&salt), &mac, &c.ip, &c.name, &c.organisation, &c.user_agent),
+        }),
+    )?;
+    Ok(id)
+}
+
+/// The brute-force guard's count: `Err((failures, oldest))` if `device` has `max` or more
+/// counted attempts since `since` (wrong codes, and unfinished ones for a minute).
+fn lockout(
+    conn: &Connection,
+    device: &str,
+    now: Timestamp,
+    since: Timestamp,
+    max: u32,
+) -> Result<Result<(), (u32, Option<Timestamp>)>, StoreError> {
+    let (n, oldest): (u32, Option<String>) = conn.query_row(
+        "SELECT count(*), min(at) FROM code_attempts
+         WHERE device = ?1 AND at > ?2 AND (outcome = 'wrong-code' OR (outcome = 'pending' AND at > ?3))",
+        params![device, ts(since), ts(now - PENDING_COUNTS_FOR)],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    if n >= max {
+        return Ok(Err((n, oldest.as_deref().map(parse_ts).transpose()?)));
+    }
+    Ok(Ok(()))
+}
+
+/// Given the course a code names, the consent the accept's rules allow, if any.
+pub type ConsentRule = Box<dyn Fn(&Course) -> Option<NewConsent> + Send>;
+
+/// One guest's accept as the store sees it (`Store::admit_all`).
+pub struct Attempt {
+    /// The device.
+    pub mac: MacAddr,
+    /// Its address.
+    pub ip: String,
+    /// When it asked.
+    pub now: Timestamp,
+    /// The brute-force guard's window starts here ...
+    pub since: Timestamp,
+    /// ... and allows this many wrong codes in it.
+    pub max_wrong: u32,
+    /// The code typed, if it has the form of one.
+    pub code: Option<AccessCode>,
+    /// Nothing was typed (an empty code does not count towards the lock-out).
+    pub empty: bool,
+    /// Given the course the code names, the consent to record, or `None` if the rules refuse
+    /// (the policy, the course's state, the form): then only the attempt is recorded.
+    pub consent: ConsentRule,
+}
+
+impl std::fmt::Debug for Attempt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Attempt")
+            .field("mac", &self.mac)
+            .field("now", &self.now)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What the store made of one `Attempt`.
+#[derive(Debug)]
+pub enum Admission {
+    /// Too many wrong codes lately: nothing recorded.
+    LockedOut {
+        /// Counted attempts in the window.
+        failures: u32,
+        /// The oldest of them.
+        oldest: Option<Timestamp>,
+    },
+    /// The code names no course (the attempt is recorded, a wrong code in the audit log).
+    NoCourse,
+    /// The code names `0`, but the rules refused before any consent.
+    NotConsented(Course),
+    /// The consent is recorded (durable once `admit_all` returns).
+    Consented {
+        /// The course.
+        course: Course,
+        /// The consent's id.
+        consent: i64,
+    },
+    /// The course refused the device: `CourseFull` (recorded in the audit log),
+    /// `CourseNotRunning` or `RevokedForCourse`.
+    Refused {
+        /// The course.
+        course: Course,
+        /// Why.
+        why: StoreError,
+    },
+}
+
+/// `attempt`, inside the caller's transaction, in the accept's order: the guard, the code,
+/// the rules, the consent.
+fn admit_one(conn: &Connection, a: &Attempt) -> Result<Admission, StoreError> {
+    let device = a.mac.to_string();
+    if let Err((failures, oldest)) = lockout(conn, &device, a.now, a.since, a.max_wrong)? {
+        return Ok(Admission::LockedOut { failures, oldest });
+    }
+    let course = match &a.code {
+        Some(code) => super::courses::course_by_code_in(conn, code)?,
+        None => None,
+    };
+    let outcome = match (&course, a.empty) {
+        (Some(_), _) => "right-code",
+        (None, true) => "empty",
+        (None, false) => "wrong-code",
+    };
+    conn.execute(
+        "INSERT INTO code_attempts (device, ip, at, outcome) VALUES (?1, ?2, ?3, ?4)",
+        params![device, a.ip, ts(a.now), outcome],
+    )?;
+    // A wrong code is a refusal worth keeping in the audit log; an empty one is not.
+    if outcome == "wrong-code" {
+        insert_subject_event(conn, a.now, EventKind::RefusedWrongCode, json!({}), a.mac, "")?;
+    }
+    let Some(course) = course else {
+        return Ok(Admission::NoCourse);
+    };
+    let Some(consent) = (a.consent)(&course) else {
+        return Ok(Admission::NotConsented(course));
+    };
+    match insert_consent(conn, &consent) {
+        Ok(id) => Ok(Admission::Consented { course, consent: id }),
+        Err(StoreError::CourseFull) => {
+            let detail = json!({"course": course.id});
+            insert_subject_event(conn, a.now, EventKind::RefusedCourseFull, detail, a.mac, "")?;
+            Ok(Admission::Refused {
+                course,
+                why: StoreError::CourseFull,
+            })
+        }
+        Err(why @ (StoreError::CourseNotRunning | StoreError::RevokedForCourse)) => {
+            Ok(Admission::Refused { course, why })
+        }
+        Err(e) => Err(e),
+    }
+}
+
 impl Store {
+    /// Several guests' accepts in one IMMEDIATE transaction, so one fsync makes all of them
+    /// durable: each in a savepoint of its own, so a store failure in one undoes only its own
+    /// writes. Every consent is durable when this returns, before anything is opened.
+    ///
+    /// # Errors
+    /// If the transaction cannot begin or commit (then nothing of any is recorded); one
+    /// attempt's own failure is its entry's `Err`.
+    pub fn admit_all(&self, attempts: &[Attempt]) -> Result<Vec<Result<Admission, StoreError>>, StoreError> {
+        let mut conn = self.lock();
+        let mut tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let mut out = Vec::with_capacity(attempts.len());
+        for a in attempts {
+            let one = tx.savepoint()?;
+            match admit_one(&one, a) {
+                Ok(admission) => {
+                    one.commit()?;
+                    out.push(Ok(admission));
+                }
+                // Dropping the savepoint rolls back this attempt's writes only.
+                Err(e) => out.push(Err(e)),
+            }
+        }
+        tx.commit()?;
+        Ok(out)
+    }
+
     /// Records a consent durably. The course's device limit is checked in the same transaction,
     /// so two guests accepting at once cannot both take the last place. A device that already
     /// has an open consent for this course does not count twice.
@@ -105,65 +327,7 @@ impl Store {
     pub fn record_consent(&self, c: &NewConsent) -> Result<i64, StoreError> {
         let mut conn = self.lock();
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let now = ts(c.accepted_at);
-        // Re-read the course inside the transaction: staff may have ended it since the caller
-        // looked, and an ended course must never gain a device.
-        let running: bool = tx.query_row(
-            "SELECT ended_early_at IS NULL AND starts_at <= ?2 AND ends_at > ?2 FROM courses WHERE id = ?1",
-            params![c.course_id, now],
-            |r| r.get(0),
-        )?;
-        if !running {
-            return Err(StoreError::CourseNotRunning);
-        }
-        let revoked: bool = tx.query_row(
-            "SELECT EXISTS (SELECT 1 FROM consents WHERE course_id = ?1 AND mac = ?2 AND end_reason = 'revoked')",
-            params![c.course_id, c.mac.to_string()],
-            |r| r.get(0),
-        )?;
-        if revoked {
-            return Err(StoreError::RevokedForCourse);
-        }
-        let (devices, already_in): (u32, bool) = tx.query_row(
-            "SELECT count(DISTINCT mac), coalesce(max(mac = ?3), 0) FROM consents
-             WHERE course_id = ?1 AND ended_at IS NULL AND expires_at > ?2",
-            params![c.course_id, now, c.mac.to_string()],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )?;
-        if !already_in && devices >= c.max_devices {
-            return Err(StoreError::CourseFull);
-        }
-        let (salt, mac) = (super::new_salt()?, c.mac.to_string());
-        tx.execute(
-            "INSERT INTO consents (course_id, mac, ip, accepted_at, expires_at, name, organisation, user_agent, policy_hash, salt)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-            params![
-                c.course_id,
-                c.mac.to_string(),
-                c.ip,
-                now,
-                ts(c.expires_at),
-                c.name,
-                c.organisation,
-                c.user_agent,
-                c.policy_hash,
-                salt
-            ],
-        )?;
-        let id = tx.last_insert_rowid();
-        insert_event(
-            &tx,
-            c.accepted_at,
-            EventKind::Consent,
-            &json!({
-                "consent": id,
-                "course": c.course_id,
-                "policy": c.policy_hash,
-                "accepted_at": now,
-                "expires_at": ts(c.expires_at),
-                "personal": super::audit::personal_commitment(Some(&salt), &mac, &c.ip, &c.name, &c.organisation, &c.user_agent),
-            }),
-        )?;
+        let id = insert_consent(&tx, c)?;
         tx.commit()?;
         Ok(id)
     }
@@ -334,14 +498,8 @@ impl Store {
     ) -> Result<Result<i64, (u32, Option<Timestamp>)>, StoreError> {
         let mut conn = self.lock();
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let (n, oldest): (u32, Option<String>) = tx.query_row(
-            "SELECT count(*), min(at) FROM code_attempts
-             WHERE device = ?1 AND at > ?2 AND (outcome = 'wrong-code' OR (outcome = 'pending' AND at > ?3))",
-            params![device, ts(since), ts(now - PENDING_COUNTS_FOR)],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )?;
-        if n >= max {
-            return Ok(Err((n, oldest.as_deref().map(parse_ts).transpose()?)));
+        if let Err(locked) = lockout(&tx, device, now, since, max)? {
+            return Ok(Err(locked));
         }
         tx.execute(
             "INSERT INTO code_attempts (device, ip, at, outcome) VALUES (?1, ?2, ?3, 'pending')",

@@ -40,6 +40,18 @@ fn course(raw: RawCourse) -> Result<Course, StoreError> {
     })
 }
 
+/// The course whose code is `code`, read on `conn` (inside the caller's transaction).
+pub(super) fn course_by_code_in(conn: &rusqlite::Connection, code: &AccessCode) -> Result<Option<Course>, StoreError> {
+    let raw = conn
+        .query_row(
+            &format!("SELECT {COLUMNS} FROM courses WHERE code = ?1"),
+            [code.as_str()],
+            course_from_row,
+        )
+        .optional()?;
+    raw.map(course).transpose()
+}
+
 impl Store {
     /// Creates a course with a fresh code from `new_code` (retried if it collides with any code
     /// ever issued, so an old code can never open a new course).
@@ -117,15 +129,7 @@ impl Store {
     /// # Errors
     /// On a database failure.
     pub fn course_by_code(&self, code: &AccessCode) -> Result<Option<Course>, StoreError> {
-        let conn = self.lock();
-        let raw = conn
-            .query_row(
-                &format!("SELECT {COLUMNS} FROM courses WHERE code = ?1"),
-                [code.as_str()],
-                course_from_row,
-            )
-            .optional()?;
-        raw.map(course).transpose()
+        course_by_code_in(&self.lock(), code)
     }
 
     /// Ends a course now: no more acceptances, and every open consent for it ends. Returns the

@@ -21,7 +21,7 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
 pub use admins::{Admin, AdminSession, Role};
 pub use audit::{ChainBreak, ChainOk, PolicyVersion};
-pub use consents::{ConsentRecord, NewConsent};
+pub use consents::{Admission, Attempt, ConsentRecord, ConsentRule, NewConsent};
 pub use exceptions::Exception;
 pub use retention::{Erasure, Purge};
 
@@ -160,6 +160,21 @@ pub enum StoreError {
     /// Any other SQLite failure.
     #[error("database error: {0}")]
     Sqlite(rusqlite::Error),
+    /// A failure of a transaction several callers shared (group commit), as each is told it.
+    #[error("database error: {0}")]
+    Shared(String),
+}
+
+impl StoreError {
+    /// This failure as told to each of the callers who shared the transaction it ended.
+    pub fn shared(&self) -> Self {
+        match self {
+            Self::DiskFull => Self::DiskFull,
+            Self::ReadOnly => Self::ReadOnly,
+            Self::Damaged => Self::Damaged,
+            other => Self::Shared(other.to_string()),
+        }
+    }
 }
 
 impl From<rusqlite::Error> for StoreError {

@@ -1002,3 +1002,81 @@ fn events_from_two_connections_at_once_keep_one_chain() {
         .expect("one unbroken chain");
     assert_eq!(ok.events, 100);
 }
+
+/// Issue 12: several accepts in one transaction. Each is decided on its own, one that fails in
+/// the store (its policy was never recorded) undoes only its own writes, and every consent is
+/// committed when `admit_all` returns: a second connection to the file sees them at once.
+#[test]
+fn admit_all_writes_each_accept_in_its_own_savepoint_and_commits_them_together() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.db");
+    let s = Store::open(&path).unwrap();
+    s.record_policy("abc", "# Policy", t("2026-11-23T08:00:00Z")).unwrap();
+    let course = s
+        .add_course(
+            "Phonics",
+            t("2026-11-23T09:00:00Z"),
+            t("2026-11-23T16:00:00Z"),
+            5,
+            t("2026-11-23T08:00:00Z"),
+            "test",
+            codes(),
+        )
+        .unwrap();
+    let attempt = |mac: &str, code: Option<AccessCode>, policy: &'static str| {
+        let c = consent(&course, mac, "2026-11-23T10:00:00Z");
+        Attempt {
+            mac: mac.parse().unwrap(),
+            ip: "192.0.2.10".into(),
+            now: t("2026-11-23T10:00:00Z"),
+            since: t("2026-11-23T09:45:00Z"),
+            max_wrong: 5,
+            code,
+            empty: false,
+            consent: Box::new(move |_| {
+                Some(NewConsent {
+                    policy_hash: policy.into(),
+                    ..c.clone()
+                })
+            }),
+        }
+    };
+    let right = Some(course.code.clone());
+    let outcomes = s
+        .admit_all(&[
+            attempt("02:00:00:00:00:01", right.clone(), "abc"),
+            attempt("02:00:00:00:00:02", right.clone(), "never-recorded"),
+            attempt("02:00:00:00:00:03", AccessCode::normalise("WRNGWRNG"), "abc"),
+            attempt("02:00:00:00:00:04", right.clone(), "abc"),
+        ])
+        .unwrap();
+    assert!(
+        matches!(outcomes[0], Ok(Admission::Consented { .. })),
+        "{:?}",
+        outcomes[0]
+    );
+    assert!(outcomes[1].is_err(), "{:?}", outcomes[1]);
+    assert!(matches!(outcomes[2], Ok(Admission::NoCourse)), "{:?}", outcomes[2]);
+    assert!(
+        matches!(outcomes[3], Ok(Admission::Consented { .. })),
+        "{:?}",
+        outcomes[3]
+    );
+    let other = Connection::open(&path).unwrap();
+    let count = |sql: &str| other.query_row(sql, [], |r| r.get::<_, i64>(0)).unwrap();
+    assert_eq!(
+        count("SELECT count(*) FROM consents"),
+        2,
+        "both good consents, committed"
+    );
+    assert_eq!(
+        count("SELECT count(*) FROM code_attempts WHERE device = '02:00:00:00:00:02'"),
+        0,
+        "the failed accept's attempt was rolled back with it"
+    );
+    assert_eq!(
+        count("SELECT count(*) FROM code_attempts WHERE outcome = 'wrong-code'"),
+        1
+    );
+    assert!(s.verify().unwrap().is_ok(), "the audit chain holds");
+}

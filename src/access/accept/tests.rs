@@ -265,3 +265,64 @@ fn every_refusal_has_its_own_label() {
     let labels: std::collections::BTreeSet<_> = all.iter().map(Refusal::as_str).collect();
     assert_eq!(labels.len(), all.len());
 }
+
+/// Issue 12: accepts that arrive together are written in one transaction (one fsync), each
+/// still decided on its own: here 20 phones at once on a course with room for 10, plus one
+/// wrong code and one locked-out device among them. Every admitted device is open, and its
+/// consent was in the store before its element went in (the gatekeeper opens only what the
+/// store already allows).
+#[tokio::test]
+async fn accepts_that_arrive_together_share_one_transaction_and_keep_their_own_answers() {
+    let phones: Vec<(String, MacAddr)> = (0..22u8)
+        .map(|i| {
+            (
+                format!("192.0.2.{}", 100 + i),
+                format!("02:00:00:00:01:{i:02x}").parse().unwrap(),
+            )
+        })
+        .collect();
+    let table = phones.iter().map(|(ip, mac)| (ip.parse().unwrap(), *mac)).collect();
+    let f = fixture_with(Arc::new(StaticNeighbours(table))).await;
+    f.store
+        .add_course(
+            "Hall",
+            t("2026-11-23T09:00:00Z"),
+            t("2026-11-23T16:00:00Z"),
+            10,
+            f.clock.now(),
+            "test",
+            || AccessCode::normalise("HQHQHQHQ").unwrap(),
+        )
+        .unwrap();
+    // The last phone is locked out already.
+    let (locked_ip, locked_mac) = phones[21].clone();
+    for _ in 0..MAX_WRONG_CODES {
+        let mut wrong = f.application(&locked_ip, "WRNGWRNG");
+        wrong.name = "L".into();
+        assert_eq!(f.refusal(wrong).await, Refusal::WrongCode);
+    }
+    let before = f.access.commits();
+    let apps: Vec<Application> = phones
+        .iter()
+        .enumerate()
+        .map(|(i, (ip, _))| f.application(ip, if i == 20 { "WRNGWRNG" } else { "HQHQHQHQ" }))
+        .collect();
+    let answers = futures_util::future::join_all(apps.into_iter().map(|a| f.access.accept(a))).await;
+    assert_eq!(f.access.commits() - before, 1, "one transaction for all 22");
+    let admitted: Vec<&Admitted> = answers.iter().filter_map(|a| a.as_ref().ok()).collect();
+    assert_eq!(admitted.len(), 10, "the course's 10 places, no more");
+    let full = answers.iter().filter(|a| matches!(a, Err(Refusal::CourseFull))).count();
+    assert_eq!(full, 10);
+    assert_eq!(answers[20].as_ref().err(), Some(&Refusal::WrongCode));
+    assert!(
+        matches!(answers[21], Err(Refusal::LockedOut { .. })),
+        "{:?}",
+        answers[21]
+    );
+    for a in &admitted {
+        assert!(f.fake.0.lock().unwrap().set.contains_key(&a.mac));
+        assert!(f.store.allowed_until(a.mac, f.clock.now()).unwrap().is_some());
+    }
+    assert!(!f.fake.0.lock().unwrap().set.contains_key(&locked_mac));
+    assert_eq!(f.open(), 10);
+}
