@@ -21,6 +21,12 @@ use crate::clock::Clock;
 use crate::firewall::{Firewall, FirewallError, OutsideChanges, TABLE, TableSpec};
 use crate::store::{Store, StoreError};
 
+/// The most accepted devices opened in one transaction.
+const MAX_OPENS: usize = 128;
+
+/// One accepted device waiting to be opened, and where its answer goes.
+type Open = (MacAddr, Vec<IpAddr>, i64, oneshot::Sender<Result<(), GatekeeperError>>);
+
 /// How often the writer looks for outside changes and for access that ran out.
 pub const WATCH_INTERVAL: Duration = Duration::from_secs(1);
 /// How often the writer lists the kernel's table and set even when no change was reported: a
@@ -286,7 +292,21 @@ impl<F: Firewall> Writer<F> {
             loop {
                 tokio::select! {
                     cmd = rx.recv() => match cmd {
-                        Some(Command::Open { mac, ips, consent, reply }) => { let _ = reply.send(self.open(mac, &ips, consent).await); }
+                        Some(Command::Open { mac, ips, consent, reply }) => {
+                            // Every accept waiting goes in with this one: one netlink
+                            // transaction and one conntrack pass for all of them.
+                            let mut opens = vec![(mac, ips, consent, reply)];
+                            let mut next = None;
+                            while opens.len() < MAX_OPENS {
+                                match rx.try_recv() {
+                                    Ok(Command::Open { mac, ips, consent, reply }) => opens.push((mac, ips, consent, reply)),
+                                    Ok(other) => { next = Some(other); break; }
+                                    Err(_) => break,
+                                }
+                            }
+                            self.open_all(opens).await;
+                            if let Some(Command::Sync { macs, reply }) = next { let _ = reply.send(self.sync(&macs).await); }
+                        }
                         Some(Command::Sync { macs, reply }) => { let _ = reply.send(self.sync(&macs).await); }
                         None => break,
                     },
@@ -335,6 +355,67 @@ impl<F: Firewall> Writer<F> {
         f: impl FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, GatekeeperError> {
         Ok(self.store.run(f).await?)
+    }
+
+    /// Opens several accepted devices together: each checked against the store, then one
+    /// transaction adding all their elements and one pass over conntrack for all their
+    /// addresses. If that fails, each is opened on its own, so a failure is its own guest's.
+    async fn open_all(&self, opens: Vec<Open>) {
+        if opens.len() == 1 {
+            for (mac, ips, consent, reply) in opens {
+                let _ = reply.send(self.open(mac, &ips, consent).await);
+            }
+            return;
+        }
+        let now = self.clock.now();
+        let macs: Vec<MacAddr> = opens.iter().map(|o| o.0).collect();
+        let untils = self
+            .store_call(move |s| {
+                macs.iter()
+                    .map(|&m| s.allowed_until(m, now))
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .await;
+        let together = match &untils {
+            Ok(untils) if untils.iter().all(Option::is_some) => {
+                let elements: Vec<(MacAddr, SignedDuration)> = opens
+                    .iter()
+                    .zip(untils.iter().flatten())
+                    .map(|(o, until)| (o.0, until.duration_since(now)))
+                    .collect();
+                let ips: Vec<IpAddr> = opens.iter().flat_map(|o| o.1.iter().copied()).collect();
+                match self.firewall.allow_all(&elements).await {
+                    Ok(()) => self
+                        .firewall
+                        .forget_connections(&ips)
+                        .await
+                        .map_err(GatekeeperError::from),
+                    Err(e) => Err(e.into()),
+                }
+            }
+            Ok(_) => Err(GatekeeperError::Store(StoreError::NotFound(
+                "an open consent for every device".into(),
+            ))),
+            Err(e) => Err(GatekeeperError::Store(StoreError::Shared(e.to_string()))),
+        };
+        match (together, untils) {
+            (Ok(()), Ok(untils)) => {
+                tracing::debug!(devices = opens.len(), "devices opened together");
+                for ((mac, _, _, reply), until) in opens.into_iter().zip(untils.into_iter().flatten()) {
+                    lock(&self.expiries).insert(mac, until);
+                    tracing::info!(%mac, until = %until, "device allowed");
+                    let _ = reply.send(Ok(()));
+                }
+            }
+            (result, _) => {
+                if let Err(e) = result {
+                    tracing::debug!(error = %e, "opening devices together failed; opening each on its own");
+                }
+                for (mac, ips, consent, reply) in opens {
+                    let _ = reply.send(self.open(mac, &ips, consent).await);
+                }
+            }
+        }
     }
 
     async fn open(&self, mac: MacAddr, ips: &[IpAddr], consent: i64) -> Result<(), GatekeeperError> {

@@ -28,6 +28,8 @@ pub(crate) struct FakeState {
     pub(crate) outside: super::OutsideChanges,
     /// How many times the table or the set was listed.
     pub(crate) listings: usize,
+    /// Sizes of the transactions `allow_all` was given.
+    pub(crate) batches: Vec<usize>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -67,6 +69,12 @@ impl Firewall for FakeFirewall {
     }
     async fn allow(&self, mac: MacAddr, left: SignedDuration) -> Result<(), FirewallError> {
         self.state().set.insert(mac, left);
+        Ok(())
+    }
+    async fn allow_all(&self, elements: &[(MacAddr, SignedDuration)]) -> Result<(), FirewallError> {
+        let mut s = self.state();
+        s.batches.push(elements.len());
+        s.set.extend(elements.iter().copied());
         Ok(())
     }
     async fn deny(&self, mac: MacAddr) -> Result<(), FirewallError> {

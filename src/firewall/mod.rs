@@ -83,6 +83,19 @@ pub trait Firewall: Send + Sync + 'static {
     fn timeouts(&self) -> impl Future<Output = Result<Vec<(MacAddr, SignedDuration)>, FirewallError>> + Send;
     /// Puts `mac` in the set (or refreshes it) with `left` until it times out.
     fn allow(&self, mac: MacAddr, left: SignedDuration) -> impl Future<Output = Result<(), FirewallError>> + Send;
+    /// Puts every one of `elements` in the set in one transaction (all or none), each for its
+    /// time left. The default does them one by one.
+    fn allow_all(
+        &self,
+        elements: &[(MacAddr, SignedDuration)],
+    ) -> impl Future<Output = Result<(), FirewallError>> + Send {
+        async move {
+            for &(mac, left) in elements {
+                self.allow(mac, left).await?;
+            }
+            Ok(())
+        }
+    }
     /// Removes `mac` from the set; absent is not an error.
     fn deny(&self, mac: MacAddr) -> impl Future<Output = Result<(), FirewallError>> + Send;
     /// Removes the conntrack entries of connections any of `ips` started, so their next

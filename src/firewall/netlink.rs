@@ -236,6 +236,22 @@ impl Netlink {
         }
     }
 
+    /// Adds every one of `elements` (MAC, milliseconds) exclusively in one transaction. If any
+    /// is refused (one already there, say) nothing is added, and `Ok(false)` says to add them
+    /// one by one instead.
+    pub(super) fn allow_all(&self, elements: &[(MacAddr, u64)]) -> Result<bool, FirewallError> {
+        const WHAT: &str = "adding to set allowed";
+        let adds: Vec<Element> = elements
+            .iter()
+            .map(|&(mac, timeout_ms)| Element::Add {
+                mac,
+                timeout_ms,
+                exclusive: true,
+            })
+            .collect();
+        Ok(self.apply(WHAT, &adds)?.is_none())
+    }
+
     /// Removes `mac` from the set; absent is done.
     pub(super) fn deny(&self, mac: MacAddr) -> Result<(), FirewallError> {
         const WHAT: &str = "deleting from set allowed";

@@ -230,6 +230,21 @@ impl Firewall for NftFirewall {
         self.netlink("adding to set allowed", move |n| n.allow(mac, ms)).await
     }
 
+    async fn allow_all(&self, elements: &[(MacAddr, SignedDuration)]) -> Result<(), FirewallError> {
+        let ms: Vec<(MacAddr, u64)> = elements
+            .iter()
+            .map(|&(mac, left)| (mac, u64::from(timeout_secs(left)) * 1000))
+            .collect();
+        let one_by_one = ms.clone();
+        if self.netlink("adding to set allowed", move |n| n.allow_all(&ms)).await? {
+            return Ok(());
+        }
+        for (mac, ms) in one_by_one {
+            self.netlink("adding to set allowed", move |n| n.allow(mac, ms)).await?;
+        }
+        Ok(())
+    }
+
     async fn deny(&self, mac: MacAddr) -> Result<(), FirewallError> {
         self.netlink("deleting from set allowed", move |n| n.deny(mac)).await
     }

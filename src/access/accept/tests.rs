@@ -325,4 +325,6 @@ async fn accepts_that_arrive_together_share_one_transaction_and_keep_their_own_a
     }
     assert!(!f.fake.0.lock().unwrap().set.contains_key(&locked_mac));
     assert_eq!(f.open(), 10);
+    let batches = f.fake.0.lock().unwrap().batches.clone();
+    assert!(batches.iter().any(|&n| n > 1), "devices opened together: {batches:?}");
 }
