@@ -1,0 +1,116 @@
+"""One accept and one revoke, timed, from a phone's namespace (bench/scale).
+
+Each round, as in bench/accept_latency.py:
+  1. staff create a fresh course (untimed: a revoked device may not accept again for a course);
+  2. accept: the timer starts just before the POST to /accept is sent; the phone then fetches
+     the internet host until it answers with its own page, not a redirect. Stops at that answer;
+  3. revoke: the timer starts just before `aupgate session revoke MAC` is started; while it
+     runs, the phone keeps fetching the internet host on fresh connections until it is no longer
+     answered by it (the portal's redirect, or a refusal). Stops then. When the CLI itself
+     returned is kept too;
+  4. staff end the course (untimed).
+Prints p50/p90/p99/max/mean of each, and one `figures` line of key=value for bench/scale. With 50
+rounds, p99 is the slowest round.
+
+usage: accept_revoke.py AUPGATE_BIN CONFIG PHONE_MAC ROUNDS [REVOKE_ROUNDS]
+(REVOKE_ROUNDS, default all: how many of the rounds time their revoke; the others revoke untimed.)
+"""
+import datetime, http.client, json, re, subprocess, sys, time, urllib.parse
+
+bin_, config, mac, rounds = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+revoke_rounds = int(sys.argv[5]) if len(sys.argv) > 5 else rounds
+PORTAL, INTERNET = ("192.0.2.1", 8080), ("198.51.100.2", 80)
+# Courses end in a week, not in 2099 as in accept_latency.py: nft's text parser refuses a timeout
+# of 100,000,000 s (1157 days) or more, so the daemon's full-table rebuild (at start, or when it
+# restores the table) fails while such a course has an open consent.
+ENDS = (datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(days=7)).strftime("%Y-%m-%dT%H:%M:%S+00:00")
+
+
+def cli(*args):
+    return subprocess.run([bin_, "--config", config, *args], check=True, capture_output=True, text=True).stdout
+
+
+def request(host_port, method, path, body=None):
+    c = http.client.HTTPConnection(*host_port, timeout=5)
+    headers = {"Content-Type": "application/x-www-form-urlencoded"} if body else {}
+    c.request(method, path, body=body, headers=headers)
+    r = c.getresponse()
+    data = r.read()
+    c.close()
+    return r.status, data
+
+
+def forwarded():
+    """One fetch of the internet host on a fresh connection: answered by the host itself?"""
+    try:
+        status, data = request(INTERNET, "GET", "/")
+    except OSError:  # refused or reset: not forwarded
+        return False
+    return status == 200 and b"Hello from the internet" in data
+
+
+status, page = request(PORTAL, "GET", "/")
+policy = re.search(rb'name="policy" value="([0-9a-f]+)"', page).group(1).decode()
+posted, opened, closed, cli_done = [], [], [], []
+for i in range(rounds):
+    course = json.loads(cli("course", "add", "--title", f"scale bench {i}", "--starts", "2000-01-01T00:00",
+                            "--ends", ENDS, "--max-devices", "5", "--json"))
+    body = urllib.parse.urlencode({"code": course["code"], "name": "Bench", "organisation": "Lab",
+                                   "agree": "yes", "policy": policy})
+    t0 = time.perf_counter()
+    status, _ = request(PORTAL, "POST", "/accept", body)
+    t1 = time.perf_counter()
+    assert status == 200, status
+    deadline = time.perf_counter() + 10
+    while not forwarded():
+        if time.perf_counter() > deadline:
+            sys.exit("the phone was not opened within 10 s of accepting")
+    t2 = time.perf_counter()
+    posted.append((t1 - t0) * 1000)
+    opened.append((t2 - t0) * 1000)
+
+    if i < revoke_rounds:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen([bin_, "--config", config, "session", "revoke", mac],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.perf_counter() + 10
+        t_cli = None
+        while forwarded():
+            if t_cli is None and proc.poll() is not None:
+                t_cli = time.perf_counter()
+            if time.perf_counter() > deadline:
+                sys.exit("the phone was still forwarded 10 s after the revoke started")
+        t_closed = time.perf_counter()
+        proc.wait()
+        t_cli = t_cli or time.perf_counter()
+        assert proc.returncode == 0, proc.stderr.read()
+        closed.append((t_closed - t0) * 1000)
+        cli_done.append((t_cli - t0) * 1000)
+    else:
+        cli("session", "revoke", mac)
+    cli("course", "end", str(course["id"]))
+
+
+def q(xs, p):
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(round(p * (len(xs) - 1))))]
+
+
+def summary(name, xs):
+    print(f"{name}: n={len(xs)} p50={q(xs, .5):.2f} ms p90={q(xs, .9):.2f} ms p99={q(xs, .99):.2f} ms"
+          f" max={max(xs):.2f} ms mean={sum(xs) / len(xs):.2f} ms")
+
+
+summary("POST /accept answered        ", posted)
+summary("POST sent -> internet answers", opened)
+if closed:
+    summary("revoke started -> not forwarded", closed)
+    summary("revoke started -> CLI returned ", cli_done)
+mean = lambda xs: sum(xs) / len(xs)
+fig = {"accept_post_p50": q(posted, .5), "accept_post_p99": q(posted, .99),
+       "accept_p50": q(opened, .5), "accept_p99": q(opened, .99), "accept_mean": mean(opened)}
+if closed:
+    fig.update({"revoke_p50": q(closed, .5), "revoke_p99": q(closed, .99),
+                "revoke_mean": mean(closed), "revoke_cli_p50": q(cli_done, .5),
+                "revoke_cli_p99": q(cli_done, .99)})
+print("figures " + " ".join(f"{k}={v:.2f}" for k, v in fig.items()))
