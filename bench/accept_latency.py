@@ -8,21 +8,14 @@ the phone (untimed). Prints p50/p90/p99/max of both "POST answered" and "first f
 usage: accept_latency.py AUPGATE_BIN CONFIG PHONE_MAC ROUNDS
 """
 import http.client, json, re, socket, statistics, subprocess, sys, time, urllib.parse
+from labhttp import INTERNET, PORTAL, request
+import labhttp
 
 bin_, config, mac, rounds = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
-PORTAL, INTERNET = ("192.0.2.1", 8080), ("198.51.100.2", 80)
 
 def cli(*args):
-    return subprocess.run([bin_, "--config", config, *args], check=True, capture_output=True, text=True).stdout
+    return labhttp.cli(bin_, config, *args)
 
-def request(host_port, method, path, body=None):
-    c = http.client.HTTPConnection(*host_port, timeout=5)
-    headers = {"Content-Type": "application/x-www-form-urlencoded"} if body else {}
-    c.request(method, path, body=body, headers=headers)
-    r = c.getresponse()
-    data = r.read()
-    c.close()
-    return r.status, data
 
 status, page = request(PORTAL, "GET", "/")
 policy = re.search(rb'name="policy" value="([0-9a-f]+)"', page).group(1).decode()

@@ -16,10 +16,11 @@ usage: accept_revoke.py AUPGATE_BIN CONFIG PHONE_MAC ROUNDS [REVOKE_ROUNDS]
 (REVOKE_ROUNDS, default all: how many of the rounds time their revoke; the others revoke untimed.)
 """
 import datetime, http.client, json, re, subprocess, sys, time, urllib.parse
+from labhttp import INTERNET, PORTAL, request
+import labhttp
 
 bin_, config, mac, rounds = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 revoke_rounds = int(sys.argv[5]) if len(sys.argv) > 5 else rounds
-PORTAL, INTERNET = ("192.0.2.1", 8080), ("198.51.100.2", 80)
 # Courses end in a week, not in 2099 as in accept_latency.py: nft's text parser refuses a timeout
 # of 100,000,000 s (1157 days) or more, so the daemon's full-table rebuild (at start, or when it
 # restores the table) fails while such a course has an open consent.
@@ -27,17 +28,9 @@ ENDS = (datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(days=7
 
 
 def cli(*args):
-    return subprocess.run([bin_, "--config", config, *args], check=True, capture_output=True, text=True).stdout
+    return labhttp.cli(bin_, config, *args)
 
 
-def request(host_port, method, path, body=None):
-    c = http.client.HTTPConnection(*host_port, timeout=5)
-    headers = {"Content-Type": "application/x-www-form-urlencoded"} if body else {}
-    c.request(method, path, body=body, headers=headers)
-    r = c.getresponse()
-    data = r.read()
-    c.close()
-    return r.status, data
 
 
 def forwarded():

@@ -6,24 +6,17 @@ the first forwarded answer (null if not opened within 10 s).
 usage: storm_phone.py CODE POLICY_VERSION START_UNIX_SECONDS
 """
 import http.client, json, sys, time, urllib.parse
+from labhttp import INTERNET, PORTAL, request
+
 
 code, policy, start = sys.argv[1], sys.argv[2], float(sys.argv[3])
-PORTAL, INTERNET = ("192.0.2.1", 8080), ("198.51.100.2", 80)
 
-def request(host_port, method, path, body=None):
-    c = http.client.HTTPConnection(*host_port, timeout=10)
-    headers = {"Content-Type": "application/x-www-form-urlencoded"} if body else {}
-    c.request(method, path, body=body, headers=headers)
-    r = c.getresponse()
-    data = r.read()
-    c.close()
-    return r.status, data
 
 body = urllib.parse.urlencode({"code": code, "name": "Storm", "organisation": "Lab", "agree": "yes", "policy": policy})
 time.sleep(max(0.0, start - time.time()))
 t0 = time.time()
 try:
-    status, page = request(PORTAL, "POST", "/accept", body)
+    status, page = request(PORTAL, "POST", "/accept", body, timeout=10)
 except OSError as e:
     print(json.dumps({"status": None, "error": str(e)}))
     sys.exit(0)
@@ -32,7 +25,7 @@ connected = b"connected" in page
 opened = None
 while time.time() - t0 < 10 and connected:
     try:
-        s, data = request(INTERNET, "GET", "/")
+        s, data = request(INTERNET, "GET", "/", timeout=10)
         if s == 200 and b"Hello from the internet" in data:
             opened = (time.time() - t0) * 1000
             break
