@@ -144,6 +144,15 @@ pub async fn start<F: Firewall>(config: &Arc<Config>, deps: Deps<F>) -> anyhow::
 
     // Now the table from the store: exactly the devices that accepted.
     let writer = Writer::new(firewall, store.clone(), clock.clone(), spec.clone());
+    // The minute's check reads through a connection of its own (WAL lets it read beside the
+    // writer); without one it shares the store's, which is only slower with many guests.
+    let writer = match Store::open_read_only(&config.store_path) {
+        Ok(reader) => writer.with_reader(reader),
+        Err(e) => {
+            tracing::warn!(error = %e, "no second connection for the firewall's checks; sharing the store's");
+            writer
+        }
+    };
     let devices = writer
         .reconcile_all()
         .await

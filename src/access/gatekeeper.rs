@@ -142,6 +142,10 @@ impl FirewallHandle {
 pub struct Writer<F> {
     firewall: Arc<F>,
     store: Store,
+    /// Where the minute's check reads the allowed devices: a second, read-only connection in
+    /// the daemon, so 50,000 rows read do not hold the writer's connection; the store itself
+    /// otherwise.
+    reader: Store,
     clock: Arc<dyn Clock>,
     spec: TableSpec,
     /// The table's listing right after our last full install.
@@ -237,6 +241,7 @@ impl<F: Firewall> Writer<F> {
     pub fn new(firewall: F, store: Store, clock: Arc<dyn Clock>, spec: TableSpec) -> Self {
         Self {
             firewall: Arc::new(firewall),
+            reader: store.clone(),
             store,
             clock,
             spec,
@@ -248,6 +253,13 @@ impl<F: Firewall> Writer<F> {
             last_full: std::sync::Mutex::new(Instant::now()),
             background: AtomicBool::new(false),
         }
+    }
+
+    /// The minute's check reads the allowed devices through `reader` (a read-only connection
+    /// to the same file), not the store's own connection.
+    pub fn with_reader(mut self, reader: Store) -> Self {
+        self.reader = reader;
+        self
     }
 
     /// Builds the whole table from the store and applies it in one transaction. Devices in the
@@ -314,7 +326,7 @@ impl<F: Firewall> Writer<F> {
                         if routine.is_none() && lock(&self.last_full).elapsed() >= FULL_CHECK_INTERVAL {
                             *lock(&self.last_full) = Instant::now();
                             tracing::debug!(why = "routine", "looking at the kernel's set");
-                            let (firewall, store, now) = (self.firewall.clone(), self.store.clone(), self.clock.now());
+                            let (firewall, store, now) = (self.firewall.clone(), self.reader.clone(), self.clock.now());
                             routine = Some(tokio::spawn(snapshot(firewall, store, now)));
                         }
                         if let Err(e) = self.tick().await {
