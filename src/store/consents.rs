@@ -225,7 +225,7 @@ pub enum Admission {
     },
     /// The code names no course (the attempt is recorded, a wrong code in the audit log).
     NoCourse,
-    /// The code names `0`, but the rules refused before any consent.
+    /// The code names this course, but the rules refused before any consent.
     NotConsented(Course),
     /// The consent is recorded (durable once `admit_all` returns).
     Consented {

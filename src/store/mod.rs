@@ -325,24 +325,6 @@ impl Store {
         Ok(())
     }
 
-    /// Appends an event that names a device (kept erasable; see `insert_subject_event`).
-    ///
-    /// # Errors
-    /// On a database failure.
-    pub fn record_device_event(
-        &self,
-        now: Timestamp,
-        kind: EventKind,
-        detail: serde_json::Value,
-        mac: crate::clients::MacAddr,
-    ) -> Result<(), StoreError> {
-        let mut conn = self.lock();
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        insert_subject_event(&tx, now, kind, detail, mac, "")?;
-        tx.commit()?;
-        Ok(())
-    }
-
     /// The schema version of this database, and the latest this build knows.
     ///
     /// # Errors
