@@ -170,10 +170,14 @@ impl Conn {
     }
 }
 
-/// The request socket, opened when first needed, and the watch on outside changes.
+/// The request sockets, each opened when first needed, and the watch on outside changes.
 #[derive(Default)]
 pub(super) struct Netlink {
+    /// Element changes and conntrack clean-ups: short requests an accept or a revoke waits on.
     conn: Mutex<Option<Conn>>,
+    /// Listing the set: with 50,000 guests a dump of some milliseconds, so it has a socket of
+    /// its own and a revoke's delete never queues behind it.
+    listing: Mutex<Option<Conn>>,
     outside: OnceLock<Arc<Counts>>,
 }
 
@@ -191,14 +195,24 @@ impl std::fmt::Debug for Netlink {
 }
 
 impl Netlink {
-    /// Runs `op` on the socket, opening it first if needed; after an I/O error or a timeout
-    /// the socket is dropped (answers may still be on their way), so the next call starts clean.
+    /// Runs `op` on the request socket; see `on`.
     fn with<T>(
         &self,
         what: &'static str,
         op: impl FnOnce(&mut Conn) -> Result<T, FirewallError>,
     ) -> Result<T, FirewallError> {
-        let mut guard = self.conn.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        Self::on(&self.conn, what, op)
+    }
+
+    /// Runs `op` on the socket in `slot`, opening it first if needed; after an I/O error or a
+    /// timeout the socket is dropped (answers may still be on their way), so the next call
+    /// starts clean.
+    fn on<T>(
+        slot: &Mutex<Option<Conn>>,
+        what: &'static str,
+        op: impl FnOnce(&mut Conn) -> Result<T, FirewallError>,
+    ) -> Result<T, FirewallError> {
+        let mut guard = slot.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let conn = match guard.as_mut() {
             Some(c) => c,
             None => guard.insert(Conn::open().map_err(io(what))?),
@@ -264,7 +278,7 @@ impl Netlink {
     /// The set's elements with the milliseconds each has left (`None`: no timeout).
     pub(super) fn elements(&self) -> Result<Vec<(MacAddr, Option<u64>)>, FirewallError> {
         const WHAT: &str = "listing set allowed";
-        self.with(WHAT, |c| {
+        Self::on(&self.listing, WHAT, |c| {
             let seq = c.next_seq();
             let request = wire::dump_set(TABLE, SET, seq).map_err(|e| FirewallError::Unparsable {
                 what: WHAT,
