@@ -7,6 +7,7 @@
 //! tokio's blocking pool. The socket is opened on first use and thrown away after any I/O
 //! error, so a later call starts clean.
 
+mod tracker;
 mod wire;
 
 use std::net::IpAddr;
@@ -179,6 +180,8 @@ pub(super) struct Netlink {
     /// its own and a revoke's delete never queues behind it.
     listing: Mutex<Option<Conn>>,
     outside: OnceLock<Arc<Counts>>,
+    /// Every conntrack entry, from events (`None`: events are off; dumps then).
+    tracker: OnceLock<Option<Arc<tracker::Tracker>>>,
 }
 
 /// What the event watch has counted, shared with its thread.
@@ -314,12 +317,29 @@ impl Netlink {
     }
 
     /// Deletes every conntrack entry whose original source is one of `ips`; returns how many.
-    /// One dump per address family, matched here (the kernel's own source filter is wrong for
-    /// IPv6 on the kernels we tested), then each entry deleted by its own tuple, zone and id,
-    /// so a new flow reusing a tuple is not touched. An entry already gone counts as done. If
-    /// answers were lost (ENOBUFS: the receive queue overflowed), it looks again, up to three
-    /// times: what was deleted is gone from the next dump.
+    /// Each entry is deleted by its own tuple, zone and id, so a new flow reusing a tuple is
+    /// not touched, and an entry already gone counts as done. The entries come from the
+    /// tracker's map while it is to be trusted (`tracker.rs`: no dump at all). Otherwise, or if
+    /// a delete of those fails, one dump per address family is matched here (the kernel's own
+    /// source filter is wrong for IPv6 on the kernels we tested). If answers were lost
+    /// (ENOBUFS: the receive queue overflowed), it looks again, up to three times: what was
+    /// deleted is gone from the next dump.
     pub(super) fn forget(&self, ips: &[IpAddr]) -> Result<usize, FirewallError> {
+        const WHAT: &str = "forgetting the device's connections";
+        if let Some(t) = self.tracker.get().and_then(Option::as_ref)
+            && let Some(deletes) = t.take(ips)
+        {
+            match self.with(WHAT, |c| delete_each(c, WHAT, deletes)) {
+                Ok(deleted) => {
+                    tracing::debug!(deleted, "connections forgotten from the tracked entries");
+                    return Ok(deleted);
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "a delete of a tracked entry failed; dumping instead");
+                    t.distrust("a delete failed");
+                }
+            }
+        }
         let mut attempt = 1;
         loop {
             match self.forget_once(ips) {
@@ -373,6 +393,8 @@ impl Netlink {
     /// run count as table changes, so nothing goes unnoticed: at worst the gatekeeper looks
     /// every second, as it would without events.
     pub(super) fn outside_changes(&self) -> OutsideChanges {
+        // The daemon's first look: from here on, conntrack entries are tracked too.
+        self.tracker.get_or_init(tracker::Tracker::start);
         let counts = self.outside.get_or_init(|| {
             let counts = Arc::new(Counts::default());
             counts.table.store(1, Ordering::Relaxed);

@@ -531,6 +531,24 @@ fn an_outside_change_is_noticed_without_listing_every_second() {
     assert_closed(&lab.clients[0]);
 }
 
+/// Puts `n` old connections of `c` in the gateway's conntrack table (TIME_WAIT, to the
+/// internet's port 80, from source ports 20000 on), and returns a count of `c`'s entries.
+fn old_connections<'a>(lab: &'a Lab, c: &'a crate::netns::Client, n: u32) -> impl Fn() -> usize + 'a {
+    let script = format!(
+        "for p in $(seq 20000 {last}); do conntrack -I -p tcp -s {ip} -d {net} --sport $p --dport 80 -r {net} -q {ip} \
+         --reply-port-src 80 --reply-port-dst $p --state TIME_WAIT --timeout 300 -u SEEN_REPLY 2>/dev/null || exit 1; done",
+        last = 20000 + n - 1,
+        ip = c.v4,
+        net = NET_V4
+    );
+    let (ok, _, err) = lab.gw(&["sh", "-c", &script]);
+    assert!(ok, "{err}");
+    move || {
+        let (_, out, _) = lab.gw(&["conntrack", "-L", "-f", "ipv4", "--orig-src", &c.v4]);
+        out.lines().count()
+    }
+}
+
 /// Issue 12: a device with many old connections (here 1,500, as a phone that ran a busy app
 /// while redirected would leave) has them all cleared at accept, over netlink, though each
 /// delete is answered and that many answers at once overflow a default receive queue.
@@ -539,22 +557,54 @@ fn accept_clears_a_thousand_and_more_old_connections() {
     let Some(lab) = Lab::new(1) else { return };
     let gw = Gateway::start(&lab);
     let c1 = &lab.clients[0];
-    let script = format!(
-        "for p in $(seq 20000 21499); do conntrack -I -p tcp -s {ip} -d {net} --sport $p --dport 80 -r {net} -q {ip} \
-         --reply-port-src 80 --reply-port-dst $p --state TIME_WAIT --timeout 300 -u SEEN_REPLY 2>/dev/null || exit 1; done",
-        ip = c1.v4,
-        net = NET_V4
-    );
-    let (ok, _, err) = lab.gw(&["sh", "-c", &script]);
-    assert!(ok, "{err}");
-    let count = || {
-        let (_, out, _) = lab.gw(&["conntrack", "-L", "-f", "ipv4", "--orig-src", &c1.v4]);
-        out.lines().count()
-    };
+    let count = old_connections(&lab, c1, 1500);
     assert!(count() >= 1500, "precondition: {} entries", count());
     let (_, code) = gw.add_course("Course", hours(-1), hours(6), 40);
     let a = accept(c1, &code, "Ann");
     assert_eq!(a.status, 200, "{}", a.body);
     assert_eq!(count(), 0, "every old connection forgotten");
     assert!(reaches_internet(c1));
+}
+
+/// Issue 12: the daemon knows each device's conntrack entries from the kernel's events, so an
+/// accept deletes them without dumping the table; with events turned off in the gateway
+/// (`net.netfilter.nf_conntrack_events = 0`), it dumps instead, and clears them just the same.
+#[test]
+fn old_connections_are_known_from_events_or_found_by_a_dump_when_events_are_off() {
+    let Some(lab) = Lab::new(2) else { return };
+    let mut gw = Gateway::start(&lab);
+    let (c1, c2) = (&lab.clients[0], &lab.clients[1]);
+    wait_until("the tracker has read the table", Duration::from_secs(5), || {
+        gw.log_text().contains("conntrack entries tracked from events")
+    });
+    let count = old_connections(&lab, c1, 40);
+    assert_eq!(count(), 40, "precondition");
+    let (_, code) = gw.add_course("Course", hours(-1), hours(6), 40);
+    let a = accept(c1, &code, "Ann");
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert_eq!(count(), 0, "every old connection forgotten");
+    let log = gw.log_text();
+    let deleted: usize = log
+        .split("connections forgotten from the tracked entries deleted=")
+        .nth(1)
+        .and_then(|rest| rest.split(|ch: char| !ch.is_ascii_digit()).next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no forget from the tracked entries in the log:\n{log}"));
+    // The 40, and the accept's own connection to the portal if it was still tracked.
+    assert!(deleted >= 40, "{deleted} deleted:\n{log}");
+    assert!(reaches_internet(c1));
+
+    gw.stop();
+    let (ok, _, err) = lab.gw(&["sysctl", "-qw", "net.netfilter.nf_conntrack_events=0"]);
+    assert!(ok, "{err}");
+    gw.start_again();
+    assert!(gw.log_text().contains("conntrack events are off"), "{}", gw.log_text());
+    let count = old_connections(&lab, c2, 40);
+    assert_eq!(count(), 40, "precondition");
+    let b = accept(c2, &code, "Bob");
+    assert_eq!(b.status, 200, "{}", b.body);
+    assert_eq!(count(), 0, "every old connection forgotten, by a dump");
+    let forgotten_from_events = gw.log_text().matches("connections forgotten from the tracked entries").count();
+    assert_eq!(forgotten_from_events, 1, "only the first accept used the events");
+    assert!(reaches_internet(c2));
 }

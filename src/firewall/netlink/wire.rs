@@ -389,12 +389,9 @@ pub(super) fn event_table<'a>(reply: &Reply<'a>) -> Option<(u8, &'a [u8])> {
     Some((reply.family()?, name.strip_suffix(&[0]).unwrap_or(name)))
 }
 
-/// A conntrack entry whose original source is one of `sources`, as the delete that removes
-/// exactly it (its original tuple, zone and id echoed back), or `None` for any other entry.
-pub(super) fn conntrack_delete(reply: &Reply<'_>, sources: &[IpAddr], seq: u32) -> Option<Result<Vec<u8>, TooBig>> {
-    if reply.nf_kind() != (NFNL_SUBSYS_CTNETLINK, IPCTNL_MSG_CT_NEW) {
-        return None;
-    }
+/// The family, original tuple (its attributes), original source and id of a conntrack entry
+/// as a dump part or an event gives it.
+fn conntrack_parts<'a>(reply: &Reply<'a>) -> Option<(u8, &'a [u8], IpAddr, u32)> {
     let family = reply.family()?;
     let tuple = find(reply.attrs(), CTA_TUPLE_ORIG)?;
     let ip = find(Attrs(tuple), CTA_TUPLE_IP)?;
@@ -403,11 +400,17 @@ pub(super) fn conntrack_delete(reply: &Reply<'_>, sources: &[IpAddr], seq: u32) 
         AF_INET6 => <[u8; 16]>::try_from(find(Attrs(ip), CTA_IP_V6_SRC)?).ok()?.into(),
         _ => return None,
     };
-    if !sources.contains(&source) {
-        return None;
-    }
+    let id = find(reply.attrs(), CTA_ID)
+        .and_then(|v| <[u8; 4]>::try_from(v).ok())
+        .map_or(0, u32::from_be_bytes);
+    Some((family, tuple, source, id))
+}
+
+/// The delete that removes exactly the entry in `reply`: its original tuple, zone and id
+/// echoed back (the id makes a new flow reusing the tuple safe).
+fn conntrack_delete_of(reply: &Reply<'_>, family: u8, tuple: &[u8], seq: u32) -> Result<Vec<u8>, TooBig> {
     let mut m = Msg::new(NFNL_SUBSYS_CTNETLINK, IPCTNL_MSG_CT_DELETE, NLM_F_ACK, seq, family, 0);
-    // The tuple goes back as it came, nested; the id makes a new flow reusing it safe.
+    // The tuple goes back as it came, nested.
     m.buf
         .extend_from_slice(&((4 + tuple.len()).min(MAX_ATTR) as u16).to_ne_bytes());
     m.buf.extend_from_slice(&(CTA_TUPLE_ORIG | NLA_F_NESTED).to_ne_bytes());
@@ -419,7 +422,62 @@ pub(super) fn conntrack_delete(reply: &Reply<'_>, sources: &[IpAddr], seq: u32) 
     if let Some(id) = find(reply.attrs(), CTA_ID) {
         m.attr(CTA_ID, id);
     }
-    Some(m.finish())
+    m.finish()
+}
+
+/// A conntrack entry whose original source is one of `sources`, as the delete that removes
+/// exactly it, or `None` for any other entry.
+pub(super) fn conntrack_delete(reply: &Reply<'_>, sources: &[IpAddr], seq: u32) -> Option<Result<Vec<u8>, TooBig>> {
+    if reply.nf_kind() != (NFNL_SUBSYS_CTNETLINK, IPCTNL_MSG_CT_NEW) {
+        return None;
+    }
+    let (family, tuple, source, _) = conntrack_parts(reply)?;
+    if !sources.contains(&source) {
+        return None;
+    }
+    Some(conntrack_delete_of(reply, family, tuple, seq))
+}
+
+/// What a conntrack message (a dump part, or an event of the groups `NFNLGRP_CONNTRACK_NEW`
+/// and `_DESTROY`) says about one entry.
+#[derive(Debug, PartialEq)]
+pub(super) enum Conntrack {
+    /// The entry exists: its original source, its id, and the delete that removes it (sequence
+    /// number 0, to be filled in when sent).
+    Exists(IpAddr, u32, Result<Vec<u8>, TooBig>),
+    /// The entry is gone.
+    Gone(IpAddr, u32),
+}
+
+/// The entry a conntrack message is about; `None` for any other message.
+pub(super) fn conntrack(reply: &Reply<'_>) -> Option<Conntrack> {
+    let (subsys, kind) = reply.nf_kind();
+    if subsys != NFNL_SUBSYS_CTNETLINK {
+        return None;
+    }
+    let (family, tuple, source, id) = conntrack_parts(reply)?;
+    match kind {
+        IPCTNL_MSG_CT_NEW => Some(Conntrack::Exists(source, id, conntrack_delete_of(reply, family, tuple, 0))),
+        IPCTNL_MSG_CT_DELETE => Some(Conntrack::Gone(source, id)),
+        _ => None,
+    }
+}
+
+/// For tests: a conntrack message about an entry from `src` to 198.51.100.2 in zone 7, as a
+/// dump part or new entry's event (`exists`) or a destroy event.
+#[cfg(test)]
+pub(super) fn conntrack_message(exists: bool, src: [u8; 4], id: u32) -> Vec<u8> {
+    let kind = if exists { IPCTNL_MSG_CT_NEW } else { IPCTNL_MSG_CT_DELETE };
+    let mut m = Msg::new(NFNL_SUBSYS_CTNETLINK, kind, 0, 3, AF_INET, 0);
+    m.begin(CTA_TUPLE_ORIG)
+        .begin(CTA_TUPLE_IP)
+        .attr(CTA_IP_V4_SRC, &src)
+        .attr(2, &[198, 51, 100, 2])
+        .end()
+        .end()
+        .attr(CTA_ID, &id.to_be_bytes())
+        .attr(CTA_ZONE, &7u16.to_be_bytes());
+    m.finish().unwrap()
 }
 
 #[cfg(test)]

@@ -122,6 +122,7 @@ fn nothing_the_kernel_could_send_makes_the_reader_panic() {
         for r in replies(&good[..cut]) {
             let _ = (set_elements(&r), r.error(), generation(&r), event_table(&r));
             let _ = conntrack_delete(&r, &["192.0.2.1".parse().unwrap()], 1);
+            let _ = conntrack(&r);
         }
     }
     let mut lying = good.clone();
@@ -147,18 +148,7 @@ fn more_than_64_kib_in_one_attribute_is_refused_not_sent() {
 /// tuple, zone and id); any other address's entry is left alone.
 #[test]
 fn conntrack_entries_of_the_device_are_deleted_by_their_own_tuple() {
-    let entry = |src: [u8; 4]| {
-        let mut m = Msg::new(NFNL_SUBSYS_CTNETLINK, IPCTNL_MSG_CT_NEW, 0, 3, AF_INET, 0);
-        m.begin(CTA_TUPLE_ORIG)
-            .begin(CTA_TUPLE_IP)
-            .attr(CTA_IP_V4_SRC, &src)
-            .attr(2, &[198, 51, 100, 2])
-            .end()
-            .end()
-            .attr(CTA_ID, &77u32.to_be_bytes())
-            .attr(CTA_ZONE, &7u16.to_be_bytes());
-        m.finish().unwrap()
-    };
+    let entry = |src: [u8; 4]| conntrack_message(true, src, 77);
     let ours = entry([192, 0, 2, 10]);
     let r = replies(&ours).next().unwrap();
     let sources: Vec<IpAddr> = vec!["192.0.2.10".parse().unwrap()];
@@ -171,4 +161,20 @@ fn conntrack_entries_of_the_device_are_deleted_by_their_own_tuple() {
     assert_eq!(find(d.attrs(), CTA_ZONE), Some(&7u16.to_be_bytes()[..]));
     let other = entry([192, 0, 2, 11]);
     assert!(conntrack_delete(&replies(&other).next().unwrap(), &sources, 9).is_none());
+}
+
+/// The events the conntrack tracker reads: a new entry comes with the delete that removes it,
+/// a destroyed one with its source and id; an nf_tables message is neither.
+#[test]
+fn conntrack_events_name_the_entry_and_its_delete() {
+    let src: IpAddr = "192.0.2.10".parse().unwrap();
+    let new = conntrack_message(true, [192, 0, 2, 10], 77);
+    let r = replies(&new).next().unwrap();
+    let Some(Conntrack::Exists(source, id, Ok(delete))) = conntrack(&r) else { panic!("{:?}", conntrack(&r)) };
+    assert_eq!((source, id), (src, 77));
+    assert_eq!(Ok(delete), conntrack_delete(&r, &[src], 0).unwrap());
+    let gone = conntrack_message(false, [192, 0, 2, 10], 77);
+    assert_eq!(conntrack(&replies(&gone).next().unwrap()), Some(Conntrack::Gone(src, 77)));
+    let nft = element("aupgate", "allowed", Element::Delete(mac("02:00:00:00:00:11")), 5).unwrap();
+    assert_eq!(conntrack(&replies(&nft).next().unwrap()), None);
 }
