@@ -18,7 +18,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::clients::MacAddr;
 use crate::clock::Clock;
-use crate::firewall::{Firewall, FirewallError, OutsideChanges, TABLE, TableSpec};
+use crate::firewall::{Became, Firewall, FirewallError, OutsideChanges, TABLE, TableSpec};
 use crate::store::{Store, StoreError};
 
 /// The most accepted devices opened in one transaction.
@@ -399,7 +399,7 @@ impl<F: Firewall> Writer<F> {
                 match self.firewall.allow_all(&elements).await {
                     Ok(()) => self
                         .firewall
-                        .forget_connections(&ips)
+                        .forget_connections(&ips, Became::Open)
                         .await
                         .map_err(GatekeeperError::from),
                     Err(e) => Err(e.into()),
@@ -458,7 +458,7 @@ impl<F: Firewall> Writer<F> {
         };
         self.firewall.allow(mac, until.duration_since(now)).await?;
         lock(&self.expiries).insert(mac, until);
-        self.firewall.forget_connections(ips).await?;
+        self.firewall.forget_connections(ips, Became::Open).await?;
         tracing::info!(%mac, until = %until, "device allowed");
         Ok(())
     }
@@ -494,7 +494,7 @@ impl<F: Firewall> Writer<F> {
             }
         };
         let ips: Vec<IpAddr> = addresses.iter().filter_map(|a| a.parse().ok()).collect();
-        if let Err(e) = self.firewall.forget_connections(&ips).await {
+        if let Err(e) = self.firewall.forget_connections(&ips, Became::Closed).await {
             tracing::warn!(%mac, error = %e, "could not forget the device's connections");
         }
     }

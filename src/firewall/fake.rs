@@ -85,7 +85,7 @@ impl Firewall for FakeFirewall {
         s.set.remove(&mac);
         Ok(())
     }
-    async fn forget_connections(&self, ips: &[IpAddr]) -> Result<(), FirewallError> {
+    async fn forget_connections(&self, ips: &[IpAddr], _became: super::Became) -> Result<(), FirewallError> {
         let mut s = self.state();
         if s.fail_conntrack {
             return Err(FirewallError::Kernel {

@@ -98,9 +98,17 @@ pub trait Firewall: Send + Sync + 'static {
     }
     /// Removes `mac` from the set; absent is not an error.
     fn deny(&self, mac: MacAddr) -> impl Future<Output = Result<(), FirewallError>> + Send;
-    /// Removes the conntrack entries of connections any of `ips` started, so their next
-    /// connection is judged by the current rules (not still redirected to the portal).
-    fn forget_connections(&self, ips: &[IpAddr]) -> impl Future<Output = Result<(), FirewallError>> + Send;
+    /// Removes the conntrack entries of connections any of `ips` started before the device
+    /// `became` open or closed (the last `allow`/`allow_all`/`deny`), so their next packets are
+    /// judged by the current rules: after opening, nothing is still redirected to the portal;
+    /// after closing, nothing it had open keeps flowing. What the device started since is left
+    /// alone: a connection redirected to the portal after closing, say, which deleting would
+    /// break mid-answer (its replies would lose their address rewrite).
+    fn forget_connections(
+        &self,
+        ips: &[IpAddr],
+        became: Became,
+    ) -> impl Future<Output = Result<(), FirewallError>> + Send;
     /// Counts that change whenever something other than this process may have changed our
     /// table or its set (the kernel's change events; lost events count as table changes).
     /// Cheap: the gatekeeper reads them every second and looks at the kernel only when they
@@ -116,6 +124,13 @@ pub struct OutsideChanges {
     pub table: u64,
     /// Transactions that touched only the `allowed` set's elements.
     pub elements: u64,
+}
+
+/// What the device just became, for `Firewall::forget_connections`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Became {
+    Open,
+    Closed,
 }
 
 /// What the table is built from, apart from who is allowed.

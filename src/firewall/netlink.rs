@@ -18,7 +18,7 @@ use std::time::Duration;
 use netlink_sys::protocols::NETLINK_NETFILTER;
 use netlink_sys::{Socket, SocketAddr};
 
-use super::{FirewallError, OutsideChanges, SET, TABLE};
+use super::{Became, FirewallError, OutsideChanges, SET, TABLE};
 use crate::clients::MacAddr;
 use wire::Element;
 
@@ -182,6 +182,9 @@ pub(super) struct Netlink {
     outside: OnceLock<Arc<Counts>>,
     /// Every conntrack entry, from events (`None`: events are off; dumps then).
     tracker: OnceLock<Option<Arc<tracker::Tracker>>>,
+    /// The tracker's mark taken just before the last element change (`None`: not to be
+    /// trusted then), for the `forget` that follows it.
+    mark: Mutex<Option<u64>>,
 }
 
 /// What the event watch has counted, shared with its thread.
@@ -227,8 +230,11 @@ impl Netlink {
         result
     }
 
-    /// Applies `changes` in one transaction; see `Conn::batch`.
+    /// Applies `changes` in one transaction; see `Conn::batch`. The tracker's mark is taken
+    /// first: what a device started before its element changed is what `forget` forgets.
     fn apply(&self, what: &'static str, changes: &[Element]) -> Result<Option<(usize, i32)>, FirewallError> {
+        let mark = self.tracker.get().and_then(Option::as_ref).and_then(|t| t.mark());
+        *self.mark.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = mark;
         self.with(what, |c| c.batch(what, changes))
     }
 
@@ -316,18 +322,23 @@ impl Netlink {
         })
     }
 
-    /// Deletes every conntrack entry whose original source is one of `ips`; returns how many.
-    /// Each entry is deleted by its own tuple, zone and id, so a new flow reusing a tuple is
-    /// not touched, and an entry already gone counts as done. The entries come from the
-    /// tracker's map while it is to be trusted (`tracker.rs`: no dump at all). Otherwise, or if
-    /// a delete of those fails, one dump per address family is matched here (the kernel's own
-    /// source filter is wrong for IPv6 on the kernels we tested). If answers were lost
-    /// (ENOBUFS: the receive queue overflowed), it looks again, up to three times: what was
-    /// deleted is gone from the next dump.
-    pub(super) fn forget(&self, ips: &[IpAddr]) -> Result<usize, FirewallError> {
+    /// Deletes the conntrack entries whose original source is one of `ips`, of connections
+    /// started before the device `became` open or closed (see `Firewall::forget_connections`);
+    /// returns how many. Each entry is deleted by its own tuple, zone and id, so a new flow
+    /// reusing a tuple is not touched, and an entry already gone counts as done. The entries
+    /// come from the tracker's map while it is to be trusted (`tracker.rs`: no dump at all,
+    /// and `tracker::Rule` says which). Otherwise, or if a delete of those fails, one dump per
+    /// address family is matched here (the kernel's own source filter is wrong for IPv6 on the
+    /// kernels we tested): after opening every entry, after closing every one not redirected
+    /// (a dump cannot tell when an entry was made). If answers were lost (ENOBUFS: the receive
+    /// queue overflowed), it looks again, up to three times: what was deleted is gone from the
+    /// next dump.
+    pub(super) fn forget(&self, ips: &[IpAddr], became: Became) -> Result<usize, FirewallError> {
         const WHAT: &str = "forgetting the device's connections";
+        let mark = self.mark.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
         if let Some(t) = self.tracker.get().and_then(Option::as_ref)
-            && let Some(deletes) = t.take(ips)
+            && let Some(mark) = mark
+            && let Some(deletes) = t.take(ips, tracker::Rule { mark, became })
         {
             match self.with(WHAT, |c| delete_each(c, WHAT, deletes)) {
                 Ok(deleted) => {
@@ -342,7 +353,7 @@ impl Netlink {
         }
         let mut attempt = 1;
         loop {
-            match self.forget_once(ips) {
+            match self.forget_once(ips, became) {
                 Err(FirewallError::Io { source, .. }) if source.raw_os_error() == Some(ENOBUFS) && attempt < 3 => {
                     tracing::debug!(attempt, "conntrack answers lost; looking again");
                     attempt += 1;
@@ -352,7 +363,7 @@ impl Netlink {
         }
     }
 
-    fn forget_once(&self, ips: &[IpAddr]) -> Result<usize, FirewallError> {
+    fn forget_once(&self, ips: &[IpAddr], became: Became) -> Result<usize, FirewallError> {
         const WHAT: &str = "forgetting the device's connections";
         self.with(WHAT, |c| {
             let mut deleted = 0;
@@ -369,6 +380,8 @@ impl Netlink {
                     &wire::dump_conntrack(v6, seq),
                     seq,
                     |r| match wire::conntrack_delete(r, &sources, 0) {
+                        // Redirected to the portal since it was closed: left alone.
+                        Some(_) if became == Became::Closed && wire::conntrack_redirected(r) => {}
                         Some(Ok(bytes)) => deletes.push(bytes),
                         Some(Err(_)) => too_big = true,
                         None => {}

@@ -249,7 +249,7 @@ impl Firewall for NftFirewall {
         self.netlink("deleting from set allowed", move |n| n.deny(mac)).await
     }
 
-    async fn forget_connections(&self, ips: &[IpAddr]) -> Result<(), FirewallError> {
+    async fn forget_connections(&self, ips: &[IpAddr], became: super::Became) -> Result<(), FirewallError> {
         // Debug builds only: the namespace tests make this step fail for real, in the running
         // daemon, which the kernel's conntrack cannot be made to do from outside.
         if cfg!(debug_assertions) && std::env::var_os("AUPGATE_FAULT").is_some_and(|v| v == "forget-connections") {
@@ -260,7 +260,7 @@ impl Firewall for NftFirewall {
         }
         let ips = ips.to_vec();
         let n = self
-            .netlink("forgetting the device's connections", move |n| n.forget(&ips))
+            .netlink("forgetting the device's connections", move |n| n.forget(&ips, became))
             .await?;
         tracing::debug!(connections = n, "conntrack entries forgotten");
         Ok(())

@@ -11,8 +11,11 @@
 //! leaves the groups meanwhile, so a busy router pays nothing for it). With conntrack events
 //! turned off (`net.netfilter.nf_conntrack_events = 0`) there is no tracker at all.
 //!
-//! Events are queued on the socket as the kernel confirms each entry, so `take` reads whatever
-//! is queued first: an entry confirmed before the device's element was added is in the map.
+//! Events are queued on the socket as the kernel confirms each entry, so `mark` and `take` read
+//! whatever is queued first. Each entry is numbered as it is learnt; the mark taken just
+//! before the device's element is added or deleted splits its entries into those from before
+//! the change (all forgotten) and those since (forgotten only if they still belong to the old
+//! state: see `Rule`).
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -22,7 +25,8 @@ use std::time::{Duration, Instant};
 use netlink_sys::Socket;
 use netlink_sys::protocols::NETLINK_NETFILTER;
 
-use super::wire::{self, Conntrack};
+use super::wire::{self, Conntrack, CtEntry};
+use crate::firewall::Became;
 use super::{Conn, ENOBUFS, RECEIVE};
 
 const NFNLGRP_CONNTRACK_NEW: u32 = 1;
@@ -45,11 +49,41 @@ pub(super) struct Tracker {
     state: Mutex<State>,
 }
 
-/// The entries by original source and id, each as the delete that removes exactly it.
+/// One live entry.
+struct Tracked {
+    /// When it was learnt (`State::learnt` then).
+    learnt: u64,
+    /// Destination rewritten (`IPS_DST_NAT`): redirected to the portal or the router's DNS.
+    redirected: bool,
+    /// The delete that removes exactly it.
+    delete: Box<[u8]>,
+}
+
+/// Which of a device's entries to forget, given the mark taken just before it `became` open
+/// or closed: every entry learnt up to the mark; of those learnt since, after opening the ones
+/// redirected (made just before the element went in, so bound to the portal), and after
+/// closing the ones not redirected (its last forwarded flows). A connection redirected to the
+/// portal after closing is left alone: deleting it mid-answer breaks it, as its replies lose
+/// their address rewrite.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Rule {
+    pub mark: u64,
+    pub became: Became,
+}
+
+impl Rule {
+    fn forgets(self, t: &Tracked) -> bool {
+        t.learnt <= self.mark || (t.redirected == (self.became == Became::Open))
+    }
+}
+
+/// The entries by original source and id.
 #[derive(Default)]
 pub(super) struct State {
-    by_source: HashMap<IpAddr, HashMap<u32, Box<[u8]>>>,
+    by_source: HashMap<IpAddr, HashMap<u32, Tracked>>,
     count: usize,
+    /// How many entries have been learnt, ever: each is numbered by it.
+    learnt: u64,
     trusted: bool,
     /// When the table is to be read again (`None`: not needed).
     reread: Option<Instant>,
@@ -74,8 +108,22 @@ impl State {
             return;
         }
         match wire::conntrack(r) {
-            Some(Conntrack::Exists(source, id, Ok(delete))) => {
-                if self.by_source.entry(source).or_default().insert(id, delete.into()).is_none() {
+            Some(Conntrack::Exists(CtEntry {
+                source,
+                id,
+                redirected,
+                delete: Ok(delete),
+            })) => {
+                self.learnt += 1;
+                let learnt = self.learnt;
+                // Learnt twice (a dump part and its event): the first time counts.
+                let ids = self.by_source.entry(source).or_default();
+                if let std::collections::hash_map::Entry::Vacant(v) = ids.entry(id) {
+                    v.insert(Tracked {
+                        learnt,
+                        redirected,
+                        delete: delete.into(),
+                    });
                     self.count += 1;
                 }
                 if self.count > MAX_TRACKED {
@@ -83,7 +131,7 @@ impl State {
                 }
             }
             // Cannot be deleted exactly, so the dump must find it.
-            Some(Conntrack::Exists(_, _, Err(_))) => self.lose("an entry too big to echo"),
+            Some(Conntrack::Exists(_)) => self.lose("an entry too big to echo"),
             Some(Conntrack::Gone(source, id)) => {
                 if let Some(ids) = self.by_source.get_mut(&source) {
                     if ids.remove(&id).is_some() {
@@ -127,17 +175,31 @@ impl State {
         self.reread = Some(Instant::now() + RETRY);
     }
 
-    /// The deletes of every entry from `ips`, taken out of the map; `None` if the map is not
-    /// to be trusted.
-    pub(super) fn take(&mut self, ips: &[IpAddr]) -> Option<Vec<Vec<u8>>> {
+    /// The number of the last entry learnt, for `Rule`; `None` if the map is not to be trusted.
+    pub(super) fn mark(&self) -> Option<u64> {
+        self.trusted.then_some(self.learnt)
+    }
+
+    /// The deletes of the entries from `ips` that `rule` forgets, taken out of the map; `None`
+    /// if the map is not to be trusted.
+    pub(super) fn take(&mut self, ips: &[IpAddr], rule: Rule) -> Option<Vec<Vec<u8>>> {
         if !self.trusted {
             return None;
         }
         let mut deletes = Vec::new();
         for ip in ips {
-            if let Some(ids) = self.by_source.remove(ip) {
-                self.count -= ids.len();
-                deletes.extend(ids.into_values().map(Vec::from));
+            let Some(ids) = self.by_source.get_mut(ip) else { continue };
+            let before = ids.len();
+            ids.retain(|_, t| {
+                let forget = rule.forgets(t);
+                if forget {
+                    deletes.push(Vec::from(std::mem::take(&mut t.delete)));
+                }
+                !forget
+            });
+            self.count -= before - ids.len();
+            if ids.is_empty() {
+                self.by_source.remove(ip);
             }
         }
         Some(deletes)
@@ -196,11 +258,18 @@ impl Tracker {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The deletes of every entry from `ips` (see `State::take`), after reading every queued event.
-    pub(super) fn take(&self, ips: &[IpAddr]) -> Option<Vec<Vec<u8>>> {
+    /// The mark for `Rule` (see `State::mark`), after reading every queued event.
+    pub(super) fn mark(&self) -> Option<u64> {
         let mut st = self.lock();
         self.drain(&mut st);
-        st.take(ips)
+        st.mark()
+    }
+
+    /// The deletes `rule` gives (see `State::take`), after reading every queued event.
+    pub(super) fn take(&self, ips: &[IpAddr], rule: Rule) -> Option<Vec<Vec<u8>>> {
+        let mut st = self.lock();
+        self.drain(&mut st);
+        st.take(ips, rule)
     }
 
     /// A delete of a taken entry failed: what the map says can no longer be relied on.

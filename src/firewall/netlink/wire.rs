@@ -59,6 +59,9 @@ const CTA_TUPLE_ORIG: u16 = 1;
 const CTA_TUPLE_IP: u16 = 1;
 const CTA_IP_V4_SRC: u16 = 1;
 const CTA_IP_V6_SRC: u16 = 3;
+const CTA_STATUS: u16 = 3;
+/// `IPS_DST_NAT`: the entry's destination was rewritten (our redirects to the portal and DNS).
+const IPS_DST_NAT: u32 = 1 << 5;
 const CTA_ID: u16 = 12;
 const CTA_ZONE: u16 = 18;
 const AF_INET: u8 = 2;
@@ -442,11 +445,29 @@ pub(super) fn conntrack_delete(reply: &Reply<'_>, sources: &[IpAddr], seq: u32) 
 /// and `_DESTROY`) says about one entry.
 #[derive(Debug, PartialEq)]
 pub(super) enum Conntrack {
-    /// The entry exists: its original source, its id, and the delete that removes it (sequence
-    /// number 0, to be filled in when sent).
-    Exists(IpAddr, u32, Result<Vec<u8>, TooBig>),
-    /// The entry is gone.
+    /// The entry exists.
+    Exists(CtEntry),
+    /// The entry with this original source and id is gone.
     Gone(IpAddr, u32),
+}
+
+/// A live conntrack entry.
+#[derive(Debug, PartialEq)]
+pub(super) struct CtEntry {
+    pub source: IpAddr,
+    pub id: u32,
+    /// Its destination was rewritten (`IPS_DST_NAT`): for a device not let through, one of our
+    /// redirects to the portal or the router's DNS.
+    pub redirected: bool,
+    /// The delete that removes exactly it (sequence number 0, to be filled in when sent).
+    pub delete: Result<Vec<u8>, TooBig>,
+}
+
+/// Whether the entry in `reply` has its destination rewritten (`IPS_DST_NAT`).
+pub(super) fn conntrack_redirected(reply: &Reply<'_>) -> bool {
+    find(reply.attrs(), CTA_STATUS)
+        .and_then(|v| <[u8; 4]>::try_from(v).ok())
+        .is_some_and(|v| u32::from_be_bytes(v) & IPS_DST_NAT != 0)
 }
 
 /// The entry a conntrack message is about; `None` for any other message.
@@ -457,17 +478,24 @@ pub(super) fn conntrack(reply: &Reply<'_>) -> Option<Conntrack> {
     }
     let (family, tuple, source, id) = conntrack_parts(reply)?;
     match kind {
-        IPCTNL_MSG_CT_NEW => Some(Conntrack::Exists(source, id, conntrack_delete_of(reply, family, tuple, 0))),
+        IPCTNL_MSG_CT_NEW => Some(Conntrack::Exists(CtEntry {
+            source,
+            id,
+            redirected: conntrack_redirected(reply),
+            delete: conntrack_delete_of(reply, family, tuple, 0),
+        })),
         IPCTNL_MSG_CT_DELETE => Some(Conntrack::Gone(source, id)),
         _ => None,
     }
 }
 
 /// For tests: a conntrack message about an entry from `src` to 198.51.100.2 in zone 7, as a
-/// dump part or new entry's event (`exists`) or a destroy event.
+/// dump part or new entry's event (`exists`) or a destroy event; `redirected`: with
+/// `IPS_DST_NAT` in its status.
 #[cfg(test)]
-pub(super) fn conntrack_message(exists: bool, src: [u8; 4], id: u32) -> Vec<u8> {
+pub(super) fn conntrack_message(exists: bool, src: [u8; 4], id: u32, redirected: bool) -> Vec<u8> {
     let kind = if exists { IPCTNL_MSG_CT_NEW } else { IPCTNL_MSG_CT_DELETE };
+    let status: u32 = if redirected { IPS_DST_NAT | 0b1010 } else { 0b1010 };
     let mut m = Msg::new(NFNL_SUBSYS_CTNETLINK, kind, 0, 3, AF_INET, 0);
     m.begin(CTA_TUPLE_ORIG)
         .begin(CTA_TUPLE_IP)
@@ -475,6 +503,7 @@ pub(super) fn conntrack_message(exists: bool, src: [u8; 4], id: u32) -> Vec<u8> 
         .attr(2, &[198, 51, 100, 2])
         .end()
         .end()
+        .attr(CTA_STATUS, &status.to_be_bytes())
         .attr(CTA_ID, &id.to_be_bytes())
         .attr(CTA_ZONE, &7u16.to_be_bytes());
     m.finish().unwrap()

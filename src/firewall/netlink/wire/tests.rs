@@ -148,7 +148,7 @@ fn more_than_64_kib_in_one_attribute_is_refused_not_sent() {
 /// tuple, zone and id); any other address's entry is left alone.
 #[test]
 fn conntrack_entries_of_the_device_are_deleted_by_their_own_tuple() {
-    let entry = |src: [u8; 4]| conntrack_message(true, src, 77);
+    let entry = |src: [u8; 4]| conntrack_message(true, src, 77, false);
     let ours = entry([192, 0, 2, 10]);
     let r = replies(&ours).next().unwrap();
     let sources: Vec<IpAddr> = vec!["192.0.2.10".parse().unwrap()];
@@ -168,12 +168,14 @@ fn conntrack_entries_of_the_device_are_deleted_by_their_own_tuple() {
 #[test]
 fn conntrack_events_name_the_entry_and_its_delete() {
     let src: IpAddr = "192.0.2.10".parse().unwrap();
-    let new = conntrack_message(true, [192, 0, 2, 10], 77);
-    let r = replies(&new).next().unwrap();
-    let Some(Conntrack::Exists(source, id, Ok(delete))) = conntrack(&r) else { panic!("{:?}", conntrack(&r)) };
-    assert_eq!((source, id), (src, 77));
-    assert_eq!(Ok(delete), conntrack_delete(&r, &[src], 0).unwrap());
-    let gone = conntrack_message(false, [192, 0, 2, 10], 77);
+    for redirected in [false, true] {
+        let new = conntrack_message(true, [192, 0, 2, 10], 77, redirected);
+        let r = replies(&new).next().unwrap();
+        let Some(Conntrack::Exists(entry)) = conntrack(&r) else { panic!("{:?}", conntrack(&r)) };
+        assert_eq!((entry.source, entry.id, entry.redirected), (src, 77, redirected));
+        assert_eq!(entry.delete, conntrack_delete(&r, &[src], 0).unwrap());
+    }
+    let gone = conntrack_message(false, [192, 0, 2, 10], 77, false);
     assert_eq!(conntrack(&replies(&gone).next().unwrap()), Some(Conntrack::Gone(src, 77)));
     let nft = element("aupgate", "allowed", Element::Delete(mac("02:00:00:00:00:11")), 5).unwrap();
     assert_eq!(conntrack(&replies(&nft).next().unwrap()), None);
