@@ -477,11 +477,19 @@ fn delete_each(c: &mut Conn, what: &'static str, deletes: Vec<Vec<u8>>) -> Resul
     }
 }
 
+/// Whether the process (or thread: the kernel names the thread that committed) `pid` is this
+/// process, `own`. Element changes are made on tokio's blocking threads, each its own id; a
+/// thread id is unique while the thread lives, so one of ours is in `/proc/self/task`. A
+/// thread gone meanwhile (its id perhaps reused) makes a change look outside: one extra look.
+fn ours(own: u32, pid: u32) -> bool {
+    pid == own || std::path::Path::new(&format!("/proc/self/task/{pid}")).exists()
+}
+
 /// The event watch: counts, in `counts`, each transaction from another process that touched
 /// `inet aupgate`: as an element change if it touched only the `allowed` set's elements, as a
 /// table change otherwise. Every transaction's events end with a NEWGEN naming the process;
-/// ours are left out (the gatekeeper made them); `nft` run by the daemon itself is counted,
-/// harmlessly (one extra look).
+/// ours (any of our threads, `ours`) are left out: the gatekeeper made them. `nft` run by the
+/// daemon itself is counted, harmlessly (one extra look).
 fn watch_events(counts: &Counts) {
     let own = std::process::id();
     let mut warned = false;
@@ -530,7 +538,7 @@ fn watch_events(counts: &Counts) {
                     continue;
                 }
                 if kind == wire::NFT_MSG_NEWGEN {
-                    if wire::generation_pid(&r) != Some(own) {
+                    if !wire::generation_pid(&r).is_some_and(|pid| ours(own, pid)) {
                         if table {
                             counts.table.fetch_add(1, Ordering::Relaxed);
                         } else if elements {

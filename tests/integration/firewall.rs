@@ -518,6 +518,17 @@ fn an_outside_change_is_noticed_without_listing_every_second() {
         before,
         "four quiet seconds, no listing"
     );
+    // The daemon's own element changes (made on its worker threads) are not outside changes:
+    // an accept and a revoke, then three seconds with no look at the set.
+    const SET_LOOK: &str = "looking at the kernel's set";
+    let c1 = &lab.clients[0];
+    let (_, code) = gw.add_course("Course", hours(-1), hours(6), 40);
+    assert_eq!(accept(c1, &code, "Ann").status, 200);
+    gw.cli_ok(&["session", "revoke", &c1.mac]);
+    std::thread::sleep(Duration::from_secs(3));
+    let log = gw.log_text();
+    assert_eq!(log.matches(LOOK).count(), before, "{log}");
+    assert_eq!(log.matches(SET_LOOK).count(), 0, "our own changes are not looked at:\n{log}");
     let stranger = &lab.clients[0].mac;
     slip_in(&lab, stranger);
     wait_until("stranger removed", Duration::from_secs(5), || {
