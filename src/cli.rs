@@ -3,6 +3,7 @@
 //! firewall); listings read the store directly, read-only, so they work even when it is down.
 //! `audit export` is the one listing that also writes: its own record in the audit log.
 
+use std::fmt::Write as _;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
@@ -284,15 +285,42 @@ fn local(t: Timestamp, tz: &TimeZone) -> String {
 
 /// Guest-typed text on a terminal: control characters are shown escaped, never interpreted.
 fn term_safe(text: &str) -> String {
-    text.chars()
-        .flat_map(|c| {
-            if c.is_control() {
-                c.escape_default().collect::<Vec<_>>()
-            } else {
-                vec![c]
-            }
-        })
-        .collect()
+    if !text.chars().any(char::is_control) {
+        return text.to_owned();
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// `local`, remembered by minute: a listing of 50,000 sessions has far fewer distinct minutes
+/// (every device of a course ends with it), and each conversion costs a time-zone lookup.
+struct Local<'a> {
+    tz: &'a TimeZone,
+    seen: std::collections::HashMap<i64, String>,
+}
+
+impl<'a> Local<'a> {
+    fn new(tz: &'a TimeZone) -> Self {
+        Self {
+            tz,
+            seen: std::collections::HashMap::new(),
+        }
+    }
+
+    fn at(&mut self, t: Timestamp) -> String {
+        let tz = self.tz;
+        self.seen
+            .entry(t.as_second().div_euclid(60))
+            .or_insert_with(|| local(t, tz))
+            .clone()
+    }
 }
 
 fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
@@ -323,9 +351,16 @@ fn table(header: &[&str], rows: Vec<Vec<String>>) {
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let header: Vec<String> = header.iter().map(|h| (*h).to_owned()).collect();
     let mut written = Ok(());
+    let mut line = String::new();
     for cells in std::iter::once(&header).chain(&rows) {
-        let padded: Vec<String> = cells.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
-        written = writeln!(out, "{}", padded.join("  ").trim_end());
+        line.clear();
+        for (i, (c, w)) in cells.iter().zip(&widths).enumerate() {
+            if i > 0 {
+                line.push_str("  ");
+            }
+            let _ = write!(line, "{c:<w$}");
+        }
+        written = writeln!(out, "{}", line.trim_end());
         if written.is_err() {
             break;
         }
@@ -421,6 +456,7 @@ fn session(path: &Path, json: bool, cmd: SessionCommand) -> anyhow::Result<()> {
             if json {
                 return print_json(&sessions);
             }
+            let mut at = Local::new(tz);
             let rows = sessions
                 .iter()
                 .map(|s| {
@@ -434,8 +470,8 @@ fn session(path: &Path, json: bool, cmd: SessionCommand) -> anyhow::Result<()> {
                         s.ip.clone(),
                         who,
                         term_safe(&s.course),
-                        local(s.accepted_at, tz),
-                        local(s.expires_at, tz),
+                        at.at(s.accepted_at),
+                        at.at(s.expires_at),
                     ]
                 })
                 .collect();
