@@ -335,7 +335,11 @@ impl Netlink {
     /// next dump.
     pub(super) fn forget(&self, ips: &[IpAddr], became: Became) -> Result<usize, FirewallError> {
         const WHAT: &str = "forgetting the device's connections";
-        let mark = self.mark.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+        let mark = self
+            .mark
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
         if let Some(t) = self.tracker.get().and_then(Option::as_ref)
             && let Some(mark) = mark
             && let Some(deletes) = t.take(ips, tracker::Rule { mark, became })

@@ -528,7 +528,11 @@ fn an_outside_change_is_noticed_without_listing_every_second() {
     std::thread::sleep(Duration::from_secs(3));
     let log = gw.log_text();
     assert_eq!(log.matches(LOOK).count(), before, "{log}");
-    assert_eq!(log.matches(SET_LOOK).count(), 0, "our own changes are not looked at:\n{log}");
+    assert_eq!(
+        log.matches(SET_LOOK).count(),
+        0,
+        "our own changes are not looked at:\n{log}"
+    );
     let stranger = &lab.clients[0].mac;
     slip_in(&lab, stranger);
     wait_until("stranger removed", Duration::from_secs(5), || {
@@ -615,7 +619,10 @@ fn old_connections_are_known_from_events_or_found_by_a_dump_when_events_are_off(
     let b = accept(c2, &code, "Bob");
     assert_eq!(b.status, 200, "{}", b.body);
     assert_eq!(count(), 0, "every old connection forgotten, by a dump");
-    let forgotten_from_events = gw.log_text().matches("connections forgotten from the tracked entries").count();
+    let forgotten_from_events = gw
+        .log_text()
+        .matches("connections forgotten from the tracked entries")
+        .count();
     assert_eq!(forgotten_from_events, 1, "only the first accept used the events");
     assert!(reaches_internet(c2));
 }

@@ -26,8 +26,8 @@ use netlink_sys::Socket;
 use netlink_sys::protocols::NETLINK_NETFILTER;
 
 use super::wire::{self, Conntrack, CtEntry};
-use crate::firewall::Became;
 use super::{Conn, ENOBUFS, RECEIVE};
+use crate::firewall::Became;
 
 const NFNLGRP_CONNTRACK_NEW: u32 = 1;
 const NFNLGRP_CONNTRACK_DESTROY: u32 = 3;
@@ -154,7 +154,10 @@ impl State {
     /// Something may have been missed: untrusted until the table is read again, at once.
     pub(super) fn lose(&mut self, why: &str) {
         if self.trusted {
-            tracing::warn!(why, "conntrack events lost; forgetting connections by a full dump until the table is read again");
+            tracing::warn!(
+                why,
+                "conntrack events lost; forgetting connections by a full dump until the table is read again"
+            );
         }
         self.trusted = false;
         self.clear();
@@ -188,7 +191,9 @@ impl State {
         }
         let mut deletes = Vec::new();
         for ip in ips {
-            let Some(ids) = self.by_source.get_mut(ip) else { continue };
+            let Some(ids) = self.by_source.get_mut(ip) else {
+                continue;
+            };
             let before = ids.len();
             ids.retain(|_, t| {
                 let forget = rule.forgets(t);

@@ -494,7 +494,11 @@ pub(super) fn conntrack(reply: &Reply<'_>) -> Option<Conntrack> {
 /// `IPS_DST_NAT` in its status.
 #[cfg(test)]
 pub(super) fn conntrack_message(exists: bool, src: [u8; 4], id: u32, redirected: bool) -> Vec<u8> {
-    let kind = if exists { IPCTNL_MSG_CT_NEW } else { IPCTNL_MSG_CT_DELETE };
+    let kind = if exists {
+        IPCTNL_MSG_CT_NEW
+    } else {
+        IPCTNL_MSG_CT_DELETE
+    };
     let status: u32 = if redirected { IPS_DST_NAT | 0b1010 } else { 0b1010 };
     let mut m = Msg::new(NFNL_SUBSYS_CTNETLINK, kind, 0, 3, AF_INET, 0);
     m.begin(CTA_TUPLE_ORIG)

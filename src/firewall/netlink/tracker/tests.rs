@@ -96,13 +96,21 @@ fn too_many_entries_leave_the_groups_for_a_while() {
     let r = rule(&st, Became::Open);
     let mut datagram = Vec::new();
     for n in 0..=MAX_TRACKED as u32 {
-        datagram.extend(conntrack_message(true, [10, (n >> 16) as u8, (n >> 8) as u8, n as u8], n, false));
+        datagram.extend(conntrack_message(
+            true,
+            [10, (n >> 16) as u8, (n >> 8) as u8, n as u8],
+            n,
+            false,
+        ));
     }
     st.apply_all(&datagram);
     assert_eq!(st.take(&[ip(10)], r), None);
     assert!(!st.subscribed, "out of the groups");
     assert_eq!(st.count, 0, "and nothing kept");
-    assert!(st.reread.is_some_and(|at| at > Instant::now() + RETRY / 2), "read again later");
+    assert!(
+        st.reread.is_some_and(|at| at > Instant::now() + RETRY / 2),
+        "read again later"
+    );
     // Events still queued are ignored.
     learn(&mut st, 10, 1, false);
     assert_eq!(st.count, 0);

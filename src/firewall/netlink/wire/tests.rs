@@ -171,12 +171,17 @@ fn conntrack_events_name_the_entry_and_its_delete() {
     for redirected in [false, true] {
         let new = conntrack_message(true, [192, 0, 2, 10], 77, redirected);
         let r = replies(&new).next().unwrap();
-        let Some(Conntrack::Exists(entry)) = conntrack(&r) else { panic!("{:?}", conntrack(&r)) };
+        let Some(Conntrack::Exists(entry)) = conntrack(&r) else {
+            panic!("{:?}", conntrack(&r))
+        };
         assert_eq!((entry.source, entry.id, entry.redirected), (src, 77, redirected));
         assert_eq!(entry.delete, conntrack_delete(&r, &[src], 0).unwrap());
     }
     let gone = conntrack_message(false, [192, 0, 2, 10], 77, false);
-    assert_eq!(conntrack(&replies(&gone).next().unwrap()), Some(Conntrack::Gone(src, 77)));
+    assert_eq!(
+        conntrack(&replies(&gone).next().unwrap()),
+        Some(Conntrack::Gone(src, 77))
+    );
     let nft = element("aupgate", "allowed", Element::Delete(mac("02:00:00:00:00:11")), 5).unwrap();
     assert_eq!(conntrack(&replies(&nft).next().unwrap()), None);
 }
