@@ -78,9 +78,12 @@ pub struct Started<F> {
 /// Anything that stops start-up, with context naming what to fix.
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let config = Arc::new(config);
+    let neighbours = KernelNeighbours::new(config.guest.interface.clone());
+    // Read now, so the first guest does not wait for a dump of the table.
+    neighbours.follow();
     let deps = Deps {
         firewall: NftFirewall::default(),
-        neighbours: Arc::new(KernelNeighbours::new(config.guest.interface.clone())),
+        neighbours: Arc::new(neighbours),
         clock: Arc::new(SystemClock),
     };
     let started = start(&config, deps).await?;

@@ -37,8 +37,24 @@ pub type Lookup<'a> = Pin<Box<dyn Future<Output = Result<Option<Neighbour>, Neig
 /// The whole-table future.
 pub type Table<'a> = Pin<Box<dyn Future<Output = Result<Vec<(IpAddr, MacAddr)>, NeighbourError>> + Send + 'a>>;
 
+/// The one-address future.
+pub type Mac<'a> = Pin<Box<dyn Future<Output = Result<Option<MacAddr>, NeighbourError>> + Send + 'a>>;
+
 /// IP → MAC on the guest network.
 pub trait Neighbours: Send + Sync + std::fmt::Debug {
+    /// The MAC of the usable entry for `ip` on the guest interface (the portal's accept loop
+    /// asks for each address it has not seen lately). By default, one read of `table`.
+    fn mac(&self, ip: IpAddr) -> Mac<'_> {
+        Box::pin(async move {
+            Ok(self
+                .table()
+                .await?
+                .into_iter()
+                .find(|(a, _)| *a == ip)
+                .map(|(_, mac)| mac))
+        })
+    }
+
     /// Every usable entry on the guest interface, as (address, MAC); one read of the kernel's
     /// table (the portal's accept loop caches it to count connections per device).
     fn table(&self) -> Table<'_>;

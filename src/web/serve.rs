@@ -195,8 +195,8 @@ struct Summary {
     worst: Option<(Client, u64)>,
 }
 
-/// The neighbour table as last read, to tell which device a connection comes from without a
-/// kernel round trip per connection.
+/// The devices of the addresses seen lately, to tell which device a connection comes from
+/// without a kernel round trip per connection.
 #[derive(Debug)]
 struct Devices {
     neighbours: Arc<dyn Neighbours>,
@@ -205,10 +205,12 @@ struct Devices {
 
 #[derive(Debug, Default)]
 struct Table {
-    devices: HashMap<IpAddr, MacAddr>,
-    read: Option<Instant>,
-    /// Addresses the last read did not have (loopback, say), not asked about again for a while.
+    /// Each address's device, and when the kernel was asked.
+    devices: HashMap<IpAddr, (MacAddr, Instant)>,
+    /// Addresses the kernel did not have (loopback, say), not asked about again for a while.
     unknown: HashMap<IpAddr, Instant>,
+    /// How many devices were kept at the last sweep of old answers.
+    swept_at: usize,
 }
 
 /// How long an address the table did not have is counted by address without asking again.
@@ -217,37 +219,56 @@ const UNKNOWN_FOR: Duration = Duration::from_secs(1);
 const TABLE_WAIT: Duration = Duration::from_millis(200);
 
 impl Devices {
-    /// The device at `ip`. The table is read again when `ip` is not in the cached copy (a new
+    /// The device at `ip`. The neighbours are asked about `ip` (`Neighbours::mac`: one address,
+    /// whatever the size of the table) when it has no answer from the last `TABLE_FRESH` (a new
     /// device, or a device's new address: every address must be known before its first
-    /// connection is counted, or a device could take a share per address) and when the copy is
-    /// old. An established connection implies the kernel has the entry (it answered the SYN).
+    /// connection is counted, or a device could take a share per address). An established
+    /// connection implies the kernel has the entry (it answered the SYN).
     async fn of(&self, ip: IpAddr) -> Option<MacAddr> {
         let mut cached = self.table.lock().await;
         let now = Instant::now();
-        let fresh = cached.read.is_some_and(|t| now.duration_since(t) < TABLE_FRESH);
-        if let Some(mac) = cached.devices.get(&ip).filter(|_| fresh) {
+        if let Some((mac, _)) = cached
+            .devices
+            .get(&ip)
+            .filter(|(_, read)| now.duration_since(*read) < TABLE_FRESH)
+        {
             return Some(*mac);
         }
-        if fresh
-            && cached
-                .unknown
-                .get(&ip)
-                .is_some_and(|t| now.duration_since(*t) < UNKNOWN_FOR)
+        if cached
+            .unknown
+            .get(&ip)
+            .is_some_and(|t| now.duration_since(*t) < UNKNOWN_FOR)
         {
             return None;
         }
-        match tokio::time::timeout(TABLE_WAIT, self.neighbours.table()).await {
-            Ok(Ok(entries)) => {
-                cached.devices = entries.into_iter().collect();
-                cached.read = Some(now);
-                cached.unknown.clear();
+        let found = match tokio::time::timeout(TABLE_WAIT, self.neighbours.mac(ip)).await {
+            Ok(Ok(found)) => found,
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "cannot read the neighbour table; counting by address");
+                None
             }
-            Ok(Err(e)) => tracing::debug!(error = %e, "cannot read the neighbour table; counting by address"),
-            Err(_) => tracing::debug!("the neighbour table took too long; counting by address"),
+            Err(_) => {
+                tracing::debug!("the neighbour table took too long; counting by address");
+                None
+            }
+        };
+        match found {
+            Some(mac) => {
+                cached.devices.insert(ip, (mac, now));
+                cached.unknown.remove(&ip);
+            }
+            None => {
+                cached.devices.remove(&ip);
+                cached.unknown.insert(ip, now);
+            }
         }
-        let found = cached.devices.get(&ip).copied();
-        if found.is_none() {
-            cached.unknown.insert(ip, now);
+        // Old answers go, so the cache stays the size of the devices seen lately.
+        if cached.devices.len() > 4 * cached.swept_at.max(1024) {
+            cached
+                .devices
+                .retain(|_, (_, read)| now.duration_since(*read) < TABLE_FRESH);
+            cached.unknown.retain(|_, t| now.duration_since(*t) < UNKNOWN_FOR);
+            cached.swept_at = cached.devices.len();
         }
         found
     }

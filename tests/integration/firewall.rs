@@ -546,20 +546,19 @@ fn an_outside_change_is_noticed_without_listing_every_second() {
     assert_closed(&lab.clients[0]);
 }
 
-/// Puts `n` old connections of `c` in the gateway's conntrack table (TIME_WAIT, to the
-/// internet's port 80, from source ports 20000 on), and returns a count of `c`'s entries.
-fn old_connections<'a>(lab: &'a Lab, c: &'a crate::netns::Client, n: u32) -> impl Fn() -> usize + 'a {
+/// Puts `n` old connections from `ip` in the gateway's conntrack table (TIME_WAIT, to the
+/// internet's port 80, from source ports 20000 on), and returns a count of `ip`'s entries.
+fn old_connections<'a>(lab: &'a Lab, ip: &'a str, n: u32) -> impl Fn() -> usize + 'a {
     let script = format!(
         "for p in $(seq 20000 {last}); do conntrack -I -p tcp -s {ip} -d {net} --sport $p --dport 80 -r {net} -q {ip} \
          --reply-port-src 80 --reply-port-dst $p --state TIME_WAIT --timeout 300 -u SEEN_REPLY 2>/dev/null || exit 1; done",
         last = 20000 + n - 1,
-        ip = c.v4,
         net = NET_V4
     );
     let (ok, _, err) = lab.gw(&["sh", "-c", &script]);
     assert!(ok, "{err}");
     move || {
-        let (_, out, _) = lab.gw(&["conntrack", "-L", "-f", "ipv4", "--orig-src", &c.v4]);
+        let (_, out, _) = lab.gw(&["conntrack", "-L", "-f", "ipv4", "--orig-src", ip]);
         out.lines().count()
     }
 }
@@ -572,7 +571,7 @@ fn accept_clears_a_thousand_and_more_old_connections() {
     let Some(lab) = Lab::new(1) else { return };
     let gw = Gateway::start(&lab);
     let c1 = &lab.clients[0];
-    let count = old_connections(&lab, c1, 1500);
+    let count = old_connections(&lab, &c1.v4, 1500);
     assert!(count() >= 1500, "precondition: {} entries", count());
     let (_, code) = gw.add_course("Course", hours(-1), hours(6), 40);
     let a = accept(c1, &code, "Ann");
@@ -592,7 +591,7 @@ fn old_connections_are_known_from_events_or_found_by_a_dump_when_events_are_off(
     wait_until("the tracker has read the table", Duration::from_secs(5), || {
         gw.log_text().contains("conntrack entries tracked from events")
     });
-    let count = old_connections(&lab, c1, 40);
+    let count = old_connections(&lab, &c1.v4, 40);
     assert_eq!(count(), 40, "precondition");
     let (_, code) = gw.add_course("Course", hours(-1), hours(6), 40);
     let a = accept(c1, &code, "Ann");
@@ -614,7 +613,7 @@ fn old_connections_are_known_from_events_or_found_by_a_dump_when_events_are_off(
     assert!(ok, "{err}");
     gw.start_again();
     assert!(gw.log_text().contains("conntrack events are off"), "{}", gw.log_text());
-    let count = old_connections(&lab, c2, 40);
+    let count = old_connections(&lab, &c2.v4, 40);
     assert_eq!(count(), 40, "precondition");
     let b = accept(c2, &code, "Bob");
     assert_eq!(b.status, 200, "{}", b.body);
@@ -625,4 +624,45 @@ fn old_connections_are_known_from_events_or_found_by_a_dump_when_events_are_off(
         .count();
     assert_eq!(forgotten_from_events, 1, "only the first accept used the events");
     assert!(reaches_internet(c2));
+}
+
+/// Issue 12: the daemon follows the neighbour table from the kernel's events instead of dumping
+/// it for each accept. An address the device starts using after the daemon started is known as
+/// the device's, so its old connections are cleared at accept with the rest.
+#[test]
+fn a_second_address_learnt_after_start_is_the_devices_at_accept() {
+    let Some(lab) = Lab::new(1) else { return };
+    let gw = Gateway::start(&lab);
+    let c1 = &lab.clients[0];
+    wait_until("the neighbour table is followed", Duration::from_secs(5), || {
+        gw.log_text().contains("neighbour table followed from events")
+    });
+    const SECOND: &str = "192.0.2.150";
+    let (ok, _, err) = c1.run(&["ip", "addr", "add", &format!("{SECOND}/24"), "dev", "eth0"]);
+    assert!(ok, "{err}");
+    // The gateway learns the second address: the device asks for the portal from it.
+    let (ok, _, err) = c1.run(&[
+        "curl",
+        "-s",
+        "-o",
+        "/dev/null",
+        "--max-time",
+        "3",
+        "--interface",
+        SECOND,
+        "http://192.0.2.1:8080/",
+    ]);
+    assert!(ok, "{err}");
+    let count = old_connections(&lab, SECOND, 20);
+    assert!(count() >= 20, "precondition: {}", count());
+    let (_, code) = gw.add_course("Course", hours(-1), hours(6), 40);
+    let a = accept(c1, &code, "Ann");
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert_eq!(count(), 0, "the second address's old connections forgotten too");
+    assert_eq!(
+        gw.log_text().matches("neighbour table followed from events").count(),
+        1,
+        "followed once, not dumped again:\n{}",
+        gw.log_text()
+    );
 }
