@@ -1,6 +1,7 @@
 //! The captive-portal API (RFC 8908) at /api/captive: what this device's state is, as JSON, for
 //! the OS to show the portal and the time left without guessing from probe answers.
 
+use std::sync::Arc;
 use std::net::SocketAddr;
 
 use axum::extract::{ConnectInfo, State};
@@ -84,7 +85,7 @@ fn split_unquoted(text: &str, sep: char) -> Vec<&str> {
 
 /// GET /api/captive.
 pub(super) async fn captive(
-    State(st): State<PortalState>,
+    State(st): State<Arc<PortalState>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
 ) -> Response {

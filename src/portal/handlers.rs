@@ -1,5 +1,6 @@
 //! Portal handlers: the terms page, the redirect, and accept.
 
+use std::sync::Arc;
 use crate::metrics::refused;
 use std::net::SocketAddr;
 
@@ -28,7 +29,7 @@ struct Typed {
 
 /// GET /: the policy and the form, for requests addressed to the portal itself; anything else
 /// (a redirected `http://example.com/`) is sent to the portal's URL.
-pub(super) async fn terms(State(st): State<PortalState>, headers: HeaderMap) -> Response {
+pub(super) async fn terms(State(st): State<Arc<PortalState>>, headers: HeaderMap) -> Response {
     if !for_portal(&st, &headers) {
         return redirect(&st);
     }
@@ -44,7 +45,7 @@ pub(super) async fn terms(State(st): State<PortalState>, headers: HeaderMap) -> 
 }
 
 /// GET /policy: the policy alone (the API's `venue-info-url`).
-pub(super) async fn policy(State(st): State<PortalState>) -> Response {
+pub(super) async fn policy(State(st): State<Arc<PortalState>>) -> Response {
     st.pages.render(
         StatusCode::OK,
         "policy.html",
@@ -53,7 +54,7 @@ pub(super) async fn policy(State(st): State<PortalState>) -> Response {
 }
 
 /// Everything else: 302 to the portal page (what every OS's captive-portal check expects).
-pub(super) async fn to_portal(State(st): State<PortalState>) -> Response {
+pub(super) async fn to_portal(State(st): State<Arc<PortalState>>) -> Response {
     redirect(&st)
 }
 
@@ -98,7 +99,7 @@ fn terms_page(st: &PortalState, typed: &Typed, error: &str) -> Response {
 
 /// POST /accept, timed and counted for `/metrics`.
 pub(super) async fn accept(
-    State(st): State<PortalState>,
+    State(st): State<Arc<PortalState>>,
     peer: ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
@@ -113,7 +114,7 @@ pub(super) async fn accept(
 /// POST /accept: the form read (HTTP's part), the decision (`access::Admissions::accept`), and
 /// its outcome as a page.
 async fn accept_inner(
-    State(st): State<PortalState>,
+    State(st): State<Arc<PortalState>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,

@@ -108,7 +108,8 @@ pub fn router(state: PortalState) -> Router {
             StatusCode::REQUEST_TIMEOUT,
             Duration::from_secs(30),
         ))
-        .with_state(state)
+        // One Arc for the state: cloning it for each request is one count, not one per field.
+        .with_state(Arc::new(state))
 }
 
 /// Counts each request by what it is, for `/metrics`. Its state is only the metrics: the whole
