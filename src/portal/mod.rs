@@ -21,6 +21,8 @@ use crate::web::Pages;
 
 /// Largest request body the portal reads; the form is well under 1 kB.
 pub const MAX_BODY: usize = 16 * 1024;
+/// The longest an accept or an API request may take before the guest is told to try again.
+const REQUEST_DEADLINE: Duration = Duration::from_secs(30);
 
 /// What the portal's handlers may use.
 #[derive(Debug, Clone)]
@@ -93,21 +95,24 @@ impl Prepared {
 
 /// The portal's routes. Everything not listed is a redirect to the portal page.
 pub fn router(state: PortalState) -> Router {
+    // Only the routes that wait on something (the store, the firewall, the neighbour table)
+    // have a deadline; the page and the redirect are made from memory, and a timer for each
+    // of them was a tenth of the portal's time under load.
+    let deadline = || TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, REQUEST_DEADLINE);
     Router::new()
         .route("/", get(handlers::terms))
         .route("/policy", get(handlers::policy))
-        .route("/api/captive", get(api::captive))
-        .route("/accept", get(handlers::to_portal).post(handlers::accept))
+        .route("/api/captive", get(api::captive).layer(deadline()))
+        .route(
+            "/accept",
+            get(handlers::to_portal).post(handlers::accept).layer(deadline()),
+        )
         .fallback(handlers::to_portal)
         .layer(axum::middleware::from_fn_with_state(
             state.metrics.clone(),
             count_request,
         ))
         .layer(DefaultBodyLimit::max(MAX_BODY))
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::REQUEST_TIMEOUT,
-            Duration::from_secs(30),
-        ))
         // One Arc for the state: cloning it for each request is one count, not one per field.
         .with_state(Arc::new(state))
 }
