@@ -108,31 +108,29 @@ pub fn router(state: PortalState) -> Router {
             get(handlers::to_portal).post(handlers::accept).layer(deadline()),
         )
         .fallback(handlers::to_portal)
-        .layer(axum::middleware::from_fn_with_state(
-            state.metrics.clone(),
-            count_request,
-        ))
+        .layer(count_requests(state.metrics.clone()))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         // One Arc for the state: cloning it for each request is one count, not one per field.
         .with_state(Arc::new(state))
 }
 
-/// Counts each request by what it is, for `/metrics`. Its state is only the metrics: the whole
-/// `PortalState` would be cloned for every request.
-async fn count_request(
-    axum::extract::State(metrics): axum::extract::State<Arc<crate::metrics::Metrics>>,
-    req: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> axum::response::Response {
-    let kind = match (req.method() == axum::http::Method::POST, req.uri().path()) {
-        (true, "/accept") => "accept",
-        (false, "/") => "portal",
-        (false, "/policy") => "policy",
-        (false, "/api/captive") => "api",
-        _ => "redirect",
-    };
-    metrics.request(kind);
-    next.run(req).await
+/// Counts each request by what it is, for `/metrics`. A plain map of the request (no boxed
+/// future, no clone of the routes behind it per request, as `middleware::from_fn` makes), and
+/// only the metrics captured.
+fn count_requests(
+    metrics: Arc<crate::metrics::Metrics>,
+) -> tower::util::MapRequestLayer<impl Fn(axum::extract::Request) -> axum::extract::Request + Clone> {
+    tower::util::MapRequestLayer::new(move |req: axum::extract::Request| {
+        let kind = match (req.method() == axum::http::Method::POST, req.uri().path()) {
+            (true, "/accept") => "accept",
+            (false, "/") => "portal",
+            (false, "/policy") => "policy",
+            (false, "/api/captive") => "api",
+            _ => "redirect",
+        };
+        metrics.request(kind);
+        req
+    })
 }
 
 #[cfg(test)]
