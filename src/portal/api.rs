@@ -1,8 +1,8 @@
 //! The captive-portal API (RFC 8908) at /api/captive: what this device's state is, as JSON, for
 //! the OS to show the portal and the time left without guessing from probe answers.
 
-use std::sync::Arc;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};

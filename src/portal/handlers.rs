@@ -1,8 +1,8 @@
 //! Portal handlers: the terms page, the redirect, and accept.
 
-use std::sync::Arc;
 use crate::metrics::refused;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
