@@ -597,15 +597,21 @@ fn one_line(message: &str) -> String {
         if !line.is_empty() {
             line.push(' ');
         }
-        for c in word.chars() {
-            if c.is_control() {
-                line.extend(c.escape_default());
-            } else {
-                line.push(c);
-            }
-        }
+        push_printable(&mut line, word);
     }
     line
+}
+
+/// Appends `text` to `out` with its control characters escaped (`\u{1b}`, `\n`), so text from
+/// a file or a guest cannot drive the terminal it is shown on.
+pub(crate) fn push_printable(out: &mut String, text: &str) {
+    for c in text.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
 }
 
 #[cfg(test)]
