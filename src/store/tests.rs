@@ -34,7 +34,11 @@ fn consent(course: &Course, mac: &str, at: &str) -> NewConsent {
 use crate::clients::Course;
 
 fn setup(max: u32) -> (Store, Course) {
-    let s = Store::open_in_memory().unwrap();
+    setup_on(Store::open_in_memory().unwrap(), max)
+}
+
+/// `setup` on a store of the caller's (a file, say).
+fn setup_on(s: Store, max: u32) -> (Store, Course) {
     s.record_policy("abc", "# Policy", t("2026-11-23T08:00:00Z")).unwrap();
     let c = s
         .add_course(
@@ -1010,19 +1014,7 @@ fn events_from_two_connections_at_once_keep_one_chain() {
 fn admit_all_writes_each_accept_in_its_own_savepoint_and_commits_them_together() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("s.db");
-    let s = Store::open(&path).unwrap();
-    s.record_policy("abc", "# Policy", t("2026-11-23T08:00:00Z")).unwrap();
-    let course = s
-        .add_course(
-            "Phonics",
-            t("2026-11-23T09:00:00Z"),
-            t("2026-11-23T16:00:00Z"),
-            5,
-            t("2026-11-23T08:00:00Z"),
-            "test",
-            codes(),
-        )
-        .unwrap();
+    let (s, course) = setup_on(Store::open(&path).unwrap(), 5);
     let attempt = |mac: &str, code: Option<AccessCode>, policy: &'static str| {
         let c = consent(&course, mac, "2026-11-23T10:00:00Z");
         Attempt {
