@@ -15,8 +15,8 @@ rounds, p99 is the slowest round.
 usage: accept_revoke.py AUPGATE_BIN CONFIG PHONE_MAC ROUNDS [REVOKE_ROUNDS]
 (REVOKE_ROUNDS, default all: how many of the rounds time their revoke; the others revoke untimed.)
 """
-import datetime, http.client, json, re, subprocess, sys, time, urllib.parse
-from labhttp import INTERNET, PORTAL, request
+import datetime, subprocess, sys, time
+from labhttp import forwarded
 import labhttp
 
 bin_, config, mac, rounds = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
@@ -31,36 +31,12 @@ def cli(*args):
     return labhttp.cli(bin_, config, *args)
 
 
-
-
-def forwarded():
-    """One fetch of the internet host on a fresh connection: answered by the host itself?"""
-    try:
-        status, data = request(INTERNET, "GET", "/")
-    except OSError:  # refused or reset: not forwarded
-        return False
-    return status == 200 and b"Hello from the internet" in data
-
-
-status, page = request(PORTAL, "GET", "/")
-policy = re.search(rb'name="policy" value="([0-9a-f]+)"', page).group(1).decode()
+policy = labhttp.policy_version()
 posted, opened, closed, cli_done = [], [], [], []
 for i in range(rounds):
-    course = json.loads(cli("course", "add", "--title", f"scale bench {i}", "--starts", "2000-01-01T00:00",
-                            "--ends", ENDS, "--max-devices", "5", "--json"))
-    body = urllib.parse.urlencode({"code": course["code"], "name": "Bench", "organisation": "Lab",
-                                   "agree": "yes", "policy": policy})
-    t0 = time.perf_counter()
-    status, _ = request(PORTAL, "POST", "/accept", body)
-    t1 = time.perf_counter()
-    assert status == 200, status
-    deadline = time.perf_counter() + 10
-    while not forwarded():
-        if time.perf_counter() > deadline:
-            sys.exit("the phone was not opened within 10 s of accepting")
-    t2 = time.perf_counter()
-    posted.append((t1 - t0) * 1000)
-    opened.append((t2 - t0) * 1000)
+    course, post_ms, open_ms = labhttp.timed_accept(cli, f"scale bench {i}", ENDS, policy, 10)
+    posted.append(post_ms)
+    opened.append(open_ms)
 
     if i < revoke_rounds:
         t0 = time.perf_counter()
