@@ -31,20 +31,20 @@ const EVENT_QUEUE: usize = 4 << 20;
 #[derive(Debug, Clone)]
 pub struct KernelNeighbours {
     interface: String,
-    copy: Arc<Mutex<Copy>>,
+    copy: Arc<Mutex<Followed>>,
     watching: Arc<OnceLock<()>>,
 }
 
 /// The table as the events tell it, every interface's (keyed by its index, so a re-created
 /// guest interface needs nothing special).
 #[derive(Debug, Default)]
-struct Copy {
+struct Followed {
     ready: bool,
     by_ip: HashMap<(u32, IpAddr), MacAddr>,
     by_mac: HashMap<(u32, MacAddr), Vec<IpAddr>>,
 }
 
-impl Copy {
+impl Followed {
     fn remove(&mut self, ifindex: u32, ip: IpAddr) {
         if let Some(mac) = self.by_ip.remove(&(ifindex, ip))
             && let Some(ips) = self.by_mac.get_mut(&(ifindex, mac))
@@ -79,7 +79,7 @@ impl Copy {
     }
 }
 
-fn lock(copy: &Mutex<Copy>) -> std::sync::MutexGuard<'_, Copy> {
+fn lock(copy: &Mutex<Followed>) -> std::sync::MutexGuard<'_, Followed> {
     copy.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
@@ -88,7 +88,7 @@ fn netlink(e: impl std::fmt::Display) -> NeighbourError {
 }
 
 /// Follows the kernel's table into `copy` until the events break off; then says why.
-async fn follow(copy: &Mutex<Copy>) -> NeighbourError {
+async fn follow(copy: &Mutex<Followed>) -> NeighbourError {
     let (mut conn, handle, mut events) = match rtnetlink::new_connection() {
         Ok(c) => c,
         Err(e) => return netlink(e),
@@ -105,7 +105,7 @@ async fn follow(copy: &Mutex<Copy>) -> NeighbourError {
     match dump {
         Ok(all) => {
             let mut c = lock(copy);
-            *c = Copy::default();
+            *c = Followed::default();
             for m in &all {
                 c.apply(m, false);
             }
@@ -209,11 +209,9 @@ impl KernelNeighbours {
     }
 
     async fn dump(&self) -> Result<Vec<NeighbourMessage>, NeighbourError> {
-        let (conn, handle, _) = rtnetlink::new_connection().map_err(|e| NeighbourError::Netlink(e.to_string()))?;
-        let task = tokio::spawn(conn);
-        let result = handle.neighbours().get().execute().try_collect().await;
-        task.abort();
-        result.map_err(|e| NeighbourError::Netlink(e.to_string()))
+        let (conn, handle, _) = rtnetlink::new_connection().map_err(netlink)?;
+        let _stop = AbortOnDrop(tokio::spawn(conn));
+        handle.neighbours().get().execute().try_collect().await.map_err(netlink)
     }
 }
 
@@ -227,20 +225,12 @@ fn entry(msg: &NeighbourMessage, ifindex: u32) -> Option<(IpAddr, MacAddr)> {
     {
         return None;
     }
-    let mut ip = None;
-    let mut mac = None;
-    for attr in &msg.attributes {
-        match attr {
-            NeighbourAttribute::Destination(NeighbourAddress::Inet(a)) => ip = Some(IpAddr::V4(*a)),
-            NeighbourAttribute::Destination(NeighbourAddress::Inet6(a)) => ip = Some(IpAddr::V6(*a)),
-            NeighbourAttribute::LinkLayerAddress(bytes) => {
-                mac = <[u8; 6]>::try_from(bytes.as_slice()).ok().map(MacAddr::new)
-            }
-            _ => {}
-        }
-    }
+    let mac = msg.attributes.iter().find_map(|a| match a {
+        NeighbourAttribute::LinkLayerAddress(bytes) => <[u8; 6]>::try_from(bytes.as_slice()).ok().map(MacAddr::new),
+        _ => None,
+    });
     let mac = mac.filter(|m| m.is_unicast())?;
-    Some((ip?, mac))
+    Some((destination(msg)?, mac))
 }
 
 /// The addresses configured on `interface` (for `aupgate check`: the portal URL must be one of
