@@ -21,9 +21,8 @@ import labhttp
 
 bin_, config, mac, rounds = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 revoke_rounds = int(sys.argv[5]) if len(sys.argv) > 5 else rounds
-# Courses end in a week, not in 2099 as in accept_latency.py: nft's text parser refuses a timeout
-# of 100,000,000 s (1157 days) or more, so the daemon's full-table rebuild (at start, or when it
-# restores the table) fails while such a course has an open consent.
+# Courses end in a week, as the seeded ones do (bench/scale). (nft's text parser refuses a timeout
+# of 100,000,000 s or more; the daemon now caps element timeouts at 366 days, so 2099 would work.)
 ENDS = (datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(days=7)).strftime("%Y-%m-%dT%H:%M:%S+00:00")
 
 
