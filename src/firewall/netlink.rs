@@ -37,6 +37,19 @@ const RECEIVE_QUEUE: usize = 1 << 20;
 /// overflow a default receive queue (each costs far more than its 36 bytes there).
 const DELETES_AT_ONCE: usize = 64;
 
+/// One `recv` into `buf`, again if a signal came first. The kernel never restarts a receive on
+/// a socket with a timeout (signal(7)), and every socket here has one; so a signal handled on
+/// this thread, or a debugger attaching (strace), would otherwise read as a failed read: an
+/// accept refused, or the conntrack events taken for lost.
+fn recv(sock: &Socket, buf: &mut Vec<u8>, flags: i32) -> std::io::Result<usize> {
+    loop {
+        match sock.recv(buf, flags) {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            done => return done,
+        }
+    }
+}
+
 /// One open request socket.
 struct Conn {
     sock: Socket,
@@ -95,7 +108,7 @@ impl Conn {
     fn receive(&mut self, what: &'static str) -> Result<(), FirewallError> {
         self.buf.clear();
         self.buf.reserve(RECEIVE);
-        match self.sock.recv(&mut self.buf, 0) {
+        match recv(&self.sock, &mut self.buf, 0) {
             Ok(_) => Ok(()),
             Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
                 Err(FirewallError::TimedOut(what))
@@ -527,7 +540,7 @@ fn watch_events(counts: &Counts) {
         let (mut table, mut elements) = (false, false);
         loop {
             buf.clear();
-            if let Err(e) = sock.recv(&mut buf, 0) {
+            if let Err(e) = recv(&sock, &mut buf, 0) {
                 counts.table.fetch_add(1, Ordering::Relaxed);
                 if e.raw_os_error() == Some(ENOBUFS) {
                     continue;

@@ -626,6 +626,50 @@ fn old_connections_are_known_from_events_or_found_by_a_dump_when_events_are_off(
     assert!(reaches_internet(c2));
 }
 
+/// A debugger attaching (`strace -p`, as IT support may when diagnosing the gateway) interrupts
+/// every thread's blocking read. Those reads have a timeout, so the kernel does not restart them:
+/// each must be taken again, not read as a failure. While strace is attached an accept and a
+/// revoke work, the conntrack events stay trusted, and nftables' events stay followed.
+#[test]
+fn a_debugger_attaching_interrupts_no_read() {
+    let Some(lab) = Lab::new(1) else { return };
+    let gw = Gateway::start(&lab);
+    let c1 = &lab.clients[0];
+    wait_until("the tracker has read the table", Duration::from_secs(5), || {
+        gw.log_text().contains("conntrack entries tracked from events")
+    });
+    let count = old_connections(&lab, &c1.v4, 10);
+    assert_eq!(count(), 10, "precondition");
+    let (_, code) = gw.add_course("Course", hours(-1), hours(6), 40);
+    let mut strace = std::process::Command::new("strace")
+        .args(["-f", "-o", "/dev/null", "-p", &gw.pid().to_string()])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("strace (scripts/setup installs it)");
+    // Time to attach to every thread; each blocked read is interrupted then.
+    std::thread::sleep(Duration::from_secs(1));
+    let a = accept(c1, &code, "Ann");
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert_eq!(count(), 0, "every old connection forgotten");
+    assert!(reaches_internet(c1));
+    gw.cli_ok(&["session", "revoke", &c1.mac]);
+    assert!(!reaches_internet(c1), "closed by the revoke");
+    strace.kill().expect("strace was started here");
+    let _ = strace.wait();
+    let log = gw.log_text();
+    for failure in [
+        "reading conntrack events failed",
+        "conntrack events lost",
+        "reading nftables events failed",
+    ] {
+        assert!(!log.contains(failure), "{failure:?} in the log:\n{log}");
+    }
+    assert!(
+        log.contains("connections forgotten from the tracked entries"),
+        "the accept used the events:\n{log}"
+    );
+}
+
 /// Issue 12: the daemon follows the neighbour table from the kernel's events instead of dumping
 /// it for each accept. An address the device starts using after the daemon started is known as
 /// the device's, so its old connections are cleared at accept with the rest.

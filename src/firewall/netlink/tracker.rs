@@ -287,7 +287,7 @@ impl Tracker {
         let mut peek = Vec::with_capacity(64);
         loop {
             peek.clear();
-            let waited = self.sock.recv(&mut peek, MSG_PEEK);
+            let waited = super::recv(&self.sock, &mut peek, MSG_PEEK);
             let mut st = self.lock();
             match waited {
                 Err(e) if e.raw_os_error() == Some(ENOBUFS) => st.lose("the event queue overflowed"),
@@ -338,7 +338,7 @@ impl Tracker {
         loop {
             buf.clear();
             buf.reserve(RECEIVE);
-            match self.sock.recv(&mut buf, MSG_DONTWAIT) {
+            match super::recv(&self.sock, &mut buf, MSG_DONTWAIT) {
                 Ok(_) => st.apply_all(&buf),
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                 Err(e) if e.raw_os_error() == Some(ENOBUFS) => st.lose("the event queue overflowed"),
