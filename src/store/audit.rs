@@ -31,7 +31,7 @@ pub(super) fn personal_commitment(
 /// Runs an `UPDATE … RETURNING id` (or a `DELETE`) and returns the ids it touched, sorted, so a
 /// record of them reads the same whatever order SQLite visited the rows in.
 pub(super) fn returning_ids(conn: &Connection, sql: &str, args: impl rusqlite::Params) -> Result<Vec<i64>, StoreError> {
-    let mut stmt = conn.prepare(sql)?;
+    let mut stmt = conn.prepare_cached(sql)?;
     let mut ids: Vec<i64> = stmt.query_map(args, |r| r.get(0))?.collect::<Result<_, _>>()?;
     ids.sort_unstable();
     Ok(ids)

@@ -38,14 +38,14 @@ pub struct NewConsent {
 const PENDING_COUNTS_FOR: jiff::SignedDuration = jiff::SignedDuration::from_mins(1);
 
 fn max_expiry(conn: &Connection, mac: MacAddr, now: Timestamp) -> Result<Option<Timestamp>, StoreError> {
-    let raw: Option<String> = conn.query_row(
-        "SELECT max(until) FROM (
+    let raw: Option<String> = conn
+        .prepare_cached(
+            "SELECT max(until) FROM (
              SELECT expires_at AS until FROM consents WHERE mac = ?1 AND ended_at IS NULL AND expires_at > ?2
              UNION ALL
              SELECT until FROM exceptions WHERE mac = ?1 AND ended_at IS NULL AND until > ?2)",
-        params![mac.to_string(), ts(now)],
-        |r| r.get(0),
-    )?;
+        )?
+        .query_row(params![mac.to_string(), ts(now)], |r| r.get(0))?;
     raw.as_deref().map(parse_ts).transpose()
 }
 
@@ -57,7 +57,7 @@ pub(super) fn end_consents(
     sql: &str,
     args: impl rusqlite::Params,
 ) -> Result<(Vec<i64>, Vec<MacAddr>), StoreError> {
-    let mut stmt = conn.prepare(sql)?;
+    let mut stmt = conn.prepare_cached(sql)?;
     let rows = stmt.query_map(args, |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))?;
     let (mut ids, mut macs) = (Vec::new(), Vec::new());
     for row in rows {
@@ -100,35 +100,36 @@ pub(super) fn insert_consent(tx: &Connection, c: &NewConsent) -> Result<i64, Sto
     let now = ts(c.accepted_at);
     // Re-read the course inside the transaction: staff may have ended it since the caller
     // looked, and an ended course must never gain a device.
-    let running: bool = tx.query_row(
-        "SELECT ended_early_at IS NULL AND starts_at <= ?2 AND ends_at > ?2 FROM courses WHERE id = ?1",
-        params![c.course_id, now],
-        |r| r.get(0),
-    )?;
+    let running: bool = tx
+        .prepare_cached(
+            "SELECT ended_early_at IS NULL AND starts_at <= ?2 AND ends_at > ?2 FROM courses WHERE id = ?1",
+        )?
+        .query_row(params![c.course_id, now], |r| r.get(0))?;
     if !running {
         return Err(StoreError::CourseNotRunning);
     }
-    let revoked: bool = tx.query_row(
-        "SELECT EXISTS (SELECT 1 FROM consents WHERE course_id = ?1 AND mac = ?2 AND end_reason = 'revoked')",
-        params![c.course_id, c.mac.to_string()],
-        |r| r.get(0),
-    )?;
+    let revoked: bool = tx
+        .prepare_cached(
+            "SELECT EXISTS (SELECT 1 FROM consents WHERE course_id = ?1 AND mac = ?2 AND end_reason = 'revoked')",
+        )?
+        .query_row(params![c.course_id, c.mac.to_string()], |r| r.get(0))?;
     if revoked {
         return Err(StoreError::RevokedForCourse);
     }
-    let (devices, already_in): (u32, bool) = tx.query_row(
-        "SELECT count(DISTINCT mac), coalesce(max(mac = ?3), 0) FROM consents
+    let (devices, already_in): (u32, bool) = tx
+        .prepare_cached(
+            "SELECT count(DISTINCT mac), coalesce(max(mac = ?3), 0) FROM consents
          WHERE course_id = ?1 AND ended_at IS NULL AND expires_at > ?2",
-        params![c.course_id, now, c.mac.to_string()],
-        |r| Ok((r.get(0)?, r.get(1)?)),
-    )?;
+        )?
+        .query_row(params![c.course_id, now, c.mac.to_string()], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })?;
     if !already_in && devices >= c.max_devices {
         return Err(StoreError::CourseFull);
     }
     let (salt, mac) = (super::new_salt()?, c.mac.to_string());
-    tx.execute(
-        "INSERT INTO consents (course_id, mac, ip, accepted_at, expires_at, name, organisation, user_agent, policy_hash, salt)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+    tx.prepare_cached("INSERT INTO consents (course_id, mac, ip, accepted_at, expires_at, name, organisation, user_agent, policy_hash, salt)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)")?.execute(
         params![
             c.course_id,
             c.mac.to_string(),
@@ -168,12 +169,14 @@ fn lockout(
     since: Timestamp,
     max: u32,
 ) -> Result<Result<(), (u32, Option<Timestamp>)>, StoreError> {
-    let (n, oldest): (u32, Option<String>) = conn.query_row(
-        "SELECT count(*), min(at) FROM code_attempts
+    let (n, oldest): (u32, Option<String>) = conn
+        .prepare_cached(
+            "SELECT count(*), min(at) FROM code_attempts
          WHERE device = ?1 AND at > ?2 AND (outcome = 'wrong-code' OR (outcome = 'pending' AND at > ?3))",
-        params![device, ts(since), ts(now - PENDING_COUNTS_FOR)],
-        |r| Ok((r.get(0)?, r.get(1)?)),
-    )?;
+        )?
+        .query_row(params![device, ts(since), ts(now - PENDING_COUNTS_FOR)], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })?;
     if n >= max {
         return Ok(Err((n, oldest.as_deref().map(parse_ts).transpose()?)));
     }
@@ -260,10 +263,8 @@ fn admit_one(conn: &Connection, a: &Attempt) -> Result<Admission, StoreError> {
         (None, true) => "empty",
         (None, false) => "wrong-code",
     };
-    conn.execute(
-        "INSERT INTO code_attempts (device, ip, at, outcome) VALUES (?1, ?2, ?3, ?4)",
-        params![device, a.ip, ts(a.now), outcome],
-    )?;
+    conn.prepare_cached("INSERT INTO code_attempts (device, ip, at, outcome) VALUES (?1, ?2, ?3, ?4)")?
+        .execute(params![device, a.ip, ts(a.now), outcome])?;
     // A wrong code is a refusal worth keeping in the audit log; an empty one is not.
     if outcome == "wrong-code" {
         insert_subject_event(conn, a.now, EventKind::RefusedWrongCode, json!({}), a.mac, "")?;
@@ -302,6 +303,14 @@ impl Store {
     pub fn admit_all(&self, attempts: &[Attempt]) -> Result<Vec<Result<Admission, StoreError>>, StoreError> {
         let mut conn = self.lock();
         let mut tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        if let [a] = attempts {
+            // Alone, the transaction is the attempt's savepoint: on failure it is rolled back.
+            let one = admit_one(&tx, a);
+            if one.is_ok() {
+                tx.commit()?;
+            }
+            return Ok(vec![one]);
+        }
         let mut out = Vec::with_capacity(attempts.len());
         for a in attempts {
             let one = tx.savepoint()?;

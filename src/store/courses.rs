@@ -43,11 +43,8 @@ fn course(raw: RawCourse) -> Result<Course, StoreError> {
 /// The course whose code is `code`, read on `conn` (inside the caller's transaction).
 pub(super) fn course_by_code_in(conn: &rusqlite::Connection, code: &AccessCode) -> Result<Option<Course>, StoreError> {
     let raw = conn
-        .query_row(
-            &format!("SELECT {COLUMNS} FROM courses WHERE code = ?1"),
-            [code.as_str()],
-            course_from_row,
-        )
+        .prepare_cached(&format!("SELECT {COLUMNS} FROM courses WHERE code = ?1"))?
+        .query_row([code.as_str()], course_from_row)
         .optional()?;
     raw.map(course).transpose()
 }

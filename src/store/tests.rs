@@ -1072,3 +1072,52 @@ fn admit_all_writes_each_accept_in_its_own_savepoint_and_commits_them_together()
     );
     assert!(s.verify().unwrap().is_ok(), "the audit chain holds");
 }
+
+/// Alone in its transaction, a failed accept leaves nothing behind either (no savepoint then:
+/// the transaction itself is rolled back), and the next one is written as usual.
+#[test]
+fn admit_all_rolls_back_a_lone_failed_accept_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.db");
+    let (s, course) = setup_on(Store::open(&path).unwrap(), 5);
+    let attempt = |policy: &'static str| {
+        let c = consent(&course, "02:00:00:00:00:01", "2026-11-23T10:00:00Z");
+        Attempt {
+            mac: "02:00:00:00:00:01".parse().unwrap(),
+            ip: "192.0.2.10".into(),
+            now: t("2026-11-23T10:00:00Z"),
+            since: t("2026-11-23T09:45:00Z"),
+            max_wrong: 5,
+            code: Some(course.code.clone()),
+            empty: false,
+            consent: Box::new(move |_| {
+                Some(NewConsent {
+                    policy_hash: policy.into(),
+                    ..c.clone()
+                })
+            }),
+        }
+    };
+    let failed = s.admit_all(&[attempt("never-recorded")]).unwrap();
+    assert!(matches!(failed.as_slice(), [Err(_)]), "{failed:?}");
+    let other = Connection::open(&path).unwrap();
+    let count = |sql: &str| other.query_row(sql, [], |r| r.get::<_, i64>(0)).unwrap();
+    assert_eq!(
+        count("SELECT count(*) FROM code_attempts"),
+        0,
+        "its attempt rolled back"
+    );
+    assert_eq!(count("SELECT count(*) FROM consents"), 0);
+    let written = s.admit_all(&[attempt("abc")]).unwrap();
+    assert!(
+        matches!(written.as_slice(), [Ok(Admission::Consented { .. })]),
+        "{written:?}"
+    );
+    assert_eq!(
+        count("SELECT count(*) FROM consents"),
+        1,
+        "committed when admit_all returns"
+    );
+    assert_eq!(count("SELECT count(*) FROM code_attempts"), 1);
+    assert!(s.verify().unwrap().is_ok(), "the audit chain holds");
+}
