@@ -33,6 +33,14 @@ pub struct KernelNeighbours {
     interface: String,
     copy: Arc<Mutex<Followed>>,
     watching: Arc<OnceLock<()>>,
+    /// The connection the one-entry asks share: opened on first use, and again after a failure.
+    asker: Arc<Mutex<Option<Asker>>>,
+}
+
+#[derive(Debug)]
+struct Asker {
+    handle: rtnetlink::Handle,
+    _connection: AbortOnDrop,
 }
 
 /// The table as the events tell it, every interface's (keyed by its index, so a re-created
@@ -79,8 +87,8 @@ impl Followed {
     }
 }
 
-fn lock(copy: &Mutex<Followed>) -> std::sync::MutexGuard<'_, Followed> {
-    copy.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 fn netlink(e: impl std::fmt::Display) -> NeighbourError {
@@ -125,6 +133,7 @@ async fn follow(copy: &Mutex<Followed>) -> NeighbourError {
     netlink("the neighbour events ended")
 }
 
+#[derive(Debug)]
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
 
 impl Drop for AbortOnDrop {
@@ -149,6 +158,7 @@ impl KernelNeighbours {
             interface,
             copy: Arc::default(),
             watching: Arc::default(),
+            asker: Arc::default(),
         }
     }
 
@@ -169,9 +179,34 @@ impl KernelNeighbours {
     }
 
     /// The kernel's own entry for `ip` on `ifindex` (one RTM_GETNEIGH): its MAC if usable.
+    /// Asked on the shared connection; one that failed is dropped, so the next ask opens another.
     async fn ask(&self, ifindex: u32, ip: IpAddr) -> Result<Option<MacAddr>, NeighbourError> {
-        let (conn, mut handle, _) = rtnetlink::new_connection().map_err(netlink)?;
-        let _stop = AbortOnDrop(tokio::spawn(conn));
+        let handle = {
+            let mut asker = lock(&self.asker);
+            match &*asker {
+                Some(a) => a.handle.clone(),
+                None => {
+                    let (conn, handle, _) = rtnetlink::new_connection().map_err(netlink)?;
+                    *asker = Some(Asker {
+                        handle: handle.clone(),
+                        _connection: AbortOnDrop(tokio::spawn(conn)),
+                    });
+                    handle
+                }
+            }
+        };
+        let asked = Self::ask_on(handle, ifindex, ip).await;
+        if asked.is_err() {
+            *lock(&self.asker) = None;
+        }
+        asked
+    }
+
+    async fn ask_on(
+        mut handle: rtnetlink::Handle,
+        ifindex: u32,
+        ip: IpAddr,
+    ) -> Result<Option<MacAddr>, NeighbourError> {
         let mut msg = NeighbourMessage::default();
         msg.header.ifindex = ifindex;
         msg.header.family = if ip.is_ipv4() {
