@@ -456,9 +456,8 @@ impl<F: Firewall> Writer<F> {
                 "open consent for {mac}"
             ))));
         };
-        self.firewall.allow(mac, until.duration_since(now)).await?;
+        self.firewall.open_device(mac, until.duration_since(now), ips).await?;
         lock(&self.expiries).insert(mac, until);
-        self.firewall.forget_connections(ips, Became::Open).await?;
         tracing::info!(%mac, until = %until, "device allowed");
         Ok(())
     }

@@ -109,6 +109,20 @@ pub trait Firewall: Send + Sync + 'static {
         ips: &[IpAddr],
         became: Became,
     ) -> impl Future<Output = Result<(), FirewallError>> + Send;
+    /// What opening a device takes: `allow(mac, left)`, then, if that worked,
+    /// `forget_connections(ips, Became::Open)`. The default calls the two; a mechanism may do
+    /// both in one go (the netlink one does, saving a thread hop in every accept).
+    fn open_device(
+        &self,
+        mac: MacAddr,
+        left: SignedDuration,
+        ips: &[IpAddr],
+    ) -> impl Future<Output = Result<(), FirewallError>> + Send {
+        async move {
+            self.allow(mac, left).await?;
+            self.forget_connections(ips, Became::Open).await
+        }
+    }
     /// Counts that change whenever something other than this process may have changed our
     /// table or its set (the kernel's change events; lost events count as table changes).
     /// Cheap: the gatekeeper reads them every second and looks at the kernel only when they

@@ -250,14 +250,7 @@ impl Firewall for NftFirewall {
     }
 
     async fn forget_connections(&self, ips: &[IpAddr], became: super::Became) -> Result<(), FirewallError> {
-        // Debug builds only: the namespace tests make this step fail for real, in the running
-        // daemon, which the kernel's conntrack cannot be made to do from outside.
-        if cfg!(debug_assertions) && std::env::var_os("AUPGATE_FAULT").is_some_and(|v| v == "forget-connections") {
-            return Err(FirewallError::Failed {
-                what: "forgetting the device's connections",
-                stderr: "simulated failure (AUPGATE_FAULT, debug builds only)".into(),
-            });
-        }
+        simulated_forget_failure()?;
         let ips = ips.to_vec();
         let n = self
             .netlink("forgetting the device's connections", move |n| n.forget(&ips, became))
@@ -266,9 +259,35 @@ impl Firewall for NftFirewall {
         Ok(())
     }
 
+    async fn open_device(&self, mac: MacAddr, left: SignedDuration, ips: &[IpAddr]) -> Result<(), FirewallError> {
+        let ms = u64::from(timeout_secs(left)) * 1000;
+        let ips = ips.to_vec();
+        let n = self
+            .netlink("opening the device", move |n| {
+                n.allow(mac, ms)?;
+                simulated_forget_failure()?;
+                n.forget(&ips, super::Became::Open)
+            })
+            .await?;
+        tracing::debug!(connections = n, "conntrack entries forgotten");
+        Ok(())
+    }
+
     fn outside_changes(&self) -> super::OutsideChanges {
         self.netlink.outside_changes()
     }
+}
+
+/// Debug builds only: the namespace tests make the conntrack step fail for real, in the running
+/// daemon, which the kernel's conntrack cannot be made to do from outside.
+fn simulated_forget_failure() -> Result<(), FirewallError> {
+    if cfg!(debug_assertions) && std::env::var_os("AUPGATE_FAULT").is_some_and(|v| v == "forget-connections") {
+        return Err(FirewallError::Failed {
+            what: "forgetting the device's connections",
+            stderr: "simulated failure (AUPGATE_FAULT, debug builds only)".into(),
+        });
+    }
+    Ok(())
 }
 
 #[cfg(test)]
