@@ -1,8 +1,11 @@
 """What the bench clients share: the lab's addresses, one HTTP request on a fresh connection,
 the aupgate CLI, and one timed accept."""
-import http.client, json, re, subprocess, sys, time, urllib.parse
+import http.client, json, os, re, subprocess, sys, time, urllib.parse
 
-PORTAL, INTERNET = ("192.0.2.1", 8080), ("198.51.100.2", 80)
+# The internet host the phones fetch: BENCH_INTERNET (HOST:PORT, set by scripts/lab-lib.sh's
+# lab_nginx to nginx on port 8000), else the lab's python server on port 80.
+_host, _, _port = os.environ.get("BENCH_INTERNET", "198.51.100.2:80").rpartition(":")
+PORTAL, INTERNET = ("192.0.2.1", 8080), (_host, int(_port))
 
 
 def request(host_port, method, path, body=None, timeout=5):
@@ -55,3 +58,15 @@ def timed_accept(cli, title, ends, policy, wait):
             sys.exit(f"the phone was not opened within {wait} s of accepting")
     t2 = time.perf_counter()
     return course, (t1 - t0) * 1000, (t2 - t0) * 1000
+
+
+def fetch_ms(n):
+    """The floor under a timed accept: `n` fetches of the internet host by a phone already
+    open, each on a fresh connection; their times in ms (exits if one is not forwarded)."""
+    times = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        if not forwarded():
+            sys.exit("an open phone's fetch was not forwarded")
+        times.append((time.perf_counter() - t0) * 1000)
+    return times
