@@ -280,7 +280,7 @@ pub async fn serve<F: Firewall>(
             live_policy.clone(),
         ),
     };
-    let portal_app = portal::router(portal_state);
+    let portal_app = portal::app(portal_state);
     // One gate for all the portal's listeners (v4, v6, HTTPS): a device's share and the total
     // are counted across them.
     let portal_gate = web::Gate::portal(neighbours, metrics.clone());
@@ -315,7 +315,7 @@ pub async fn serve<F: Firewall>(
         };
         tokio::spawn(web::serve(
             listener,
-            crate::admin::web::router(web),
+            crate::admin::web::router(web).into(),
             Some(acceptor),
             gate,
             shutdown_rx.clone(),

@@ -59,19 +59,32 @@ pub(super) async fn to_portal(State(st): State<Arc<PortalState>>) -> Response {
 }
 
 fn redirect(st: &PortalState) -> Response {
+    redirect_from(&st.prepared)
+}
+
+/// The 302 to the portal page, with its `Location` made once (and its length, as the router
+/// would add it).
+pub(super) fn redirect_from(prepared: &super::Prepared) -> Response {
     let mut response = (StatusCode::FOUND, guest_headers()).into_response();
-    if let Some(url) = &st.prepared.location {
-        response.headers_mut().insert(header::LOCATION, url.clone());
+    let headers = response.headers_mut();
+    if let Some(url) = &prepared.location {
+        headers.insert(header::LOCATION, url.clone());
     }
+    headers.insert(header::CONTENT_LENGTH, axum::http::HeaderValue::from_static("0"));
     response
 }
 
 /// True if the Host header names the portal itself (`Config::is_portal_host`).
 fn for_portal(st: &PortalState, headers: &HeaderMap) -> bool {
+    for_portal_host(&st.config, headers)
+}
+
+/// `for_portal`, from the configuration alone.
+pub(super) fn for_portal_host(config: &crate::config::Config, headers: &HeaderMap) -> bool {
     headers
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
-        .is_some_and(|host| st.config.is_portal_host(host))
+        .is_some_and(|host| config.is_portal_host(host))
 }
 
 /// What `terms.html` is rendered with: the policy, the form as typed, and the error above it.

@@ -93,6 +93,35 @@ impl Prepared {
     }
 }
 
+/// The portal as it is served: its routes, with the redirect answered before them.
+pub fn app(state: PortalState) -> crate::web::App {
+    let (config, prepared, metrics) = (state.config.clone(), state.prepared.clone(), state.metrics.clone());
+    let quick: crate::web::Quick = Arc::new(move |method, uri, headers| {
+        redirected(&config, method, uri.path(), headers).then(|| {
+            metrics.request(kind(method, uri.path()));
+            handlers::redirect_from(&prepared)
+        })
+    });
+    crate::web::App {
+        router: router(state),
+        quick: Some(quick),
+    }
+}
+
+/// Whether `router` would answer with the redirect, judged from the head alone: a path it has
+/// no route for, or a page request (`GET`/`HEAD /`) for another host. The rest (the page, the
+/// policy, the API, an accept, and the router's own refusals) are left to it.
+fn redirected(config: &Config, method: &axum::http::Method, path: &str, headers: &axum::http::HeaderMap) -> bool {
+    match path {
+        "/policy" | "/api/captive" | "/accept" => false,
+        "/" => {
+            matches!(*method, axum::http::Method::GET | axum::http::Method::HEAD)
+                && !handlers::for_portal_host(config, headers)
+        }
+        _ => true,
+    }
+}
+
 /// The portal's routes. Everything not listed is a redirect to the portal page.
 pub fn router(state: PortalState) -> Router {
     // Only the routes that wait on something (the store, the firewall, the neighbour table)
@@ -121,16 +150,20 @@ fn count_requests(
     metrics: Arc<crate::metrics::Metrics>,
 ) -> tower::util::MapRequestLayer<impl Fn(axum::extract::Request) -> axum::extract::Request + Clone> {
     tower::util::MapRequestLayer::new(move |req: axum::extract::Request| {
-        let kind = match (req.method() == axum::http::Method::POST, req.uri().path()) {
-            (true, "/accept") => "accept",
-            (false, "/") => "portal",
-            (false, "/policy") => "policy",
-            (false, "/api/captive") => "api",
-            _ => "redirect",
-        };
-        metrics.request(kind);
+        metrics.request(kind(req.method(), req.uri().path()));
         req
     })
+}
+
+/// What `/metrics` counts a request as, by its method and path.
+fn kind(method: &axum::http::Method, path: &str) -> &'static str {
+    match (method == axum::http::Method::POST, path) {
+        (true, "/accept") => "accept",
+        (false, "/") => "portal",
+        (false, "/policy") => "policy",
+        (false, "/api/captive") => "api",
+        _ => "redirect",
+    }
 }
 
 #[cfg(test)]

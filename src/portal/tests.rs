@@ -379,3 +379,100 @@ async fn the_blank_page_is_rendered_once_per_policy_and_template_version() {
         .replace(crate::assets::templates(Some(dir.path())).unwrap());
     assert_eq!(page().await, format!("Overridden {}", new.hash));
 }
+
+/// The redirect the served portal answers before its router (`app`'s quick answer) is the
+/// router's own, and is given only where the router would give it: every method, path and host
+/// here is sent to both, and the answers compared whole.
+#[tokio::test]
+async fn the_quick_redirect_answers_exactly_as_the_router_would() {
+    use axum::http::Method;
+    let l = lab().await;
+    let quick = app(l.state.clone()).quick.expect("the portal answers redirects quick");
+    let mut answered = Vec::new();
+    for method in [
+        Method::GET,
+        Method::HEAD,
+        Method::POST,
+        Method::PUT,
+        Method::OPTIONS,
+        Method::DELETE,
+    ] {
+        for path in [
+            "/",
+            "/?x=1",
+            "/policy",
+            "/api/captive",
+            "/accept",
+            "/generate_204",
+            "/hotspot-detect.html",
+            "/a/b?x=1",
+            "//",
+            "/policy/",
+            "/ACCEPT",
+        ] {
+            for host in [
+                Some("192.0.2.1:8080"),
+                Some("example.com"),
+                Some("captive.apple.com"),
+                None,
+            ] {
+                let request = || {
+                    let mut r = Request::builder().method(method.clone()).uri(path);
+                    if let Some(h) = host {
+                        r = r.header(header::HOST, h);
+                    }
+                    r.body(Body::empty()).unwrap()
+                };
+                let head = request();
+                let Some(quick) = quick(head.method(), head.uri(), head.headers()) else {
+                    continue;
+                };
+                let (q_status, q_headers, q_body) = {
+                    let (parts, body) = quick.into_parts();
+                    (parts.status, parts.headers, body.collect().await.unwrap().to_bytes())
+                };
+                let (status, headers, body) = send(&l.app, "192.0.2.10", request()).await;
+                let what = format!("{method} {path} Host {host:?}");
+                assert_eq!(q_status, status, "{what}");
+                assert_eq!(q_status, StatusCode::FOUND, "{what}");
+                assert_eq!(q_headers, headers, "{what}");
+                assert_eq!(String::from_utf8_lossy(&q_body), body, "{what}");
+                answered.push(what);
+            }
+        }
+    }
+    // What phones send while closed is answered quick: their captive checks, and pages of
+    // other sites; the portal's own page, policy, API and accept never are.
+    for expected in [
+        "GET /generate_204 Host Some(\"captive.apple.com\")",
+        "GET /hotspot-detect.html Host Some(\"captive.apple.com\")",
+        "GET / Host Some(\"example.com\")",
+        "HEAD / Host None",
+        "POST /a/b?x=1 Host Some(\"example.com\")",
+    ] {
+        assert!(answered.iter().any(|a| a == expected), "{expected} not answered quick");
+    }
+    for never in [
+        "GET / Host Some(\"192.0.2.1:8080\")",
+        "GET /policy Host",
+        "GET /api/captive Host",
+        "POST /accept Host",
+    ] {
+        assert!(!answered.iter().any(|a| a.starts_with(never)), "{never} answered quick");
+    }
+    // Each counted as the router counts it (a redirected page request under "portal").
+    let text = l.metrics.encode(&crate::access::gatekeeper::FirewallStatus::default());
+    let count = |kind: &str| -> usize {
+        let prefix = format!("aupgate_portal_requests_total{{kind=\"{kind}\"}} ");
+        text.lines()
+            .find_map(|line| line.strip_prefix(&prefix))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no {kind} count in:\n{text}"))
+    };
+    let to_page = answered
+        .iter()
+        .filter(|a| a.split(' ').nth(1).is_some_and(|p| p == "/" || p.starts_with("/?")))
+        .count();
+    assert_eq!(count("portal"), 2 * to_page, "{text}");
+    assert_eq!(count("redirect"), 2 * (answered.len() - to_page), "{text}");
+}

@@ -5,7 +5,7 @@ pub mod form;
 pub mod serve;
 pub mod tls;
 
-pub use serve::{Gate, HEADER_TIMEOUT, HEADER_TIMEOUT_PRESSED, MAX_HEAD, MAX_PER_CLIENT, MAX_TOTAL, serve};
+pub use serve::{App, Gate, HEADER_TIMEOUT, HEADER_TIMEOUT_PRESSED, MAX_HEAD, MAX_PER_CLIENT, MAX_TOTAL, Quick, serve};
 
 use std::sync::{Arc, RwLock};
 

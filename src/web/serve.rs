@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::ConnectInfo;
+use axum::http::{HeaderMap, Method, Uri};
+use futures_util::future::Either;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -25,6 +27,26 @@ use tower::Service as _;
 use crate::clients::MacAddr;
 use crate::metrics::Metrics;
 use crate::neighbours::Neighbours;
+
+/// Answers a request from its head alone, before the router, when it can; `None` leaves it to
+/// the router. It must answer exactly as the router would (the portal's test compares them):
+/// it is for what every stray request gets, made once, without the router's per-request work.
+pub type Quick = Arc<dyn Fn(&Method, &Uri, &HeaderMap) -> Option<axum::response::Response> + Send + Sync>;
+
+/// What a listener serves: a router, and the quick answers tried before it.
+#[derive(Clone)]
+pub struct App {
+    /// Every request the quick answers leave.
+    pub router: Router,
+    /// Tried first.
+    pub quick: Option<Quick>,
+}
+
+impl From<Router> for App {
+    fn from(router: Router) -> Self {
+        Self { router, quick: None }
+    }
+}
 
 /// A client must send a complete request head within this time.
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -399,7 +421,7 @@ impl Drop for Ticket {
 /// until it ends or a graceful shutdown finishes it.
 async fn run_connection<I>(
     io: I,
-    app: Router,
+    app: App,
     peer: SocketAddr,
     ticket: Arc<Ticket>,
     header_timeout: Duration,
@@ -409,15 +431,23 @@ where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
+        // Answered at once, so the connection is never seen busy.
+        if let Some(answer) = app
+            .quick
+            .as_ref()
+            .and_then(|q| q(req.method(), req.uri(), req.headers()))
+        {
+            return Either::Left(std::future::ready(Ok(answer)));
+        }
         req.extensions_mut().insert(ConnectInfo(peer));
         ticket.busy(true);
         let ticket = ticket.clone();
-        let answer = app.clone().call(req);
-        async move {
+        let answer = app.router.clone().call(req);
+        Either::Right(async move {
             let response = answer.await;
             ticket.busy(false);
             response
-        }
+        })
     });
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
@@ -432,7 +462,7 @@ where
 /// of one surface share `gate`.
 pub async fn serve(
     listener: TcpListener,
-    app: Router,
+    app: App,
     tls: Option<TlsAcceptor>,
     gate: Gate,
     mut shutdown: watch::Receiver<bool>,
@@ -659,7 +689,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let gate = Gate::admin(Arc::new(Metrics::new(dir.path().join("db"))));
         let (stop, shutdown) = watch::channel(false);
-        let server = tokio::spawn(serve(listener, app, None, gate, shutdown));
+        let server = tokio::spawn(serve(listener, app.into(), None, gate, shutdown));
         let ask = |head: String| async move {
             let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
             s.write_all(head.as_bytes()).await.unwrap();
