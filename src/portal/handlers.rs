@@ -33,15 +33,22 @@ pub(super) async fn terms(State(st): State<Arc<PortalState>>, headers: HeaderMap
     if !for_portal(&st, &headers) {
         return redirect(&st);
     }
+    blank(&st).unwrap_or_else(|| crate::web::fallback(StatusCode::INTERNAL_SERVER_ERROR))
+}
+
+/// The blank portal page, rendered once per policy and template version; `None` if it cannot
+/// be rendered.
+pub(super) fn blank(st: &PortalState) -> Option<Response> {
     let (policy, templates) = (st.policy.get(), st.pages.templates());
     let page = st.prepared.blank_page(&policy, &templates, || {
         st.pages
             .render_in(&templates, "terms.html", terms_context(&policy, &Typed::default(), ""))
-    });
-    match page {
-        Some(page) => (StatusCode::OK, guest_headers(), axum::response::Html(page)).into_response(),
-        None => crate::web::fallback(StatusCode::INTERNAL_SERVER_ERROR),
-    }
+    })?;
+    let length = axum::http::HeaderValue::from(page.len());
+    let mut response = (StatusCode::OK, guest_headers(), axum::response::Html(page)).into_response();
+    // As the router would add it.
+    response.headers_mut().insert(header::CONTENT_LENGTH, length);
+    Some(response)
 }
 
 /// GET /policy: the policy alone (the API's `venue-info-url`).
@@ -62,15 +69,11 @@ fn redirect(st: &PortalState) -> Response {
     redirect_from(&st.prepared)
 }
 
-/// The 302 to the portal page, with its `Location` made once (and its length, as the router
-/// would add it).
+/// The 302 to the portal page, its headers made once.
 pub(super) fn redirect_from(prepared: &super::Prepared) -> Response {
-    let mut response = (StatusCode::FOUND, guest_headers()).into_response();
-    let headers = response.headers_mut();
-    if let Some(url) = &prepared.location {
-        headers.insert(header::LOCATION, url.clone());
-    }
-    headers.insert(header::CONTENT_LENGTH, axum::http::HeaderValue::from_static("0"));
+    let mut response = Response::new(axum::body::Body::empty());
+    *response.status_mut() = StatusCode::FOUND;
+    *response.headers_mut() = prepared.redirect.clone();
     response
 }
 

@@ -46,7 +46,8 @@ pub struct PortalState {
 /// reload). A request for either only copies bytes.
 #[derive(Debug)]
 pub struct Prepared {
-    location: Option<HeaderValue>,
+    /// The redirect's headers: the guest headers, `Location` and its length.
+    redirect: axum::http::HeaderMap,
     blank: Mutex<Option<Blank>>,
 }
 
@@ -62,8 +63,14 @@ struct Blank {
 impl Prepared {
     /// For `config`'s portal.
     pub fn new(config: &Config) -> Self {
+        let mut redirect: axum::http::HeaderMap = crate::web::guest_headers().into_iter().collect();
+        if let Ok(url) = HeaderValue::from_str(&config.portal_url()) {
+            redirect.insert(axum::http::header::LOCATION, url);
+        }
+        // As the router would add it (the answer is the same with or without it).
+        redirect.insert(axum::http::header::CONTENT_LENGTH, HeaderValue::from_static("0"));
         Self {
-            location: HeaderValue::from_str(&config.portal_url()).ok(),
+            redirect,
             blank: Mutex::new(None),
         }
     }
@@ -93,14 +100,24 @@ impl Prepared {
     }
 }
 
-/// The portal as it is served: its routes, with the redirect answered before them.
+/// The portal as it is served: its routes, with the redirect and the blank page answered
+/// before them.
 pub fn app(state: PortalState) -> crate::web::App {
-    let (config, prepared, metrics) = (state.config.clone(), state.prepared.clone(), state.metrics.clone());
+    let st = state.clone();
     let quick: crate::web::Quick = Arc::new(move |method, uri, headers| {
-        redirected(&config, method, uri.path(), headers).then(|| {
-            metrics.request(kind(method, uri.path()));
-            handlers::redirect_from(&prepared)
-        })
+        let answer = match quick_answer(&st.config, method, uri.path(), headers)? {
+            Quick::Redirect => handlers::redirect_from(&st.prepared),
+            Quick::Page => handlers::blank(&st)?,
+        };
+        st.metrics.request(kind(method, uri.path()));
+        if method == axum::http::Method::HEAD {
+            // The head alone, as the router answers a HEAD.
+            return Some(axum::response::Response::from_parts(
+                answer.into_parts().0,
+                axum::body::Body::empty(),
+            ));
+        }
+        Some(answer)
     });
     crate::web::App {
         router: router(state),
@@ -108,17 +125,27 @@ pub fn app(state: PortalState) -> crate::web::App {
     }
 }
 
-/// Whether `router` would answer with the redirect, judged from the head alone: a path it has
-/// no route for, or a page request (`GET`/`HEAD /`) for another host. The rest (the page, the
-/// policy, the API, an accept, and the router's own refusals) are left to it.
-fn redirected(config: &Config, method: &axum::http::Method, path: &str, headers: &axum::http::HeaderMap) -> bool {
+/// What the router would answer from memory, judged from the request head alone.
+enum Quick {
+    /// The 302: a path it has no route for, or a page request for another host.
+    Redirect,
+    /// The blank page: a page request (`GET`/`HEAD /`) for the portal itself.
+    Page,
+}
+
+/// `None`: left to the router (the policy, the API, an accept, and the router's own refusals,
+/// such as a POST to `/`).
+fn quick_answer(
+    config: &Config,
+    method: &axum::http::Method,
+    path: &str,
+    headers: &axum::http::HeaderMap,
+) -> Option<Quick> {
     match path {
-        "/policy" | "/api/captive" | "/accept" => false,
-        "/" => {
-            matches!(*method, axum::http::Method::GET | axum::http::Method::HEAD)
-                && !handlers::for_portal_host(config, headers)
-        }
-        _ => true,
+        "/policy" | "/api/captive" | "/accept" => None,
+        "/" if !matches!(*method, axum::http::Method::GET | axum::http::Method::HEAD) => None,
+        "/" if handlers::for_portal_host(config, headers) => Some(Quick::Page),
+        _ => Some(Quick::Redirect),
     }
 }
 
