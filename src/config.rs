@@ -114,6 +114,9 @@ struct RawGuest {
     address6: Option<String>,
     ssid: Option<String>,
     wifi_password: Option<String>,
+    #[serde(default)]
+    walled_garden: Vec<String>,
+    walled_garden_seconds: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -216,6 +219,45 @@ pub struct Guest {
     pub ssid: Option<String>,
     /// The guest Wi-Fi's WPA passphrase, if it has one (the QR code carries it).
     pub wifi_password: Option<String>,
+    /// Domains a device may reach before it accepts (lower-case, each with its subdomains, as
+    /// dnsmasq's `nftset=` matches them); empty means no walled garden.
+    pub walled_garden: Vec<String>,
+    /// How long an address dnsmasq put in the garden's sets stays there (dnsmasq adds them
+    /// without a timeout of their own).
+    pub walled_garden_seconds: u32,
+}
+
+/// The default of `[guest] walled_garden_seconds`: longer than the TTL of a typical school
+/// website's records, short enough that an address the name left is soon closed again.
+pub const WALLED_GARDEN_SECONDS: u32 = 600;
+
+/// Hosts the phones' captive-portal checks fetch. With one of them (or a domain above one) in
+/// the walled garden, a phone's check succeeds before the guest accepts, and the portal never
+/// pops up.
+pub const CAPTIVE_PROBE_HOSTS: &[&str] = &[
+    "captive.apple.com",
+    "www.apple.com",
+    "connectivitycheck.gstatic.com",
+    "connectivitycheck.android.com",
+    "clients3.google.com",
+    "www.google.com",
+    "www.gstatic.com",
+    "www.msftconnecttest.com",
+    "www.msftncsi.com",
+    "ipv6.msftconnecttest.com",
+    "detectportal.firefox.com",
+    "nmcheck.gnome.org",
+    "connectivity-check.ubuntu.com",
+    "network-test.debian.org",
+];
+
+/// The captive-portal check `domain` would let through: a probe host that is `domain` or
+/// under it.
+pub fn garden_takes_probe(domain: &str) -> Option<&'static str> {
+    CAPTIVE_PROBE_HOSTS
+        .iter()
+        .copied()
+        .find(|probe| *probe == domain || probe.ends_with(&format!(".{domain}")))
 }
 
 /// The portal web server.
@@ -355,6 +397,37 @@ impl Config {
                 "use the guest Wi-Fi's network name exactly as phones show it",
             ));
         }
+        let mut walled_garden = Vec::with_capacity(raw.guest.walled_garden.len());
+        for d in &raw.guest.walled_garden {
+            let d = d.trim().trim_end_matches('.').to_ascii_lowercase();
+            if !valid_hostname(&d) || !d.contains('.') {
+                return Err(ConfigError::invalid(
+                    "guest.walled_garden",
+                    format!("{d:?} is not a DNS domain"),
+                    "list domains such as \"www.claremont.sch.uk\" (each with its subdomains; no wildcards, addresses or URLs)",
+                ));
+            }
+            if let Some(probe) = garden_takes_probe(&d) {
+                return Err(ConfigError::invalid(
+                    "guest.walled_garden",
+                    format!(
+                        "{d:?} would let phones' captive-portal check ({probe}) through before they accept, so the portal would never pop up"
+                    ),
+                    "remove it; list the school's own sites only",
+                ));
+            }
+            if !walled_garden.contains(&d) {
+                walled_garden.push(d);
+            }
+        }
+        let walled_garden_seconds = raw.guest.walled_garden_seconds.unwrap_or(WALLED_GARDEN_SECONDS);
+        if !(1..=86_400).contains(&walled_garden_seconds) {
+            return Err(ConfigError::invalid(
+                "guest.walled_garden_seconds",
+                format!("{walled_garden_seconds} is out of range"),
+                "use 1 to 86400 seconds (default 600, longer than the sites' DNS records live)",
+            ));
+        }
         let wifi_password = raw.guest.wifi_password;
         if wifi_password.as_ref().is_some_and(|p| !(8..=63).contains(&p.len())) {
             return Err(ConfigError::invalid(
@@ -491,6 +564,8 @@ impl Config {
                 address6,
                 ssid,
                 wifi_password,
+                walled_garden,
+                walled_garden_seconds,
             },
             portal: Portal {
                 hostname,
@@ -636,6 +711,40 @@ address = "10.50.0.1"
         assert_eq!(c.control_socket, PathBuf::from("/run/aupgate/control.sock"));
         assert_eq!(c.portal_url(), "http://10.50.0.1:8080/");
         assert!(c.guest.address6.is_none());
+    }
+
+    /// Issue 13: the walled garden's domains are checked, lower-cased and kept once; a domain
+    /// that would let a phone's captive-portal check through is refused with the probe named.
+    #[test]
+    fn walled_garden_domains_are_checked() {
+        let with = |lines: &str| Config::parse(&format!("{GOOD}{lines}\n"), Path::new("t.toml"));
+        let c = Config::parse(GOOD, Path::new("t.toml")).unwrap();
+        assert!(c.guest.walled_garden.is_empty(), "off unless configured");
+        let c = with("walled_garden = [\"WWW.Claremont.sch.uk.\", \"www.claremont.sch.uk\", \"lgfl.net\"]").unwrap();
+        assert_eq!(c.guest.walled_garden, ["www.claremont.sch.uk", "lgfl.net"]);
+        assert_eq!(c.guest.walled_garden_seconds, WALLED_GARDEN_SECONDS);
+        for (bad, says) in [
+            ("\"captive.apple.com\"", "captive.apple.com"),
+            ("\"apple.com\"", "captive.apple.com"),
+            ("\"gstatic.com\"", "connectivitycheck.gstatic.com"),
+            ("\"https://www.claremont.sch.uk/\"", "not a DNS domain"),
+            ("\"*.claremont.sch.uk\"", "not a DNS domain"),
+            ("\"localhost\"", "not a DNS domain"),
+        ] {
+            let e = with(&format!("walled_garden = [{bad}]")).unwrap_err().to_string();
+            assert!(e.contains("guest.walled_garden") && e.contains(says), "{bad}: {e}");
+        }
+        let e = with("walled_garden = [\"a.example\"]\nwalled_garden_seconds = 0")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("guest.walled_garden_seconds"), "{e}");
+        assert_eq!(
+            with("walled_garden = [\"a.example\"]\nwalled_garden_seconds = 5")
+                .unwrap()
+                .guest
+                .walled_garden_seconds,
+            5
+        );
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::path::Path;
 use serde::Serialize;
 
 use crate::config::Config;
-use crate::firewall::{Firewall as _, NftFirewall, TableSpec, boot};
+use crate::firewall::{Firewall as _, GARDEN_SETS, NftFirewall, TABLE, TableSpec, boot};
 use crate::store::Store;
 
 /// How a finding came out.
@@ -112,8 +112,58 @@ pub fn examine(config: &Config, path: &Path) -> Report {
     certificates(config, &mut r);
     store(config, &mut r);
     boot_protection(config, Path::new("/"), &mut r);
+    walled_garden(config, Path::new("/"), &mut r);
     daemon(running, &runtime, &nft, &mut r);
     r
+}
+
+/// The dnsmasq line that puts `domain`'s addresses in the walled garden's sets as dnsmasq
+/// answers for it (dnsmasq 2.87 or later).
+pub fn garden_line(domain: &str) -> String {
+    let [v4, v6] = GARDEN_SETS;
+    format!("nftset=/{domain}/4#inet#{TABLE}#{v4},6#inet#{TABLE}#{v6}")
+}
+
+/// The walled garden: off, or its dnsmasq lines, and whether dnsmasq's configuration (under
+/// `root`, which is `/` but for tests) has each of them.
+fn walled_garden(config: &Config, root: &Path, r: &mut Report) {
+    let domains = &config.guest.walled_garden;
+    if domains.is_empty() {
+        return r.ok("walled garden", "off (no [guest] walled_garden domains)");
+    }
+    let mut files = vec![root.join("etc/dnsmasq.conf")];
+    if let Ok(dir) = std::fs::read_dir(root.join("etc/dnsmasq.d")) {
+        let mut more: Vec<_> = dir
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "conf"))
+            .collect();
+        more.sort();
+        files.extend(more);
+    }
+    let text: String = files
+        .iter()
+        .filter_map(|f| std::fs::read_to_string(f).ok())
+        .collect::<Vec<_>>()
+        .join("\n");
+    let lines: Vec<String> = domains.iter().map(|d| garden_line(d)).collect();
+    let missing: Vec<&String> = lines
+        .iter()
+        .filter(|line| !text.lines().any(|l| l.trim() == line.as_str()))
+        .collect();
+    let secs = config.guest.walled_garden_seconds;
+    if missing.is_empty() {
+        r.ok(
+            "walled garden",
+            format!("{} domain(s); dnsmasq has the line for each, and each address stays {secs} s after dnsmasq resolved it", lines.len()),
+        );
+    } else {
+        let all = missing.iter().map(|l| l.as_str()).collect::<Vec<_>>().join("\n  ");
+        r.warn(
+            "walled garden",
+            format!("dnsmasq's configuration (/etc/dnsmasq.conf, /etc/dnsmasq.d/*.conf) lacks these lines, so guests cannot reach those domains before they accept (fix: add them to /etc/dnsmasq.d/aupgate-guest.conf and restart dnsmasq; it needs version 2.87 or later):\n  {all}"),
+        );
+    }
 }
 
 /// The boot-time protection: the closed table the daemon saved, and the unit that loads it
@@ -300,7 +350,7 @@ fn school_rules(json: &str, r: &mut Report) {
         .into_iter()
         .flatten()
         .filter_map(|o| o.get("chain"))
-        .filter(|c| c["hook"] == "forward" && c["policy"] == "drop" && c["table"] != crate::firewall::TABLE)
+        .filter(|c| c["hook"] == "forward" && c["policy"] == "drop" && c["table"] != TABLE)
         .map(|c| {
             format!(
                 "{} {} chain {}",
@@ -581,6 +631,50 @@ mod tests {
         path
     }
 
+    /// Issue 13: `check` prints the dnsmasq line for each walled-garden domain and warns about
+    /// each one dnsmasq's configuration lacks.
+    #[test]
+    fn walled_garden_lines_are_printed_and_looked_for_in_dnsmasqs_config() {
+        let root = tempfile::tempdir().unwrap();
+        let mut config = (*crate::testing::config()).clone();
+        let mut r = Report::default();
+        walled_garden(&config, root.path(), &mut r);
+        assert_eq!(r.findings[0].level, Level::Ok);
+        assert!(r.findings[0].message.starts_with("off"), "{}", r.text());
+
+        config.guest.walled_garden = vec!["www.claremont.sch.uk".into(), "lgfl.net".into()];
+        let line = |d: &str| format!("nftset=/{d}/4#inet#aupgate#garden4,6#inet#aupgate#garden6");
+        let mut r = Report::default();
+        walled_garden(&config, root.path(), &mut r);
+        assert_eq!(r.findings[0].level, Level::Warn, "{}", r.text());
+        for d in ["www.claremont.sch.uk", "lgfl.net"] {
+            assert!(r.findings[0].message.contains(&line(d)), "{}", r.text());
+        }
+        std::fs::create_dir_all(root.path().join("etc/dnsmasq.d")).unwrap();
+        std::fs::write(
+            root.path().join("etc/dnsmasq.d/aupgate-guest.conf"),
+            format!("interface=guest0\n{}\n", line("lgfl.net")),
+        )
+        .unwrap();
+        let mut r = Report::default();
+        walled_garden(&config, root.path(), &mut r);
+        assert_eq!(r.findings[0].level, Level::Warn, "{}", r.text());
+        assert!(
+            r.findings[0].message.contains(&line("www.claremont.sch.uk")),
+            "{}",
+            r.text()
+        );
+        assert!(!r.findings[0].message.contains(&line("lgfl.net")), "{}", r.text());
+        std::fs::write(
+            root.path().join("etc/dnsmasq.conf"),
+            format!("  {}\n", line("www.claremont.sch.uk")),
+        )
+        .unwrap();
+        let mut r = Report::default();
+        walled_garden(&config, root.path(), &mut r);
+        assert_eq!(r.findings[0].level, Level::Ok, "{}", r.text());
+    }
+
     #[test]
     fn a_certificate_must_name_the_portal_host_and_its_days_are_counted() {
         let dir = tempfile::tempdir().unwrap();
@@ -619,7 +713,7 @@ mod tests {
         let mut r = Report::default();
         school_rules(&listing("filter", "drop"), &mut r);
         school_rules(&listing("filter", "accept"), &mut r);
-        school_rules(&listing(crate::firewall::TABLE, "drop"), &mut r);
+        school_rules(&listing(TABLE, "drop"), &mut r);
         let levels: Vec<Level> = r.findings.iter().map(|f| f.level).collect();
         assert_eq!(levels, [Level::Warn, Level::Ok, Level::Ok], "{}", r.text());
         assert!(

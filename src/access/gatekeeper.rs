@@ -703,6 +703,7 @@ pub(crate) static TEST_SPEC: std::sync::LazyLock<TableSpec> = std::sync::LazyLoc
     interface: "guest0".into(),
     portal_port: 8080,
     https_port: None,
+    garden_secs: None,
 });
 
 #[cfg(test)]

@@ -101,6 +101,7 @@ mod tests {
             interface: "guest0".into(),
             portal_port: port,
             https_port: None,
+            garden_secs: None,
         }
     }
 

@@ -18,7 +18,7 @@ use std::net::IpAddr;
 use jiff::SignedDuration;
 
 pub use nft::NftFirewall;
-pub use ruleset::{Ruleset, SET, TABLE};
+pub use ruleset::{GARDEN_SETS, Ruleset, SET, TABLE};
 
 use crate::clients::MacAddr;
 
@@ -156,6 +156,8 @@ pub struct TableSpec {
     pub portal_port: u16,
     /// The portal's HTTPS port, if HTTPS is on.
     pub https_port: Option<u16>,
+    /// The walled garden's element timeout (seconds), if it has domains.
+    pub garden_secs: Option<u32>,
 }
 
 impl TableSpec {
@@ -165,6 +167,7 @@ impl TableSpec {
             interface: config.guest.interface.clone(),
             portal_port: config.portal.port,
             https_port: config.portal.tls.as_ref().map(|t| t.port),
+            garden_secs: (!config.guest.walled_garden.is_empty()).then_some(config.guest.walled_garden_seconds),
         }
     }
 
@@ -175,6 +178,10 @@ impl TableSpec {
             portal_port: self.portal_port,
             https_port: self.https_port,
             allowed,
+            garden: self.garden_secs.map(|timeout_secs| ruleset::Garden {
+                timeout_secs,
+                addresses: Vec::new(),
+            }),
         }
     }
 }
@@ -214,6 +221,7 @@ mod tests {
             interface: "guest0".into(),
             portal_port: 8080,
             https_port: None,
+            garden_secs: None,
         };
         // After a boot: no table. It goes in with nobody allowed.
         let fake = FakeFirewall::default();

@@ -565,7 +565,9 @@ fn watch_events(counts: &Counts) {
                     (table, elements) = (false, false);
                 } else if wire::event_table(&r) == Some((wire::NFPROTO_INET, TABLE.as_bytes())) {
                     if matches!(kind, wire::NFT_MSG_NEWSETELEM | wire::NFT_MSG_DELSETELEM) {
-                        elements = true;
+                        // The walled garden's sets are dnsmasq's to fill: only `allowed` is
+                        // compared with the store.
+                        elements |= wire::event_set(&r) == Some(SET.as_bytes());
                     } else {
                         table = true;
                     }

@@ -51,6 +51,31 @@ impl NftFirewall {
         }
     }
 
+    /// What dnsmasq has put in the walled garden's sets, with the seconds each has left, to be
+    /// carried over when the table is replaced. Nothing for a set that is not there (after a
+    /// boot, or with the table deleted from outside): dnsmasq adds an address again when it
+    /// next asks upstream for the name.
+    async fn garden_addresses(&self) -> Vec<(IpAddr, u32)> {
+        let mut found = Vec::new();
+        for set in super::ruleset::GARDEN_SETS {
+            match self
+                .nft(
+                    "listing the walled garden",
+                    &["-j", "list", "set", "inet", TABLE, set],
+                    None,
+                )
+                .await
+            {
+                Ok(out) if out.ok => found.extend(garden_elements(&out.stdout)),
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot list the walled garden; its addresses are added again as dnsmasq resolves them")
+                }
+            }
+        }
+        found
+    }
+
     /// Runs `op` on the netlink socket, off the async runtime (it blocks, briefly).
     async fn netlink<T: Send + 'static>(
         &self,
@@ -191,6 +216,10 @@ fn missing(stderr: &str) -> bool {
 
 impl Firewall for NftFirewall {
     async fn replace(&self, ruleset: &Ruleset) -> Result<(), FirewallError> {
+        let mut ruleset = ruleset.clone();
+        if let Some(garden) = &mut ruleset.garden {
+            garden.addresses = self.garden_addresses().await;
+        }
         let out = self
             .nft("replacing table inet aupgate", &["-f", "-"], Some(&ruleset.script()))
             .await?;
@@ -278,6 +307,30 @@ impl Firewall for NftFirewall {
     }
 }
 
+/// The addresses in one set of `nft -j list set` output, each with the seconds it has left
+/// (its timeout when the listing gives no expiry).
+fn garden_elements(json: &str) -> Vec<(IpAddr, u32)> {
+    let Ok(doc) = serde_json::from_str::<serde_json::Value>(json) else {
+        return Vec::new();
+    };
+    let sets = doc["nftables"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|o| o.get("set"));
+    sets.flat_map(|set| set["elem"].as_array().into_iter().flatten())
+        .filter_map(|e| {
+            let (val, left) = match e.get("elem") {
+                Some(inner) => (&inner["val"], inner.get("expires").or_else(|| inner.get("timeout"))),
+                None => (e, None),
+            };
+            let ip: IpAddr = val.as_str()?.parse().ok()?;
+            let left = left.and_then(serde_json::Value::as_u64).unwrap_or(0);
+            Some((ip, u32::try_from(left).unwrap_or(u32::MAX)))
+        })
+        .collect()
+}
+
 /// Debug builds only: the namespace tests make the conntrack step fail for real, in the running
 /// daemon, which the kernel's conntrack cannot be made to do from outside.
 fn simulated_forget_failure() -> Result<(), FirewallError> {
@@ -293,6 +346,23 @@ fn simulated_forget_failure() -> Result<(), FirewallError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// As nft 1.0.6 lists a garden set: dnsmasq's address (no timeout of its own, only an
+    /// expiry) and one carried over with its own timeout.
+    #[test]
+    fn garden_elements_are_read_with_the_time_they_have_left() {
+        let json = r#"{"nftables": [{"metainfo": {"version": "1.0.6", "json_schema_version": 1}}, {"set": {"family": "inet", "name": "garden4", "table": "aupgate", "type": "ipv4_addr", "handle": 5, "flags": ["timeout"], "timeout": 600, "elem": [{"elem": {"val": "1.2.3.4", "expires": 599}}, {"elem": {"val": "198.51.100.7", "timeout": 300, "expires": 299}}]}}]}"#;
+        assert_eq!(
+            garden_elements(json),
+            vec![
+                ("1.2.3.4".parse().unwrap(), 599),
+                ("198.51.100.7".parse().unwrap(), 299)
+            ]
+        );
+        let empty = r#"{"nftables": [{"set": {"family": "inet", "name": "garden6", "table": "aupgate", "type": "ipv6_addr", "flags": ["timeout"], "timeout": 600}}]}"#;
+        assert_eq!(garden_elements(empty), vec![]);
+        assert_eq!(garden_elements("not json"), vec![]);
+    }
 
     #[test]
     fn helpers_run_in_the_c_locale() {

@@ -11,6 +11,8 @@ use crate::clients::MacAddr;
 pub const TABLE: &str = "aupgate";
 /// Name of the set of accepted devices.
 pub const SET: &str = "allowed";
+/// Names of the walled garden's sets (IPv4, IPv6): dnsmasq fills them, aupgate only keeps them.
+pub const GARDEN_SETS: [&str; 2] = ["garden4", "garden6"];
 
 /// What the table is built from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,6 +25,18 @@ pub struct Ruleset {
     pub https_port: Option<u16>,
     /// Accepted devices and how long each has left.
     pub allowed: Vec<(MacAddr, SignedDuration)>,
+    /// The walled garden, if it has domains.
+    pub garden: Option<Garden>,
+}
+
+/// The walled garden's sets: what dnsmasq put in them is theirs; aupgate only carries it over
+/// when it replaces the table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Garden {
+    /// Each address's timeout (dnsmasq adds them without one of their own).
+    pub timeout_secs: u32,
+    /// Addresses already in the sets, each with the seconds it has left.
+    pub addresses: Vec<(std::net::IpAddr, u32)>,
 }
 
 /// The longest element timeout we give: nft refuses 100,000,000 s or more ("value too large"),
@@ -48,6 +62,7 @@ impl Ruleset {
             portal_port: port,
             https_port,
             allowed,
+            garden,
         } = self;
         let ports = match https_port {
             Some(https) => format!("{{ {port}, {https} }}"),
@@ -61,6 +76,13 @@ impl Ruleset {
                 .collect();
             let _ = write!(elements, "\n\t\telements = {{ {} }}", list.join(",\n\t\t\t     "));
         }
+        let (garden_sets, garden_rules) = match garden {
+            Some(g) => (
+                g.sets(),
+                "\n\t\tip daddr @garden4 accept\n\t\tip6 daddr @garden6 accept",
+            ),
+            None => (String::new(), ""),
+        };
         format!(
             r#"# aupgate: generated; the daemon restores it if it is changed or deleted.
 table inet {TABLE} {{}}
@@ -71,7 +93,7 @@ table inet {TABLE} {{
 		type ether_addr
 		flags timeout{elements}
 	}}
-
+{garden_sets}
 	# The portal port is for guests (and loopback) only: the WAN and staff sides are refused.
 	# Guests may reach only DHCP, DNS, ICMP/ND and the portal on the router itself. There is no
 	# blanket "established" accept: a connection opened while the table was missing ends when
@@ -93,7 +115,7 @@ table inet {TABLE} {{
 	chain prerouting {{
 		type nat hook prerouting priority dstnat - 10; policy accept;
 		iifname != "{guest}" accept
-		ether saddr @{SET} accept
+		ether saddr @{SET} accept{garden_rules}
 		tcp dport 80 redirect to :{port}
 		meta l4proto {{ tcp, udp }} th dport 53 redirect to :53
 	}}
@@ -102,13 +124,41 @@ table inet {TABLE} {{
 	chain forward {{
 		type filter hook forward priority filter - 10; policy accept;
 		iifname != "{guest}" accept
-		ether saddr @{SET} accept
+		ether saddr @{SET} accept{garden_rules}
 		meta l4proto tcp reject with tcp reset
 		reject with icmpx admin-prohibited
 	}}
 }}
 "#
         )
+    }
+}
+
+impl Garden {
+    /// The two sets, with the addresses carried over.
+    fn sets(&self) -> String {
+        let mut out = String::from(
+            "\n\t# The walled garden: addresses of its domains, put here by dnsmasq (nftset=) as it\n\t# answers for them. Guests may reach them before they accept.\n",
+        );
+        for (name, kind, v6) in [("garden4", "ipv4_addr", false), ("garden6", "ipv6_addr", true)] {
+            let list: Vec<String> = self
+                .addresses
+                .iter()
+                .filter(|(ip, _)| ip.is_ipv6() == v6)
+                .map(|(ip, left)| format!("{ip} timeout {}s", left.max(&1)))
+                .collect();
+            let elements = if list.is_empty() {
+                String::new()
+            } else {
+                format!("\n\t\telements = {{ {} }}", list.join(", "))
+            };
+            let _ = write!(
+                out,
+                "\tset {name} {{\n\t\ttype {kind}\n\t\tflags timeout\n\t\ttimeout {}s{elements}\n\t}}\n",
+                self.timeout_secs
+            );
+        }
+        out
     }
 }
 
@@ -123,6 +173,7 @@ mod tests {
             portal_port: 8080,
             https_port: None,
             allowed: vec![],
+            garden: None,
         };
         assert_eq!(r.script(), include_str!("../../tests/fixtures/ruleset-empty.nft"));
         r.allowed = vec![
@@ -130,6 +181,10 @@ mod tests {
             ("02:00:00:00:00:12".parse().unwrap(), SignedDuration::from_millis(10)),
         ];
         assert_eq!(r.script(), include_str!("../../tests/fixtures/ruleset-two.nft"));
+        // With a walled garden: its two sets, with what was in them carried over (an address
+        // with no time left gets a second), and its addresses let through before accepting.
+        r.garden = Some(garden_example());
+        assert_eq!(r.script(), include_str!("../../tests/fixtures/ruleset-garden.nft"));
     }
 
     #[test]
@@ -139,6 +194,7 @@ mod tests {
             portal_port: 8080,
             https_port: Some(443),
             allowed: vec![],
+            garden: None,
         };
         let script = r.script();
         assert!(
@@ -180,6 +236,7 @@ fn write_golden_files() {
         portal_port: 8080,
         https_port: None,
         allowed: vec![],
+        garden: None,
     };
     std::fs::write("tests/fixtures/ruleset-empty.nft", r.script()).unwrap();
     r.allowed = vec![
@@ -187,4 +244,17 @@ fn write_golden_files() {
         ("02:00:00:00:00:12".parse().unwrap(), SignedDuration::from_millis(10)),
     ];
     std::fs::write("tests/fixtures/ruleset-two.nft", r.script()).unwrap();
+    r.garden = Some(garden_example());
+    std::fs::write("tests/fixtures/ruleset-garden.nft", r.script()).unwrap();
+}
+
+#[cfg(test)]
+fn garden_example() -> Garden {
+    Garden {
+        timeout_secs: 600,
+        addresses: vec![
+            ("198.51.100.7".parse().unwrap(), 300),
+            ("2001:db8::7".parse().unwrap(), 0),
+        ],
+    }
 }

@@ -710,3 +710,84 @@ fn a_second_address_learnt_after_start_is_the_devices_at_accept() {
         gw.log_text()
     );
 }
+
+/// Issue 13: the walled garden. dnsmasq on the gateway puts the addresses of a garden domain in
+/// the garden's sets as it answers for it (from upstream, as a school's resolver does). A device
+/// that has not accepted then reaches them, on port 80 (not redirected) and on another port, and
+/// still nothing else. A restore of the table keeps what dnsmasq added; each address goes when
+/// its timeout (`walled_garden_seconds`) passes.
+#[test]
+fn a_closed_device_reaches_the_walled_garden_and_nothing_else() {
+    const GARDEN: &str = "www.garden.test";
+    const OUTSIDE: &str = "198.51.100.3";
+    let Some(mut lab) = Lab::new(1) else { return };
+    let (ok, _, err) = lab.net(&["ip", "addr", "add", &format!("{OUTSIDE}/24"), "dev", "eth0"]);
+    assert!(ok, "{err}");
+    lab.start_garden_dns(GARDEN);
+    let mut gw = Gateway::start(&lab);
+    gw.stop();
+    let text = std::fs::read_to_string(&gw.config).unwrap().replace(
+        "[portal]\n",
+        &format!("walled_garden = [\"{GARDEN}\"]\nwalled_garden_seconds = 6\n\n[portal]\n"),
+    );
+    std::fs::write(&gw.config, text).unwrap();
+    gw.start_again();
+    let c1 = &lab.clients[0];
+    let garden = |lab: &Lab| {
+        let (_, out, _) = lab.gw(&["nft", "list", "set", "inet", "aupgate", "garden4"]);
+        out.contains(NET_V4)
+    };
+    assert!(!garden(&lab), "empty until dnsmasq resolves a garden name");
+    assert_closed(c1);
+
+    let (ok, out, err) = c1.run(&["getent", "ahostsv4", GARDEN]);
+    assert!(
+        ok && out.contains(NET_V4),
+        "the garden name resolves through the gateway: {out} {err}"
+    );
+    wait_until("dnsmasq put the address in the garden", Duration::from_secs(3), || {
+        garden(&lab)
+    });
+    for url in [format!("http://{GARDEN}/"), format!("http://{GARDEN}:8080/")] {
+        let a = get(c1, &url, &[]).unwrap_or_else(|code| panic!("{url}: curl exit {code}"));
+        assert_eq!((a.status, a.body.contains(INTERNET_BODY)), (200, true), "{url}: {a:?}");
+    }
+    let outside = get(c1, &format!("http://{OUTSIDE}/"), &[]).expect("answered by the portal");
+    assert_eq!(outside.status, 302, "outside the garden, still the portal: {outside:?}");
+    assert_eq!(
+        get(c1, &format!("http://{OUTSIDE}:8080/"), &["--connect-timeout", "3"]).err(),
+        Some(7),
+        "and other ports outside the garden refused"
+    );
+
+    // A change from outside: the table is put back, with dnsmasq's address carried over.
+    let (ok, _, err) = lab.gw(&["nft", "add", "rule", "inet", "aupgate", "input", "accept"]);
+    assert!(ok, "{err}");
+    gw.wait_log("table restored", 1);
+    assert!(garden(&lab), "the restore kept the garden's address");
+    assert!(get(c1, &format!("http://{GARDEN}:8080/"), &[]).is_ok_and(|a| a.status == 200));
+
+    // Its timeout passes, with nothing resolved meanwhile: closed again. (By address now:
+    // resolving the name again would have dnsmasq add it again, as it should.)
+    wait_until("the garden address times out", Duration::from_secs(10), || {
+        !garden(&lab)
+    });
+    let host = format!("Host: {GARDEN}");
+    assert_eq!(
+        get(
+            c1,
+            &format!("http://{NET_V4}:8080/"),
+            &["--connect-timeout", "3", "-H", &host]
+        )
+        .err(),
+        Some(7),
+        "the garden address is closed again"
+    );
+    let page = get(c1, &format!("http://{NET_V4}/"), &["-H", &host]).expect("answered by the portal");
+    assert_eq!(page.status, 302, "{page:?}");
+    let (ok, out, _) = c1.run(&["getent", "ahostsv4", GARDEN]);
+    assert!(ok && out.contains(NET_V4));
+    wait_until("resolved again, the address is back", Duration::from_secs(3), || {
+        garden(&lab)
+    });
+}

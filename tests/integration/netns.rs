@@ -288,6 +288,66 @@ impl Lab {
         panic!("dnsmasq on the gateway does not answer");
     }
 
+    /// Issue 13's walled garden, as a school runs it: dnsmasq on the gateway answers the guests
+    /// and asks an upstream resolver (a second dnsmasq, in the internet namespace, holding
+    /// `garden` as the internet host with a 1 s TTL). The gateway's puts each address it gets
+    /// from upstream for `garden` in the garden's sets (`nftset=`, the line `aupgate check`
+    /// prints). Every client's resolv.conf points at the gateway.
+    pub fn start_garden_dns(&mut self, garden: &str) {
+        let dnsmasq = |ns: &str, pid: &str, extra: Vec<String>| {
+            let mut args: Vec<String> = [
+                "netns",
+                "exec",
+                ns,
+                "dnsmasq",
+                "--keep-in-foreground",
+                "--conf-file=/dev/null",
+                "--no-resolv",
+                "--no-hosts",
+                "--bind-interfaces",
+                "--log-facility=-",
+            ]
+            .iter()
+            .map(|s| (*s).to_owned())
+            .collect();
+            args.push(format!("--pid-file={}", self.path(pid).display()));
+            args.extend(extra);
+            Command::new("ip")
+                .args(&args)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("dnsmasq")
+        };
+        let upstream = dnsmasq(
+            &self.net,
+            "dnsmasq-upstream.pid",
+            vec![
+                "--interface=eth0".into(),
+                "--local-ttl=1".into(),
+                format!("--address=/{garden}/{NET_V4}"),
+            ],
+        );
+        let guests = dnsmasq(
+            &self.gw,
+            "dnsmasq-garden.pid",
+            vec![
+                "--interface=guest0".into(),
+                format!("--server={NET_V4}"),
+                format!("--nftset=/{garden}/4#inet#aupgate#garden4,6#inet#aupgate#garden6"),
+            ],
+        );
+        self.children.push(upstream);
+        self.children.push(guests);
+        for c in &self.clients {
+            let dir = PathBuf::from("/etc/netns").join(&c.ns);
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(dir.join("resolv.conf"), format!("nameserver {GW_V4}\n")).unwrap();
+            self.etc_netns.push(dir);
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+
     /// Runs a command in the gateway namespace.
     pub fn gw(&self, args: &[&str]) -> (bool, String, String) {
         let mut full = vec!["ip", "netns", "exec", &self.gw];

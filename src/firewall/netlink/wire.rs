@@ -392,6 +392,12 @@ pub(super) fn event_table<'a>(reply: &Reply<'a>) -> Option<(u8, &'a [u8])> {
     Some((reply.family()?, name.strip_suffix(&[0]).unwrap_or(name)))
 }
 
+/// The set an element event (NEWSETELEM, DELSETELEM) is about.
+pub(super) fn event_set<'a>(reply: &Reply<'a>) -> Option<&'a [u8]> {
+    let name = find(reply.attrs(), NFTA_SET_ELEM_LIST_SET)?;
+    Some(name.strip_suffix(&[0]).unwrap_or(name))
+}
+
 /// The family, original tuple (its attributes), original source and id of a conntrack entry
 /// as a dump part or an event gives it.
 fn conntrack_parts<'a>(reply: &Reply<'a>) -> Option<(u8, &'a [u8], IpAddr, u32)> {
