@@ -241,42 +241,16 @@ impl Lab {
     /// to the internet host (v4 and v6), `portal` to the gateway; every client's resolv.conf
     /// (per namespace, under /etc/netns, removed on drop) points at it.
     pub fn start_dns(&mut self, names: &[&str], portal: &str) {
-        let mut args: Vec<String> = [
-            "netns",
-            "exec",
-            &self.gw,
-            "dnsmasq",
-            "--keep-in-foreground",
-            "--conf-file=/dev/null",
-            "--no-resolv",
-            "--no-hosts",
-            "--bind-interfaces",
-            "--interface=guest0",
-            "--log-facility=-",
-        ]
-        .iter()
-        .map(|s| (*s).to_owned())
-        .collect();
-        args.push(format!("--pid-file={}", self.path("dnsmasq.pid").display()));
+        let mut extra = vec!["--interface=guest0".to_owned()];
         for name in names {
-            args.push(format!("--address=/{name}/{NET_V4}"));
-            args.push(format!("--address=/{name}/{NET_V6}"));
+            extra.push(format!("--address=/{name}/{NET_V4}"));
+            extra.push(format!("--address=/{name}/{NET_V6}"));
         }
-        args.push(format!("--address=/{portal}/{GW_V4}"));
-        args.push(format!("--address=/{portal}/{GW_V6}"));
-        let child = Command::new("ip")
-            .args(&args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("dnsmasq");
-        self.children.push(child);
-        for c in &self.clients {
-            let dir = PathBuf::from("/etc/netns").join(&c.ns);
-            std::fs::create_dir_all(&dir).unwrap();
-            std::fs::write(dir.join("resolv.conf"), format!("nameserver {GW_V4}\n")).unwrap();
-            self.etc_netns.push(dir);
-        }
+        extra.push(format!("--address=/{portal}/{GW_V4}"));
+        extra.push(format!("--address=/{portal}/{GW_V6}"));
+        let gw = self.gw.clone();
+        self.dnsmasq(&gw, "dnsmasq.pid", extra);
+        self.clients_resolve_through_gateway();
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
             let (ok, out, _) = self.clients[0].run(&["getent", "ahostsv4", portal]);
@@ -294,58 +268,61 @@ impl Lab {
     /// from upstream for `garden` in the garden's sets (`nftset=`, the line `aupgate check`
     /// prints). Every client's resolv.conf points at the gateway.
     pub fn start_garden_dns(&mut self, garden: &str) {
-        let dnsmasq = |ns: &str, pid: &str, extra: Vec<String>| {
-            let mut args: Vec<String> = [
-                "netns",
-                "exec",
-                ns,
-                "dnsmasq",
-                "--keep-in-foreground",
-                "--conf-file=/dev/null",
-                "--no-resolv",
-                "--no-hosts",
-                "--bind-interfaces",
-                "--log-facility=-",
-            ]
-            .iter()
-            .map(|s| (*s).to_owned())
-            .collect();
-            args.push(format!("--pid-file={}", self.path(pid).display()));
-            args.extend(extra);
-            Command::new("ip")
-                .args(&args)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("dnsmasq")
-        };
-        let upstream = dnsmasq(
-            &self.net,
-            "dnsmasq-upstream.pid",
-            vec![
-                "--interface=eth0".into(),
-                "--local-ttl=1".into(),
-                format!("--address=/{garden}/{NET_V4}"),
-            ],
-        );
-        let guests = dnsmasq(
-            &self.gw,
-            "dnsmasq-garden.pid",
-            vec![
-                "--interface=guest0".into(),
-                format!("--server={NET_V4}"),
-                format!("--nftset=/{garden}/4#inet#aupgate#garden4,6#inet#aupgate#garden6"),
-            ],
-        );
-        self.children.push(upstream);
-        self.children.push(guests);
+        let (net, gw) = (self.net.clone(), self.gw.clone());
+        let upstream = vec![
+            "--interface=eth0".to_owned(),
+            "--local-ttl=1".to_owned(),
+            format!("--address=/{garden}/{NET_V4}"),
+        ];
+        self.dnsmasq(&net, "dnsmasq-upstream.pid", upstream);
+        let guests = vec![
+            "--interface=guest0".to_owned(),
+            format!("--server={NET_V4}"),
+            format!("--nftset=/{garden}/4#inet#aupgate#garden4,6#inet#aupgate#garden6"),
+        ];
+        self.dnsmasq(&gw, "dnsmasq-garden.pid", guests);
+        self.clients_resolve_through_gateway();
+        std::thread::sleep(Duration::from_millis(300));
+    }
+
+    /// Runs a dnsmasq of the lab's own in namespace `ns`, with no configuration file, hosts file
+    /// or resolv.conf, and `extra` for what it serves; stopped with the lab.
+    fn dnsmasq(&mut self, ns: &str, pid_file: &str, extra: Vec<String>) {
+        let mut args: Vec<String> = [
+            "netns",
+            "exec",
+            ns,
+            "dnsmasq",
+            "--keep-in-foreground",
+            "--conf-file=/dev/null",
+            "--no-resolv",
+            "--no-hosts",
+            "--bind-interfaces",
+            "--log-facility=-",
+        ]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+        args.push(format!("--pid-file={}", self.path(pid_file).display()));
+        args.extend(extra);
+        let child = Command::new("ip")
+            .args(&args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("dnsmasq");
+        self.children.push(child);
+    }
+
+    /// Every client's resolv.conf (per namespace, under /etc/netns, removed on drop) names the
+    /// gateway.
+    fn clients_resolve_through_gateway(&mut self) {
         for c in &self.clients {
             let dir = PathBuf::from("/etc/netns").join(&c.ns);
             std::fs::create_dir_all(&dir).unwrap();
             std::fs::write(dir.join("resolv.conf"), format!("nameserver {GW_V4}\n")).unwrap();
             self.etc_netns.push(dir);
         }
-        std::thread::sleep(Duration::from_millis(300));
     }
 
     /// Runs a command in the gateway namespace.
