@@ -249,6 +249,17 @@ pub const CAPTIVE_PROBE_HOSTS: &[&str] = &[
     "nmcheck.gnome.org",
     "connectivity-check.ubuntu.com",
     "network-test.debian.org",
+    "networkcheck.kde.org",
+    "ping.archlinux.org",
+    "fedoraproject.org",
+    "connectivitycheck.platform.hicloud.com",
+    "connect.rom.miui.com",
+    "spectrum.s3.amazonaws.com",
+    "appleiphonecell.com",
+    "ibook.info",
+    "itools.info",
+    "airport.us",
+    "thinkdifferent.us",
 ];
 
 /// The captive-portal check `domain` would let through: a probe host that is `domain` or

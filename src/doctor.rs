@@ -133,10 +133,19 @@ fn walled_garden(config: &Config, root: &Path, r: &mut Report) {
     }
     let mut files = vec![root.join("etc/dnsmasq.conf")];
     if let Ok(dir) = std::fs::read_dir(root.join("etc/dnsmasq.d")) {
+        // As Debian's dnsmasq reads the folder (conf-dir=/etc/dnsmasq.d,.dpkg-dist,.dpkg-old,
+        // .dpkg-new): every file but those, and editors' backups.
+        let skipped = |name: &str| {
+            [".dpkg-dist", ".dpkg-old", ".dpkg-new", "~"]
+                .iter()
+                .any(|s| name.ends_with(s))
+                || name.starts_with('.')
+        };
         let mut more: Vec<_> = dir
             .flatten()
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+            .filter(|e| !skipped(&e.file_name().to_string_lossy()))
             .map(|e| e.path())
-            .filter(|p| p.extension().is_some_and(|x| x == "conf"))
             .collect();
         more.sort();
         files.extend(more);
@@ -161,7 +170,7 @@ fn walled_garden(config: &Config, root: &Path, r: &mut Report) {
         let all = missing.iter().map(|l| l.as_str()).collect::<Vec<_>>().join("\n  ");
         r.warn(
             "walled garden",
-            format!("dnsmasq's configuration (/etc/dnsmasq.conf, /etc/dnsmasq.d/*.conf) lacks these lines, so guests cannot reach those domains before they accept (fix: add them to /etc/dnsmasq.d/aupgate-guest.conf and restart dnsmasq; it needs version 2.87 or later):\n  {all}"),
+            format!("dnsmasq's configuration (/etc/dnsmasq.conf, /etc/dnsmasq.d/) lacks these lines, so guests cannot reach those domains before they accept (fix: add them to /etc/dnsmasq.d/aupgate-guest.conf and restart dnsmasq; it needs version 2.87 or later):\n  {all}"),
         );
     }
 }
@@ -652,8 +661,14 @@ mod tests {
         }
         std::fs::create_dir_all(root.path().join("etc/dnsmasq.d")).unwrap();
         std::fs::write(
-            root.path().join("etc/dnsmasq.d/aupgate-guest.conf"),
+            root.path().join("etc/dnsmasq.d/aupgate-guest"),
             format!("interface=guest0\n{}\n", line("lgfl.net")),
+        )
+        .unwrap();
+        // A packaging leftover is not read, as dnsmasq does not read it.
+        std::fs::write(
+            root.path().join("etc/dnsmasq.d/aupgate-guest.dpkg-old"),
+            format!("{}\n", line("www.claremont.sch.uk")),
         )
         .unwrap();
         let mut r = Report::default();

@@ -110,14 +110,15 @@ table inet {TABLE} {{
 		reject with icmpx admin-prohibited
 	}}
 
-	# Until a device has accepted, its plain HTTP goes to the portal and its DNS to the router.
+	# Until a device has accepted, its DNS goes to the router (even to a walled-garden address)
+	# and its plain HTTP to the portal.
 	# Before dstnat: the first NAT mapping wins, so ours must not tie with the school's chains.
 	chain prerouting {{
 		type nat hook prerouting priority dstnat - 10; policy accept;
 		iifname != "{guest}" accept
-		ether saddr @{SET} accept{garden_rules}
+		ether saddr @{SET} accept
+		meta l4proto {{ tcp, udp }} th dport 53 redirect to :53{garden_rules}
 		tcp dport 80 redirect to :{port}
-		meta l4proto {{ tcp, udp }} th dport 53 redirect to :53
 	}}
 
 	# Accepted devices go on to the school's own rules; everything else is refused at once.
