@@ -33,14 +33,24 @@ pub struct KernelNeighbours {
     interface: String,
     copy: Arc<Mutex<Followed>>,
     watching: Arc<OnceLock<()>>,
-    /// The connection the one-entry asks share: opened on first use, and again after a failure.
+    /// The connection the one-entry asks share: opened on first use, and again after it broke.
     asker: Arc<Mutex<Option<Asker>>>,
+    generations: Arc<std::sync::atomic::AtomicU64>,
 }
 
 #[derive(Debug)]
 struct Asker {
     handle: rtnetlink::Handle,
+    /// Which connection this is, so a late failure on an old one cannot drop a newer one.
+    generation: u64,
     _connection: AbortOnDrop,
+}
+
+/// How an ask failed: the kernel answered with an error, or the connection itself broke (then
+/// it is dropped, and the next ask opens another).
+enum Failed {
+    Answered(NeighbourError),
+    Broken(NeighbourError),
 }
 
 /// The table as the events tell it, every interface's (keyed by its index, so a re-created
@@ -159,6 +169,7 @@ impl KernelNeighbours {
             copy: Arc::default(),
             watching: Arc::default(),
             asker: Arc::default(),
+            generations: Arc::default(),
         }
     }
 
@@ -179,34 +190,38 @@ impl KernelNeighbours {
     }
 
     /// The kernel's own entry for `ip` on `ifindex` (one RTM_GETNEIGH): its MAC if usable.
-    /// Asked on the shared connection; one that failed is dropped, so the next ask opens another.
+    /// Asked on the shared connection; one that broke is dropped, so the next ask opens another.
     async fn ask(&self, ifindex: u32, ip: IpAddr) -> Result<Option<MacAddr>, NeighbourError> {
-        let handle = {
+        let (handle, generation) = {
             let mut asker = lock(&self.asker);
             match &*asker {
-                Some(a) => a.handle.clone(),
+                Some(a) => (a.handle.clone(), a.generation),
                 None => {
                     let (conn, handle, _) = rtnetlink::new_connection().map_err(netlink)?;
+                    let generation = self.generations.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     *asker = Some(Asker {
                         handle: handle.clone(),
+                        generation,
                         _connection: AbortOnDrop(tokio::spawn(conn)),
                     });
-                    handle
+                    (handle, generation)
                 }
             }
         };
-        let asked = Self::ask_on(handle, ifindex, ip).await;
-        if asked.is_err() {
-            *lock(&self.asker) = None;
+        match Self::ask_on(handle, ifindex, ip).await {
+            Ok(found) => Ok(found),
+            Err(Failed::Answered(e)) => Err(e),
+            Err(Failed::Broken(e)) => {
+                let mut asker = lock(&self.asker);
+                if asker.as_ref().is_some_and(|a| a.generation == generation) {
+                    *asker = None;
+                }
+                Err(e)
+            }
         }
-        asked
     }
 
-    async fn ask_on(
-        mut handle: rtnetlink::Handle,
-        ifindex: u32,
-        ip: IpAddr,
-    ) -> Result<Option<MacAddr>, NeighbourError> {
+    async fn ask_on(mut handle: rtnetlink::Handle, ifindex: u32, ip: IpAddr) -> Result<Option<MacAddr>, Failed> {
         let mut msg = NeighbourMessage::default();
         msg.header.ifindex = ifindex;
         msg.header.family = if ip.is_ipv4() {
@@ -220,18 +235,18 @@ impl KernelNeighbours {
         }));
         let mut request = NetlinkMessage::from(RouteNetlinkMessage::GetNeighbour(msg));
         request.header.flags = NLM_F_REQUEST;
-        let mut answers = handle.request(request).map_err(netlink)?;
+        let mut answers = handle.request(request).map_err(|e| Failed::Broken(netlink(e)))?;
         while let Some(answer) = answers.next().await {
             match answer.payload {
                 NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewNeighbour(m)) => {
                     return Ok(entry(&m, ifindex).filter(|(a, _)| *a == ip).map(|(_, mac)| mac));
                 }
                 NetlinkPayload::Error(e) if e.raw_code().abs() == ENOENT => return Ok(None),
-                NetlinkPayload::Error(e) => return Err(netlink(e)),
+                NetlinkPayload::Error(e) => return Err(Failed::Answered(netlink(e))),
                 _ => {}
             }
         }
-        Err(netlink("no answer to the neighbour request"))
+        Err(Failed::Broken(netlink("no answer to the neighbour request")))
     }
 
     fn ifindex(&self) -> Result<u32, NeighbourError> {
