@@ -8,6 +8,7 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -92,10 +93,34 @@ struct Conn {
     client: Client,
     /// In a handler now: never closed to make room.
     busy: bool,
-    /// When it was accepted or last answered: how long it has been idle (or slow) since.
+    /// When it was accepted or last answered by the router: how long it has been idle (or
+    /// slow) since.
     since: Instant,
+    /// When a quick answer (`App::quick`) was last given on it, in microseconds after `EPOCH`
+    /// (0: never). Written without the slots' lock, by the connection alone.
+    answered: Arc<AtomicU64>,
     /// Closes it.
     evict: Option<oneshot::Sender<()>>,
+}
+
+/// What `Conn::answered` counts from.
+static EPOCH: std::sync::LazyLock<Instant> = std::sync::LazyLock::new(Instant::now);
+
+/// `at` as `Conn::answered` keeps it (never 0).
+fn micros_after_epoch(at: Instant) -> u64 {
+    u64::try_from(at.saturating_duration_since(*EPOCH).as_micros())
+        .unwrap_or(u64::MAX)
+        .max(1)
+}
+
+impl Conn {
+    /// When it was last answered or accepted, quick answers included.
+    fn idle_since(&self) -> Instant {
+        match self.answered.load(Ordering::Relaxed) {
+            0 => self.since,
+            us => self.since.max(*EPOCH + Duration::from_micros(us)),
+        }
+    }
 }
 
 /// Why a connection was not let in.
@@ -141,7 +166,7 @@ impl Slots {
                 .iter()
                 .map(|(id, c)| {
                     let n = self.per_client.get(&c.client).copied().unwrap_or(0);
-                    (*id, (n, !c.busy, std::cmp::Reverse(c.since)))
+                    (*id, (n, !c.busy, std::cmp::Reverse(c.idle_since())))
                 })
                 .filter(|(_, (n, _, _))| *n > held)
                 .max_by_key(|(_, key)| *key)
@@ -168,6 +193,7 @@ impl Slots {
                 client,
                 busy: false,
                 since: now,
+                answered: Arc::default(),
                 evict: Some(tx),
             },
         );
@@ -363,12 +389,26 @@ impl Gate {
             tracing::debug!(surface = self.surface, %client, ?why, "connection refused");
         }
         let (id, evict) = admitted?;
+        let answered = self
+            .slots()
+            .conns
+            .get(&id)
+            .map(|c| c.answered.clone())
+            .unwrap_or_default();
         let timeout = if pressed {
             HEADER_TIMEOUT_PRESSED
         } else {
             HEADER_TIMEOUT
         };
-        Ok((Ticket { gate: self.clone(), id }, evict, timeout))
+        Ok((
+            Ticket {
+                gate: self.clone(),
+                id,
+                answered,
+            },
+            evict,
+            timeout,
+        ))
     }
 
     /// Logs what was refused and closed since the last summary (at most once a minute).
@@ -400,9 +440,18 @@ impl Gate {
 struct Ticket {
     gate: Gate,
     id: u64,
+    /// Its `Conn::answered`.
+    answered: Arc<AtomicU64>,
 }
 
 impl Ticket {
+    /// A quick answer was just given: the connection is not idle. No lock: the slots read it
+    /// only when choosing whom to close.
+    fn answered_quick(&self) {
+        self.answered
+            .store(micros_after_epoch(Instant::now()), Ordering::Relaxed);
+    }
+
     fn busy(&self, busy: bool) {
         if let Some(c) = self.gate.slots().conns.get_mut(&self.id) {
             c.busy = busy;
@@ -437,6 +486,7 @@ where
             .as_ref()
             .and_then(|q| q(req.method(), req.uri(), req.headers()))
         {
+            ticket.answered_quick();
             return Either::Left(std::future::ready(Ok(answer)));
         }
         req.extensions_mut().insert(ConnectInfo(peer));
@@ -569,6 +619,29 @@ mod tests {
         assert_eq!(slots.per_client[&device(1)], MAX_PER_CLIENT - 1);
     }
 
+    /// A connection answered only by quick answers (the portal's redirect) is not idle: when
+    /// room is needed, the device's connection idle the longest goes, not the oldest.
+    #[test]
+    fn a_connection_given_quick_answers_is_not_taken_for_idle() {
+        let mut slots = Slots::default();
+        let start = Instant::now();
+        let mut ids = Vec::new();
+        for d in 1..=16u8 {
+            for i in 0..MAX_PER_CLIENT {
+                let at = start + Duration::from_millis(u64::from(d) * 100 + i as u64);
+                ids.push(slots.admit(device(d), at).unwrap().0);
+            }
+        }
+        // Device 1's oldest connection was given a quick answer a moment ago.
+        let (oldest, second) = (ids[0], ids[1]);
+        slots.conns[&oldest]
+            .answered
+            .store(micros_after_epoch(start + Duration::from_secs(4)), Ordering::Relaxed);
+        slots.admit(device(99), start + Duration::from_secs(5)).unwrap();
+        assert!(slots.conns.contains_key(&oldest), "answered lately: kept");
+        assert!(!slots.conns.contains_key(&second), "idle the longest: closed");
+    }
+
     #[test]
     fn idle_connections_go_first_and_lighter_devices_are_never_closed_for_a_newcomer() {
         let mut slots = Slots::default();
@@ -630,7 +703,7 @@ mod tests {
 
     impl Neighbours for SlowTable {
         fn table(&self) -> crate::neighbours::Table<'_> {
-            self.reads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            self.reads.fetch_add(1, Ordering::SeqCst);
             Box::pin(async move {
                 tokio::time::sleep(self.delay).await;
                 Ok(self.entries.clone())
@@ -656,7 +729,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_neighbour_table_is_read_once_per_new_address_and_never_waited_on_long() {
-        let reads = |t: &SlowTable| t.reads.load(std::sync::atomic::Ordering::SeqCst);
+        let reads = |t: &SlowTable| t.reads.load(Ordering::SeqCst);
         let (devices, table) = slow_devices(Duration::from_millis(1));
         let known: IpAddr = "192.0.2.11".parse().unwrap();
         let loopback: IpAddr = "127.0.0.1".parse().unwrap();
