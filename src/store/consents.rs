@@ -1,9 +1,10 @@
 //! Consents (one row per acceptance), the sessions derived from them, and code attempts.
 
 use jiff::Timestamp;
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::json;
 
+use super::accounting::{self, Addresses, Change, StopCause, UserName};
 use super::audit::{ended, returning_ids};
 use super::{EndReason, EventKind};
 use super::{Store, StoreError, insert_event, insert_subject_event, parse_mac, parse_ts, ts};
@@ -249,7 +250,7 @@ pub enum Admission {
 
 /// `attempt`, inside the caller's transaction, in the accept's order: the guard, the code,
 /// the rules, the consent.
-fn admit_one(conn: &Connection, a: &Attempt) -> Result<Admission, StoreError> {
+fn admit_one(conn: &Connection, a: &Attempt, acct: Option<UserName>) -> Result<Admission, StoreError> {
     let device = a.mac.to_string();
     if let Err((failures, oldest)) = lockout(conn, &device, a.now, a.since, a.max_wrong)? {
         return Ok(Admission::LockedOut { failures, oldest });
@@ -276,7 +277,11 @@ fn admit_one(conn: &Connection, a: &Attempt) -> Result<Admission, StoreError> {
         return Ok(Admission::NotConsented(course));
     };
     match insert_consent(conn, &consent) {
-        Ok(id) => Ok(Admission::Consented { course, consent: id }),
+        Ok(id) => {
+            let from = Addresses::of_ip(&consent.ip);
+            accounting::account(conn, acct, a.mac, a.now, Change::Accepted(from))?;
+            Ok(Admission::Consented { course, consent: id })
+        }
         Err(StoreError::CourseFull) => {
             let detail = json!({"course": course.id});
             insert_subject_event(conn, a.now, EventKind::RefusedCourseFull, detail, a.mac, "")?;
@@ -301,11 +306,12 @@ impl Store {
     /// If the transaction cannot begin or commit (then nothing of any is recorded); one
     /// attempt's own failure is its entry's `Err`.
     pub fn admit_all(&self, attempts: &[Attempt]) -> Result<Vec<Result<Admission, StoreError>>, StoreError> {
+        let acct = self.accounting();
         let mut conn = self.lock();
         let mut tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         if let [a] = attempts {
             // Alone, the transaction is the attempt's savepoint: on failure it is rolled back.
-            let one = admit_one(&tx, a);
+            let one = admit_one(&tx, a, acct);
             if one.is_ok() {
                 tx.commit()?;
             }
@@ -314,7 +320,7 @@ impl Store {
         let mut out = Vec::with_capacity(attempts.len());
         for a in attempts {
             let one = tx.savepoint()?;
-            match admit_one(&one, a) {
+            match admit_one(&one, a, acct) {
                 Ok(admission) => {
                     one.commit()?;
                     out.push(Ok(admission));
@@ -337,6 +343,8 @@ impl Store {
         let mut conn = self.lock();
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let id = insert_consent(&tx, c)?;
+        let from = Addresses::of_ip(&c.ip);
+        accounting::account(&tx, self.accounting(), c.mac, c.accepted_at, Change::Accepted(from))?;
         tx.commit()?;
         Ok(id)
     }
@@ -359,6 +367,13 @@ impl Store {
             EventKind::ConsentWithdrawn,
             &json!({"consent": id, "reason": reason, "ended": ended(&ids, &[], reason, None)}),
         )?;
+        let mac: Option<String> = tx
+            .query_row("SELECT mac FROM consents WHERE id = ?1", [id], |r| r.get(0))
+            .optional()?;
+        if let Some(mac) = mac {
+            let closed = Change::Closed(StopCause::NasError);
+            accounting::account(&tx, self.accounting(), parse_mac(&mac)?, now, closed)?;
+        }
         tx.commit()?;
         Ok(())
     }
@@ -386,6 +401,9 @@ impl Store {
                 &json!({"policy": current, "devices_closed": macs.len(), "ended": ended(&ids, &[], REASON, None)}),
             )?;
         }
+        for &mac in &macs {
+            accounting::account(&tx, self.accounting(), mac, now, Change::Closed(StopCause::NasRequest))?;
+        }
         tx.commit()?;
         Ok(macs)
     }
@@ -412,6 +430,7 @@ impl Store {
             mac,
             "",
         )?;
+        accounting::account(&tx, self.accounting(), mac, now, Change::Closed(StopCause::AdminReset))?;
         tx.commit()?;
         Ok(consents.len() + exceptions.len())
     }

@@ -4,6 +4,7 @@ use jiff::Timestamp;
 use rusqlite::{OptionalExtension, Row, params};
 use serde_json::json;
 
+use super::accounting;
 use super::audit::ended;
 use super::consents::end_consents;
 use super::{EndReason, EventKind};
@@ -166,6 +167,10 @@ impl Store {
             EventKind::CourseEnded,
             &json!({"course": id, "devices_closed": macs.len(), "by": by, "ended": ended(&ids, &[], REASON, Some(by))}),
         )?;
+        for &mac in &macs {
+            let closed = accounting::Change::Closed(accounting::StopCause::AdminReset);
+            accounting::account(&tx, self.accounting(), mac, now, closed)?;
+        }
         tx.commit()?;
         Ok((found, macs))
     }

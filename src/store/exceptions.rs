@@ -7,6 +7,7 @@ use rusqlite::{OptionalExtension, params};
 use serde::Serialize;
 use serde_json::json;
 
+use super::accounting::{self, Change, StopCause};
 use super::audit::ended;
 use super::{EndReason, EventKind};
 use super::{Store, StoreError, insert_subject_event, parse_mac, parse_ts, ts};
@@ -57,6 +58,7 @@ impl Store {
             mac,
             reason,
         )?;
+        accounting::account(&tx, self.accounting(), mac, now, Change::Opened)?;
         tx.commit()?;
         Ok(id)
     }
@@ -88,6 +90,7 @@ impl Store {
             mac,
             "",
         )?;
+        accounting::account(&tx, self.accounting(), mac, now, Change::Closed(StopCause::AdminReset))?;
         tx.commit()?;
         Ok(mac)
     }

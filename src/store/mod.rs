@@ -2,6 +2,7 @@
 //! One connection behind a mutex; callers on the async side go through `spawn_blocking`. Every
 //! write that records consent is committed with `synchronous=FULL` before it returns.
 
+pub mod accounting;
 mod admins;
 mod audit;
 mod consents;
@@ -192,6 +193,8 @@ impl From<rusqlite::Error> for StoreError {
 #[derive(Debug, Clone)]
 pub struct Store {
     conn: Arc<Mutex<Connection>>,
+    /// Set when RADIUS accounting is on: every change of access then writes its record.
+    accounting: Arc<std::sync::OnceLock<accounting::UserName>>,
 }
 
 impl Store {
@@ -267,6 +270,7 @@ impl Store {
     fn wrap(conn: Connection) -> Self {
         Self {
             conn: Arc::new(Mutex::new(conn)),
+            accounting: Arc::default(),
         }
     }
 

@@ -8,6 +8,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 use serde_json::json;
 
+use super::accounting;
 use super::audit::{ended, returning_ids};
 use super::consents::end_device;
 use super::{EndReason, EventKind};
@@ -86,6 +87,10 @@ impl Store {
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let (m, at) = (mac.to_string(), ts(now));
         let (ended_consents, ended_exceptions) = end_device(&tx, mac, now, REASON, by)?;
+        // Its accounting session stops, and nothing waiting to be sent carries its name.
+        let closed = accounting::Change::Closed(accounting::StopCause::AdminReset);
+        accounting::account(&tx, self.accounting(), mac, now, closed)?;
+        accounting::forget_names(&tx, mac)?;
         let erasure = Erasure {
             consents: returning_ids(
                 &tx,
@@ -155,7 +160,16 @@ impl Store {
         let mut conn = self.lock();
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let p = plan(&tx, now - retention)?;
+        // Records no receiver took within the retention period go too, sent or not.
+        let outbox = accounting::purge_outbox(&tx, p.cutoff)?;
+        if outbox > 0 {
+            tracing::warn!(
+                records = outbox,
+                "purged accounting records older than the retention period that were never delivered"
+            );
+        }
         if p.is_empty() {
+            tx.commit()?;
             return Ok(p);
         }
         let (cutoff, at) = (ts(p.cutoff), ts(now));

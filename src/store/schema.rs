@@ -4,7 +4,7 @@
 use rusqlite_migration::{M, Migrations};
 
 /// The number of migrations (the schema version a fully migrated database has).
-pub(super) const LATEST: u32 = 7;
+pub(super) const LATEST: u32 = 8;
 
 /// All migrations, oldest first.
 pub(super) fn migrations() -> Migrations<'static> {
@@ -190,6 +190,35 @@ ALTER TABLE exceptions ADD COLUMN erased_at TEXT;
         // 7: a course's open consents by course, so an accept's device count does not scan
         // every open consent (measured: 50,000 open consents made each accept 2x slower).
         M::up("CREATE INDEX consents_open_by_course ON consents(course_id, mac) WHERE ended_at IS NULL;"),
+        // 8: RADIUS accounting. A device's open accounting session (its Acct-Session-Id and
+        // what its Start said), and the outbox: records waiting to be delivered, per channel,
+        // in id order, each deleted once its receiver has it. `subject` is the MAC a record
+        // names, so an erasure finds it.
+        M::up(
+            r#"
+CREATE TABLE accounting_sessions (
+    mac        TEXT PRIMARY KEY,
+    session    TEXT NOT NULL UNIQUE,
+    started_at TEXT NOT NULL,
+    user_name  TEXT NOT NULL,
+    class      TEXT NOT NULL,
+    ipv4       TEXT,
+    ipv6       TEXT NOT NULL
+) STRICT;
+
+CREATE TABLE outbox (
+    id         INTEGER PRIMARY KEY AUTOINCREMENT,
+    channel    TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    subject    TEXT NOT NULL,
+    payload    TEXT NOT NULL,
+    attempts   INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT
+) STRICT;
+CREATE INDEX outbox_by_channel ON outbox(channel, id);
+CREATE INDEX outbox_by_subject ON outbox(subject);
+"#,
+        ),
     ])
 }
 
