@@ -62,6 +62,13 @@ pub trait Neighbours: Send + Sync + std::fmt::Debug {
     /// The neighbour with address `ip` on the guest interface, or `None` if the kernel has no
     /// usable entry (the caller asks the guest to retry).
     fn lookup(&self, ip: IpAddr) -> Lookup<'_>;
+
+    /// Each of `macs`' addresses in the copy followed from the kernel's events, the most
+    /// recently confirmed (reachable) last; empty while there is no copy. Never asks the
+    /// kernel: a hash lookup per device (RADIUS accounting follows open devices with it).
+    fn recent(&self, macs: &[MacAddr]) -> Vec<Vec<IpAddr>> {
+        vec![Vec::new(); macs.len()]
+    }
 }
 
 /// A fixed table; for unit tests.
@@ -69,6 +76,11 @@ pub trait Neighbours: Send + Sync + std::fmt::Debug {
 pub struct StaticNeighbours(pub Vec<(IpAddr, MacAddr)>);
 
 impl Neighbours for StaticNeighbours {
+    fn recent(&self, macs: &[MacAddr]) -> Vec<Vec<IpAddr>> {
+        let of = |mac: &MacAddr| self.0.iter().filter(|(_, m)| m == mac).map(|(a, _)| *a).collect();
+        macs.iter().map(of).collect()
+    }
+
     fn table(&self) -> Table<'_> {
         let all = self.0.clone();
         Box::pin(async move { Ok(all) })

@@ -74,15 +74,21 @@ impl Followed {
         }
     }
 
-    /// A new or changed entry (an event or a dump part), or a deleted one (`gone`).
+    /// A new or changed entry (an event or a dump part), or a deleted one (`gone`). A device's
+    /// addresses are kept in the order they were last confirmed: an entry that turns reachable
+    /// goes last; one that only goes stale (an old lease) keeps its place.
     fn apply(&mut self, msg: &NeighbourMessage, gone: bool) {
         let ifindex = msg.header.ifindex;
         let Some(ip) = destination(msg) else { return };
-        self.remove(ifindex, ip);
-        if gone {
+        let found = if gone { None } else { entry(msg, ifindex) };
+        if let Some((_, mac)) = found
+            && msg.header.state != NeighbourState::Reachable
+            && self.by_ip.get(&(ifindex, ip)) == Some(&mac)
+        {
             return;
         }
-        if let Some((ip, mac)) = entry(msg, ifindex) {
+        self.remove(ifindex, ip);
+        if let Some((ip, mac)) = found {
             self.by_ip.insert((ifindex, ip), mac);
             self.by_mac.entry((ifindex, mac)).or_default().push(ip);
         }
@@ -362,6 +368,17 @@ impl KernelNeighbours {
 impl Neighbours for KernelNeighbours {
     fn table(&self) -> Table<'_> {
         Box::pin(self.entries())
+    }
+
+    fn recent(&self, macs: &[MacAddr]) -> Vec<Vec<IpAddr>> {
+        let copy = lock(&self.copy);
+        match self.ifindex() {
+            Ok(ifindex) if copy.ready => macs
+                .iter()
+                .map(|mac| copy.by_mac.get(&(ifindex, *mac)).cloned().unwrap_or_default())
+                .collect(),
+            _ => vec![Vec::new(); macs.len()],
+        }
     }
 
     /// From the copy when it has `ip`; otherwise the kernel is asked for that one entry (the
