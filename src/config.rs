@@ -75,6 +75,7 @@ struct RawConfig {
     policy: RawPolicy,
     #[serde(default)]
     audit: RawAudit,
+    radius: Option<crate::radius::RawRadius>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -164,6 +165,8 @@ pub struct Config {
     pub reaccept: Reaccept,
     /// How many days personal data is kept after a session ends (`[audit] retention_days`).
     pub retention_days: u32,
+    /// RADIUS accounting to the school's filter; `None` when `[radius]` is absent.
+    pub radius: Option<crate::radius::Settings>,
 }
 
 impl Config {
@@ -559,10 +562,12 @@ impl Config {
                 "choose 1 to 3650 days (the school's retention policy; 365 by default)",
             ));
         }
+        let radius = raw.radius.map(|r| r.resolve(&name)).transpose()?;
         Ok(Self {
             admin,
             reaccept,
             retention_days,
+            radius,
             school: School {
                 name,
                 timezone,
@@ -662,7 +667,7 @@ fn valid_interface_name(name: &str) -> bool {
 
 /// RFC 1123 host names: dot-separated labels of letters, digits and inner hyphens, at least two
 /// labels (a bare name would not resolve everywhere), at most 253 bytes.
-fn valid_hostname(name: &str) -> bool {
+pub(crate) fn valid_hostname(name: &str) -> bool {
     let labels: Vec<&str> = name.split('.').collect();
     name.len() <= 253
         && labels.len() >= 2

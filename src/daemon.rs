@@ -135,6 +135,10 @@ pub async fn start<F: Firewall>(config: &Arc<Config>, deps: Deps<F>) -> anyhow::
             )),
         }
     })?;
+    // RADIUS accounting on before anything changes access, so every change writes its record.
+    if let Some(radius) = &config.radius {
+        store.set_accounting(radius.user_name);
+    }
     let policy = Arc::new(Policy::load(config.portal.policy.as_deref())?);
     let env = assets::templates(config.portal.assets.as_deref())?;
     store
@@ -265,7 +269,16 @@ pub async fn serve<F: Firewall>(
         policy: live_policy.clone(),
         pages: admin_pages.clone(),
     };
-    let metrics = Arc::new(crate::metrics::Metrics::new(config.store_path.clone()));
+    let radius = config
+        .radius
+        .as_ref()
+        .map(|r| crate::radius::Sender::new(r, store.clone(), neighbours.clone(), clock.clone()));
+    let mut metrics = crate::metrics::Metrics::new(config.store_path.clone());
+    if let Some(sender) = &radius {
+        metrics.add_radius(&sender.status());
+    }
+    let metrics = Arc::new(metrics);
+    let radius_task = radius.map(|sender| sender.spawn(shutdown_rx.clone()));
     let portal_state = PortalState {
         prepared: Arc::new(portal::Prepared::new(&config)),
         metrics: metrics.clone(),
@@ -348,7 +361,7 @@ pub async fn serve<F: Firewall>(
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     let _ = shutdown_tx.send(true);
     let all = async {
-        for task in portal_tasks.into_iter().chain(admin_task) {
+        for task in portal_tasks.into_iter().chain(admin_task).chain(radius_task) {
             let _ = task.await;
         }
         let _ = tokio::join!(control_task, firewall_task, daily_task, watchdog_task);

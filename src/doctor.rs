@@ -113,6 +113,9 @@ pub fn examine(config: &Config, path: &Path) -> Report {
     store(config, &mut r);
     boot_protection(config, Path::new("/"), &mut r);
     walled_garden(config, Path::new("/"), &mut r);
+    for (level, message) in crate::radius::check::findings(config.radius.as_ref(), &config.store_path) {
+        r.add(level, "radius", message);
+    }
     daemon(running, &runtime, &nft, &mut r);
     r
 }

@@ -36,6 +36,7 @@ pub mod firewall;
 pub mod metrics;
 pub mod neighbours;
 pub mod portal;
+pub mod radius;
 pub mod store;
 #[cfg(test)]
 mod testing;

@@ -127,6 +127,36 @@ impl Metrics {
         m
     }
 
+    /// Registers RADIUS accounting's figures (when `[radius]` is set).
+    pub fn add_radius(&mut self, status: &crate::radius::Status) {
+        let r = &mut self.registry;
+        r.register(
+            "radius_pending_records",
+            "RADIUS accounting records (Starts and Stops) waiting for a server to take them",
+            status.pending.clone(),
+        );
+        r.register(
+            "radius_oldest_pending_timestamp_seconds",
+            "When the oldest waiting RADIUS record was written (0 when none waits)",
+            status.oldest.clone(),
+        );
+        r.register(
+            "radius_delivered_records",
+            "RADIUS Starts and Stops a server took",
+            status.delivered.clone(),
+        );
+        r.register(
+            "radius_failed_rounds",
+            "Rounds in which no RADIUS server took the record (it stays queued)",
+            status.failed_rounds.clone(),
+        );
+        r.register(
+            "radius_interim_updates",
+            "RADIUS Interim-Updates a server took",
+            status.interims.clone(),
+        );
+    }
+
     /// Counts one portal request of `kind`.
     pub fn request(&self, kind: &str) {
         match KINDS.iter().position(|k| *k == kind) {

@@ -553,6 +553,7 @@ impl<F: Firewall> Writer<F> {
     /// one line each; a device whose access was extended meanwhile is kept with its new end.
     async fn expire_due(&self, now: Timestamp) -> Result<(), GatekeeperError> {
         let due = lock(&self.expiries).take_due(now);
+        let mut closed = Vec::new();
         for mac in due {
             match self.store_call(move |s| s.allowed_until(mac, now)).await {
                 Ok(Some(until)) => lock(&self.expiries).insert(mac, until),
@@ -560,6 +561,7 @@ impl<F: Firewall> Writer<F> {
                     // The kernel's timeout closes it within the second; this closes it now.
                     self.firewall.deny(mac).await?;
                     tracing::info!(%mac, "access expired (the course is over); device closed");
+                    closed.push(mac);
                 }
                 Err(e) => {
                     // Looked at again on the next tick.
@@ -568,7 +570,19 @@ impl<F: Firewall> Writer<F> {
                 }
             }
         }
+        self.account_closed(closed, now).await;
         Ok(())
+    }
+
+    /// Accounting's Stops for devices whose access ran out (nothing when it is off). A failure
+    /// is only logged: the accounting sweep finds them again.
+    async fn account_closed(&self, macs: Vec<MacAddr>, now: Timestamp) {
+        if macs.is_empty() || self.store.accounting().is_none() {
+            return;
+        }
+        if let Err(e) = self.store_call(move |s| s.account_closed(&macs, now)).await {
+            tracing::error!(error = %e, "cannot record accounting Stops for expired devices; the accounting sweep retries");
+        }
     }
 
     /// The full check: table present and unchanged, set equal to the store.
@@ -621,9 +635,10 @@ impl<F: Firewall> Writer<F> {
         // and course end go through `sync`, which logs them): their course is over. One line
         // each, for the journal.
         let ended = lock(&self.expiries).replace_all(&desired);
-        for mac in ended {
+        for mac in &ended {
             tracing::info!(%mac, "access expired (the course is over); device closed");
         }
+        self.account_closed(ended, now).await;
         for mac in present.difference(&wanted) {
             tracing::warn!(%mac, "device in the allowed set without an open consent; removing it");
             self.firewall.deny(*mac).await?;

@@ -25,6 +25,15 @@ pub const RADIUS: &str = "radius";
 /// Most IPv6 addresses one session reports (phones use several temporary ones).
 const MAX_V6: usize = 4;
 
+/// Accounting as the store keeps it: what User-Name carries, and the sender's wake-up.
+#[derive(Debug)]
+pub struct Accounting {
+    mode: UserName,
+    /// Poked when a record is written (the sender waits on it; it reads the record once the
+    /// writing transaction let go of the connection, so never before it is committed).
+    wake: tokio::sync::Notify,
+}
+
 /// What User-Name carries (`[radius] user_name`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UserName {
@@ -176,12 +185,14 @@ pub struct Pending {
 }
 
 /// How far behind a channel is.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Backlog {
     /// Records not yet delivered.
     pub pending: u64,
     /// When the oldest of them was written.
     pub oldest: Option<Timestamp>,
+    /// Why the oldest was not delivered the last time it was tried.
+    pub last_error: Option<String>,
 }
 
 /// What changed for the device, as the caller knows it.
@@ -300,6 +311,7 @@ fn new_session_id() -> Result<String, StoreError> {
 
 fn enqueue(
     conn: &Connection,
+    acct: &Accounting,
     channel: &str,
     subject: MacAddr,
     payload: &str,
@@ -307,6 +319,7 @@ fn enqueue(
 ) -> Result<(), StoreError> {
     conn.prepare_cached("INSERT INTO outbox (channel, created_at, subject, payload) VALUES (?1, ?2, ?3, ?4)")?
         .execute(params![channel, ts(now), subject.to_string(), payload])?;
+    acct.wake.notify_one();
     Ok(())
 }
 
@@ -314,11 +327,17 @@ fn json(record: &AccountingRecord) -> Result<String, StoreError> {
     serde_json::to_string(record).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
-fn stop(conn: &Connection, mut session: AccountingRecord, now: Timestamp, cause: StopCause) -> Result<(), StoreError> {
+fn stop(
+    conn: &Connection,
+    acct: &Accounting,
+    mut session: AccountingRecord,
+    now: Timestamp,
+    cause: StopCause,
+) -> Result<(), StoreError> {
     session.status = AcctStatus::Stop;
     session.at = now;
     session.cause = Some(cause);
-    enqueue(conn, RADIUS, session.mac, &json(&session)?, now)?;
+    enqueue(conn, acct, RADIUS, session.mac, &json(&session)?, now)?;
     conn.prepare_cached("DELETE FROM accounting_sessions WHERE mac = ?1")?
         .execute([session.mac.to_string()])?;
     Ok(())
@@ -326,6 +345,7 @@ fn stop(conn: &Connection, mut session: AccountingRecord, now: Timestamp, cause:
 
 fn start(
     conn: &Connection,
+    acct: &Accounting,
     mac: MacAddr,
     holder: Holder,
     addresses: Addresses,
@@ -355,7 +375,7 @@ fn start(
         record.addresses.ipv4.map(|a| a.to_string()),
         record.addresses.v6_text(),
     ])?;
-    enqueue(conn, RADIUS, mac, &json(&record)?, now)
+    enqueue(conn, acct, RADIUS, mac, &json(&record)?, now)
 }
 
 /// Brings `mac`'s accounting session in line with its access, inside the caller's transaction:
@@ -363,21 +383,21 @@ fn start(
 /// more, a Stop and a Start when who holds it or its addresses changed.
 pub(super) fn account(
     conn: &Connection,
-    mode: Option<UserName>,
+    acct: Option<&Accounting>,
     mac: MacAddr,
     now: Timestamp,
     change: Change,
 ) -> Result<(), StoreError> {
-    let Some(mode) = mode else { return Ok(()) };
+    let Some(acct) = acct else { return Ok(()) };
     let current = open_session(conn, mac)?;
-    let holder = holder(conn, mode, mac, now)?;
+    let holder = holder(conn, acct.mode, mac, now)?;
     let closed_by = match &change {
         Change::Closed(cause) => *cause,
         Change::Accepted(_) | Change::Opened | Change::Moved(_) => StopCause::SessionTimeout,
     };
     match (current, holder) {
         (None, None) => Ok(()),
-        (Some(session), None) => stop(conn, session, now, closed_by),
+        (Some(session), None) => stop(conn, acct, session, now, closed_by),
         (None, Some(holder)) => {
             let addresses = match &change {
                 Change::Moved(a) | Change::Accepted(a) => holder.accepted_from.updated(a),
@@ -387,7 +407,7 @@ pub(super) fn account(
                 // An exception's device: its Start waits for the neighbour table to show it.
                 return Ok(());
             }
-            start(conn, mac, holder, addresses, now)
+            start(conn, acct, mac, holder, addresses, now)
         }
         (Some(session), Some(holder)) => {
             // Only what is newer than the session replaces its addresses: a new accept's
@@ -405,8 +425,8 @@ pub(super) fn account(
             } else {
                 StopCause::UserRequest
             };
-            stop(conn, session, now, cause)?;
-            start(conn, mac, holder, addresses, now)
+            stop(conn, acct, session, now, cause)?;
+            start(conn, acct, mac, holder, addresses, now)
         }
     }
 }
@@ -437,12 +457,24 @@ impl Store {
     /// Turns accounting on (`[radius]` is set): from now on every change of access writes its
     /// Start or Stop to the outbox. Set once, at start.
     pub fn set_accounting(&self, mode: UserName) {
-        let _ = self.accounting.set(mode);
+        let _ = self.accounting.set(Accounting {
+            mode,
+            wake: tokio::sync::Notify::new(),
+        });
     }
 
     /// Whether accounting is on, and what User-Name carries.
     pub fn accounting(&self) -> Option<UserName> {
-        self.accounting.get().copied()
+        self.acct().map(|a| a.mode)
+    }
+
+    pub(super) fn acct(&self) -> Option<&Accounting> {
+        self.accounting.get()
+    }
+
+    /// What the sender waits on for new records; `None` while accounting is off.
+    pub fn outbox_wakeup(&self) -> Option<&tokio::sync::Notify> {
+        self.acct().map(|a| &a.wake)
     }
 
     /// Devices whose access ran out (the gatekeeper closed them): their sessions stop.
@@ -450,7 +482,7 @@ impl Store {
     /// # Errors
     /// On a database failure.
     pub fn account_closed(&self, macs: &[MacAddr], now: Timestamp) -> Result<(), StoreError> {
-        let mode = self.accounting();
+        let mode = self.acct();
         if mode.is_none() || macs.is_empty() {
             return Ok(());
         }
@@ -469,7 +501,7 @@ impl Store {
     /// # Errors
     /// On a database failure.
     pub fn account_addresses(&self, mac: MacAddr, addresses: Addresses, now: Timestamp) -> Result<(), StoreError> {
-        let mode = self.accounting();
+        let mode = self.acct();
         if mode.is_none() || addresses.is_empty() {
             return Ok(());
         }
@@ -487,7 +519,7 @@ impl Store {
     /// # Errors
     /// On a database failure.
     pub fn account_all(&self, now: Timestamp) -> Result<usize, StoreError> {
-        let mode = self.accounting();
+        let mode = self.acct();
         if mode.is_none() {
             return Ok(0);
         }
@@ -581,13 +613,18 @@ impl Store {
     /// # Errors
     /// On a database failure.
     pub fn outbox_backlog(&self, channel: &str) -> Result<Backlog, StoreError> {
-        let (pending, oldest): (i64, Option<String>) = self
+        let (pending, oldest, last_error): (i64, Option<String>, Option<String>) = self
             .lock()
-            .prepare_cached("SELECT count(*), min(created_at) FROM outbox WHERE channel = ?1")?
-            .query_row([channel], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            .prepare_cached(
+                "SELECT count(*), min(created_at),
+                        (SELECT last_error FROM outbox WHERE channel = ?1 ORDER BY id LIMIT 1)
+                 FROM outbox WHERE channel = ?1",
+            )?
+            .query_row([channel], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
         Ok(Backlog {
             pending: pending.unsigned_abs(),
             oldest: oldest.as_deref().map(parse_ts).transpose()?,
+            last_error,
         })
     }
 }

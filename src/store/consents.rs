@@ -4,7 +4,7 @@ use jiff::Timestamp;
 use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::json;
 
-use super::accounting::{self, Addresses, Change, StopCause, UserName};
+use super::accounting::{self, Accounting, Addresses, Change, StopCause};
 use super::audit::{ended, returning_ids};
 use super::{EndReason, EventKind};
 use super::{Store, StoreError, insert_event, insert_subject_event, parse_mac, parse_ts, ts};
@@ -250,7 +250,7 @@ pub enum Admission {
 
 /// `attempt`, inside the caller's transaction, in the accept's order: the guard, the code,
 /// the rules, the consent.
-fn admit_one(conn: &Connection, a: &Attempt, acct: Option<UserName>) -> Result<Admission, StoreError> {
+fn admit_one(conn: &Connection, a: &Attempt, acct: Option<&Accounting>) -> Result<Admission, StoreError> {
     let device = a.mac.to_string();
     if let Err((failures, oldest)) = lockout(conn, &device, a.now, a.since, a.max_wrong)? {
         return Ok(Admission::LockedOut { failures, oldest });
@@ -306,7 +306,7 @@ impl Store {
     /// If the transaction cannot begin or commit (then nothing of any is recorded); one
     /// attempt's own failure is its entry's `Err`.
     pub fn admit_all(&self, attempts: &[Attempt]) -> Result<Vec<Result<Admission, StoreError>>, StoreError> {
-        let acct = self.accounting();
+        let acct = self.acct();
         let mut conn = self.lock();
         let mut tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         if let [a] = attempts {
@@ -344,7 +344,7 @@ impl Store {
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let id = insert_consent(&tx, c)?;
         let from = Addresses::of_ip(&c.ip);
-        accounting::account(&tx, self.accounting(), c.mac, c.accepted_at, Change::Accepted(from))?;
+        accounting::account(&tx, self.acct(), c.mac, c.accepted_at, Change::Accepted(from))?;
         tx.commit()?;
         Ok(id)
     }
@@ -372,7 +372,7 @@ impl Store {
             .optional()?;
         if let Some(mac) = mac {
             let closed = Change::Closed(StopCause::NasError);
-            accounting::account(&tx, self.accounting(), parse_mac(&mac)?, now, closed)?;
+            accounting::account(&tx, self.acct(), parse_mac(&mac)?, now, closed)?;
         }
         tx.commit()?;
         Ok(())
@@ -402,7 +402,7 @@ impl Store {
             )?;
         }
         for &mac in &macs {
-            accounting::account(&tx, self.accounting(), mac, now, Change::Closed(StopCause::NasRequest))?;
+            accounting::account(&tx, self.acct(), mac, now, Change::Closed(StopCause::NasRequest))?;
         }
         tx.commit()?;
         Ok(macs)
@@ -430,7 +430,7 @@ impl Store {
             mac,
             "",
         )?;
-        accounting::account(&tx, self.accounting(), mac, now, Change::Closed(StopCause::AdminReset))?;
+        accounting::account(&tx, self.acct(), mac, now, Change::Closed(StopCause::AdminReset))?;
         tx.commit()?;
         Ok(consents.len() + exceptions.len())
     }

@@ -169,7 +169,7 @@ impl Store {
         )?;
         for &mac in &macs {
             let closed = accounting::Change::Closed(accounting::StopCause::AdminReset);
-            accounting::account(&tx, self.accounting(), mac, now, closed)?;
+            accounting::account(&tx, self.acct(), mac, now, closed)?;
         }
         tx.commit()?;
         Ok((found, macs))

@@ -58,7 +58,7 @@ impl Store {
             mac,
             reason,
         )?;
-        accounting::account(&tx, self.accounting(), mac, now, Change::Opened)?;
+        accounting::account(&tx, self.acct(), mac, now, Change::Opened)?;
         tx.commit()?;
         Ok(id)
     }
@@ -90,7 +90,7 @@ impl Store {
             mac,
             "",
         )?;
-        accounting::account(&tx, self.accounting(), mac, now, Change::Closed(StopCause::AdminReset))?;
+        accounting::account(&tx, self.acct(), mac, now, Change::Closed(StopCause::AdminReset))?;
         tx.commit()?;
         Ok(mac)
     }

@@ -194,7 +194,7 @@ impl From<rusqlite::Error> for StoreError {
 pub struct Store {
     conn: Arc<Mutex<Connection>>,
     /// Set when RADIUS accounting is on: every change of access then writes its record.
-    accounting: Arc<std::sync::OnceLock<accounting::UserName>>,
+    accounting: Arc<std::sync::OnceLock<accounting::Accounting>>,
 }
 
 impl Store {

@@ -89,7 +89,7 @@ impl Store {
         let (ended_consents, ended_exceptions) = end_device(&tx, mac, now, REASON, by)?;
         // Its accounting session stops, and nothing waiting to be sent carries its name.
         let closed = accounting::Change::Closed(accounting::StopCause::AdminReset);
-        accounting::account(&tx, self.accounting(), mac, now, closed)?;
+        accounting::account(&tx, self.acct(), mac, now, closed)?;
         accounting::forget_names(&tx, mac)?;
         let erasure = Erasure {
             consents: returning_ids(

@@ -13,6 +13,8 @@
 //! - `audit`: the hash-chained log; verify catches edits made with the sqlite3 shell.
 //! - `admin`: the staff web UI over HTTPS, end to end with a guest.
 //! - `service`: SIGHUP reload, running unprivileged with two capabilities, the systemd unit.
+//! - `radius`: RADIUS accounting to a real FreeRADIUS: Start, Interim, Stop, failover, a server
+//!   that is down across a restart, a wrong secret (issue 13).
 //! - `browser`: the guest flow in Debian's Chromium with JavaScript off, at 360 px.
 //!
 //! Tests that need root skip with a message when not root; with AUPGATE_REQUIRE_NETNS=1 (set by
@@ -38,4 +40,5 @@ mod https;
 mod netns;
 mod portal;
 mod probes;
+mod radius;
 mod service;

@@ -269,6 +269,10 @@ fn the_outbox_keeps_order_counts_failures_and_is_purged_by_retention() {
     s.outbox_failed(first.id, "no answer").unwrap();
     let again = s.outbox_next(RADIUS).unwrap().unwrap();
     assert_eq!((again.id, again.attempts), (first.id, 1), "a failure keeps it first");
+    assert_eq!(
+        s.outbox_backlog(RADIUS).unwrap().last_error.as_deref(),
+        Some("no answer")
+    );
     assert!(s.outbox_next("hub").unwrap().is_none(), "channels are apart");
     s.purge(jiff::SignedDuration::from_hours(24), t("2026-11-25T10:00:00Z"))
         .unwrap();
