@@ -286,4 +286,27 @@ mod tests {
             "{again}"
         );
     }
+
+    #[test]
+    fn radius_figures_are_encoded_when_accounting_is_on() {
+        let mut m = Metrics::new("unused.db".into());
+        let off = m.encode(&FirewallStatus::default());
+        assert!(!off.contains("radius"), "{off}");
+        let status = crate::radius::Status::default();
+        m.add_radius(&status);
+        status.pending.set(3);
+        status.oldest.set(1_795_000_000);
+        status.delivered.inc_by(5);
+        status.failed_rounds.inc();
+        let text = m.encode(&FirewallStatus::default());
+        for line in [
+            "aupgate_radius_pending_records 3",
+            "aupgate_radius_oldest_pending_timestamp_seconds 1795000000",
+            "aupgate_radius_delivered_records_total 5",
+            "aupgate_radius_failed_rounds_total 1",
+            "aupgate_radius_interim_updates_total 0",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing in:\n{text}");
+        }
+    }
 }

@@ -282,45 +282,49 @@ impl Sender {
         }
     }
 
-    /// Devices whose addresses in the neighbour table differ from what the filter was told.
+    /// Devices whose addresses in the neighbour table differ from what the filter was told,
+    /// and devices let in by an exception whose first address has appeared.
     async fn follow(&mut self) {
-        if self.open.is_empty() {
+        let now = self.clock.now();
+        let waiting = match self.store.run(move |s| s.accounting_waiting(now)).await {
+            Ok(w) => w,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read which devices wait for an accounting Start");
+                Vec::new()
+            }
+        };
+        if self.open.is_empty() && waiting.is_empty() {
             return;
         }
-        let macs: Vec<MacAddr> = self.open.keys().copied().collect();
+        let mut macs: Vec<MacAddr> = self.open.keys().copied().collect();
+        macs.extend(waiting);
         let seen = self.neighbours.recent(&macs);
         let mut moved = Vec::new();
         for (mac, recent) in macs.into_iter().zip(seen) {
-            let now = Addresses::from_recent(&recent);
-            let Some(told) = self.open.get(&mac) else { continue };
-            let changed =
-                (now.ipv4.is_some() && now.ipv4 != told.ipv4) || (!now.ipv6.is_empty() && now.ipv6 != told.ipv6);
+            let seen = Addresses::from_recent(&recent);
+            let changed = match self.open.get(&mac) {
+                Some(told) => {
+                    (seen.ipv4.is_some() && seen.ipv4 != told.ipv4) || (!seen.ipv6.is_empty() && seen.ipv6 != told.ipv6)
+                }
+                None => !seen.is_empty(),
+            };
             if changed {
-                moved.push((mac, now));
+                moved.push((mac, seen));
             }
         }
-        if moved.is_empty() {
-            return;
-        }
-        let now = self.clock.now();
         for (mac, addresses) in moved {
-            tracing::info!(%mac, ipv4 = ?addresses.ipv4, ipv6 = ?addresses.ipv6, "a guest's address changed; telling the RADIUS server");
+            tracing::info!(%mac, ipv4 = ?addresses.ipv4, ipv6 = ?addresses.ipv6, "a device's address is new to the RADIUS server; telling it");
             let told = addresses.clone();
             match self.store.run(move |s| s.account_addresses(mac, addresses, now)).await {
                 // Not what the filter has yet, but written: not asked again every FOLLOW.
                 Ok(()) => {
-                    if let Some(entry) = self.open.get_mut(&mac) {
-                        *entry = Addresses {
-                            ipv4: told.ipv4.or(entry.ipv4),
-                            ipv6: if told.ipv6.is_empty() {
-                                entry.ipv6.clone()
-                            } else {
-                                told.ipv6
-                            },
-                        };
+                    let entry = self.open.entry(mac).or_default();
+                    entry.ipv4 = told.ipv4.or(entry.ipv4);
+                    if !told.ipv6.is_empty() {
+                        entry.ipv6 = told.ipv6;
                     }
                 }
-                Err(e) => tracing::error!(%mac, error = %e, "cannot record a guest's new address for RADIUS"),
+                Err(e) => tracing::error!(%mac, error = %e, "cannot record a device's new address for RADIUS"),
             }
         }
     }
@@ -353,3 +357,6 @@ impl Sender {
         tracing::debug!(sent, "RADIUS Interim-Updates sent");
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -536,6 +536,25 @@ impl Store {
         Ok(macs.len())
     }
 
+    /// Devices let through by an exception that have no session yet: their Start waits for
+    /// the neighbour table to show an address (a consent has the accept's). Exceptions are few
+    /// (staff grant them one by one), so this is cheap to ask often.
+    ///
+    /// # Errors
+    /// On a database failure.
+    pub fn accounting_waiting(&self, now: Timestamp) -> Result<Vec<MacAddr>, StoreError> {
+        if self.acct().is_none() {
+            return Ok(Vec::new());
+        }
+        let conn = self.lock();
+        let mut stmt = conn.prepare_cached(
+            "SELECT DISTINCT mac FROM exceptions WHERE ended_at IS NULL AND until > ?1
+             AND mac NOT IN (SELECT mac FROM accounting_sessions)",
+        )?;
+        let rows = stmt.query_map([ts(now)], |r| r.get::<_, String>(0))?;
+        rows.map(|m| parse_mac(&m?)).collect()
+    }
+
     /// Every open accounting session (for Interim-Updates and the address follower).
     ///
     /// # Errors

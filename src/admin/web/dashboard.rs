@@ -1,11 +1,12 @@
-//! The dashboard: guests now, today's accepts and refusals, running courses, and the firewall's
-//! last check. It only reads.
+//! The dashboard: guests now, today's accepts and refusals, running courses, the firewall's
+//! last check, and RADIUS accounting's backlog when it is on. It only reads.
 
 use axum::extract::State;
 use axum::response::Response;
 
 use super::{Reply, Staff, WebState, local};
 use crate::clients::CourseState;
+use crate::store::accounting::RADIUS;
 
 pub(super) async fn dashboard(State(st): State<WebState>, staff: Staff) -> Response {
     let reply = Reply::new(&st, &staff, "/");
@@ -18,11 +19,25 @@ pub(super) async fn dashboard(State(st): State<WebState>, staff: Staff) -> Respo
     let counts = st
         .actions
         .store
-        .run(move |s| Ok((s.sessions(now)?.len(), s.counts_since(midnight)?, s.courses()?)))
+        .run(move |s| {
+            // RADIUS accounting's backlog, when it is on.
+            let backlog = match s.accounting() {
+                Some(_) => Some(s.outbox_backlog(RADIUS)?),
+                None => None,
+            };
+            Ok((s.sessions(now)?.len(), s.counts_since(midnight)?, s.courses()?, backlog))
+        })
         .await;
-    let Ok((guests_now, (accepted_today, wrong_codes_today, full_today), courses)) = counts else {
+    let Ok((guests_now, (accepted_today, wrong_codes_today, full_today), courses, backlog)) = counts else {
         return reply.unavailable();
     };
+    let radius = backlog.map(|b| {
+        minijinja::context! {
+            pending => b.pending,
+            since => b.oldest.map(|t| local(&st, t)),
+            error => b.last_error,
+        }
+    });
     let courses_running = courses.iter().filter(|c| c.state(now) == CourseState::Running).count();
     let fw = st.actions.firewall.status();
     let firewall = minijinja::context! {
@@ -35,6 +50,6 @@ pub(super) async fn dashboard(State(st): State<WebState>, staff: Staff) -> Respo
     reply.page(
         "admin/dashboard.html",
         minijinja::context! {
-        guests_now, accepted_today, wrong_codes_today, full_today, courses_running, firewall },
+        guests_now, accepted_today, wrong_codes_today, full_today, courses_running, firewall, radius },
     )
 }

@@ -451,6 +451,32 @@ async fn a_refused_course_says_why_in_the_templates_words() {
     assert!(body.contains("Give the start and end as a date and time."), "{body}");
 }
 
+/// Issue 13: with RADIUS accounting on, the dashboard says how many records wait and why.
+#[tokio::test]
+async fn the_dashboard_shows_accounting_records_still_waiting() {
+    let lab = lab().await;
+    let session = sign_in(&lab.app, "sam").await;
+    let (_, _, body) = send(&lab.app, get("/", Some(&session.cookie))).await;
+    assert!(!body.contains("RADIUS"), "off: not mentioned");
+    lab.store.set_accounting(crate::store::accounting::UserName::Name);
+    let (_, _, body) = send(&lab.app, get("/", Some(&session.cookie))).await;
+    assert!(body.contains("told of every guest"), "{body}");
+    let (mac, now) = (
+        "02:99:00:00:00:07".parse().unwrap(),
+        "2026-11-23T10:00:00Z".parse().unwrap(),
+    );
+    lab.store
+        .grant_exception(mac, "x", "sam", now, "2026-11-23T12:00:00Z".parse().unwrap())
+        .unwrap();
+    let seen = crate::store::accounting::Addresses::from_recent(&["192.0.2.20".parse().unwrap()]);
+    lab.store.account_addresses(mac, seen, now).unwrap();
+    let id = lab.store.outbox_next("radius").unwrap().unwrap().id;
+    lab.store.outbox_failed(id, "10.0.0.5:1813: no answer").unwrap();
+    let (_, _, body) = send(&lab.app, get("/", Some(&session.cookie))).await;
+    assert!(body.contains("1 record(s) waiting since"), "{body}");
+    assert!(body.contains("Last try: 10.0.0.5:1813: no answer."), "{body}");
+}
+
 /// Issue 11: every words key the handlers name (a snake_case literal in their source, bar the
 /// cookie's and form fields' names) has its words in the built-in `admin/words.txt`, so no page
 /// shows a bare key.

@@ -1,0 +1,99 @@
+use std::net::IpAddr;
+
+use super::*;
+use crate::clock::ManualClock;
+use crate::neighbours::StaticNeighbours;
+use crate::store::accounting::{EXCEPTION_CLASS, UserName};
+
+fn t(s: &str) -> jiff::Timestamp {
+    s.parse().unwrap()
+}
+
+fn settings() -> Settings {
+    Settings {
+        servers: vec![settings::Server {
+            host: "127.0.0.1".into(),
+            port: 9,
+        }],
+        secret_file: "/nonexistent/radius-secret".into(),
+        nas_identifier: "gw".into(),
+        interim: None,
+        user_name: UserName::Name,
+    }
+}
+
+fn sender(store: &Store, table: &[(&str, MacAddr)], now: &str) -> Sender {
+    let table = table
+        .iter()
+        .map(|(ip, mac)| (ip.parse::<IpAddr>().unwrap(), *mac))
+        .collect();
+    let clock = Arc::new(ManualClock::new(t(now)));
+    Sender::new(&settings(), store.clone(), Arc::new(StaticNeighbours(table)), clock)
+}
+
+fn waiting(store: &Store) -> Vec<AccountingRecord> {
+    let mut out = Vec::new();
+    while let Some(p) = store.outbox_next(RADIUS).unwrap() {
+        out.push(serde_json::from_str(&p.payload).unwrap());
+        store.outbox_delivered(p.id).unwrap();
+    }
+    out
+}
+
+#[tokio::test]
+async fn an_exceptions_device_starts_when_its_address_appears_and_a_new_lease_moves_it() {
+    let store = Store::open_in_memory().unwrap();
+    store.set_accounting(UserName::Name);
+    let mac: MacAddr = "02:99:00:00:00:07".parse().unwrap();
+    let now = "2026-11-23T10:00:00Z";
+    store
+        .grant_exception(mac, "visiting speaker", "staff", t(now), t("2026-11-23T12:00:00Z"))
+        .unwrap();
+    // Not in the neighbour table yet: nothing to say.
+    sender(&store, &[], now).follow().await;
+    assert!(waiting(&store).is_empty());
+    // It appears.
+    let mut s = sender(&store, &[("192.0.2.20", mac)], now);
+    s.follow().await;
+    let start = waiting(&store);
+    assert_eq!(start.len(), 1, "{start:?}");
+    assert_eq!(
+        (start[0].status, start[0].class.as_str()),
+        (AcctStatus::Start, EXCEPTION_CLASS)
+    );
+    assert_eq!(start[0].addresses.ipv4, Some("192.0.2.20".parse().unwrap()));
+    // Seen again at the same address: nothing more.
+    s.follow().await;
+    assert!(waiting(&store).is_empty());
+    // A new lease (after a restart of the daemon: the sender starts from the store's sessions).
+    let mut s = sender(&store, &[("192.0.2.20", mac), ("192.0.2.21", mac)], now);
+    s.sweep().await;
+    s.follow().await;
+    let moved = waiting(&store);
+    let kinds: Vec<AcctStatus> = moved.iter().map(|r| r.status).collect();
+    assert_eq!(kinds, [AcctStatus::Stop, AcctStatus::Start]);
+    assert_eq!(moved[1].addresses.ipv4, Some("192.0.2.21".parse().unwrap()));
+    assert_eq!(moved[0].session, start[0].session);
+}
+
+#[tokio::test]
+async fn without_a_readable_secret_nothing_is_delivered_and_the_record_waits() {
+    let store = Store::open_in_memory().unwrap();
+    store.set_accounting(UserName::Name);
+    let mac: MacAddr = "02:99:00:00:00:07".parse().unwrap();
+    let now = "2026-11-23T10:00:00Z";
+    store
+        .grant_exception(mac, "x", "staff", t(now), t("2026-11-23T12:00:00Z"))
+        .unwrap();
+    let mut s = sender(&store, &[("192.0.2.20", mac)], now);
+    s.follow().await;
+    assert_eq!(s.send_next().await, Some(false));
+    let backlog = store.outbox_backlog(RADIUS).unwrap();
+    assert_eq!(backlog.pending, 1);
+    let why = backlog.last_error.unwrap();
+    assert!(
+        why.starts_with("radius.secret_file /nonexistent/radius-secret: cannot read it"),
+        "{why}"
+    );
+    assert_eq!(s.status.failed_rounds.get(), 1);
+}
