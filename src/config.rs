@@ -771,6 +771,27 @@ address = "10.50.0.1"
     }
 
     #[test]
+    fn the_examples_radius_table_parses_once_uncommented() {
+        let text = include_str!("../deploy/aupgate.toml");
+        let at = text.find("# [radius]").unwrap();
+        let mut t = text[..at].to_owned();
+        for line in text[at..].lines().filter_map(|l| l.strip_prefix("# ")) {
+            let key = line.split_once(" = ").map(|(k, _)| k);
+            if line.starts_with('[') || key.is_some_and(|k| k.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')) {
+                t.push_str(line);
+                t.push('\n');
+            }
+        }
+        let r = Config::parse(&t, Path::new("t")).unwrap().radius.expect("[radius]");
+        assert_eq!(r.servers[0].to_string(), "10.0.0.5:1813");
+        assert_eq!(r.secret_file, Path::new("/etc/aupgate/radius-secret"));
+        assert_eq!(r.nas_identifier, "claremont-gw");
+        assert_eq!(r.interim, Some(std::time::Duration::from_secs(600)));
+        assert_eq!(r.user_name, crate::store::accounting::UserName::Name);
+        assert!(Config::parse(text, Path::new("t")).unwrap().radius.is_none(), "off in the example as shipped");
+    }
+
+    #[test]
     fn unknown_key_is_rejected_and_named() {
         let text = include_str!("../deploy/aupgate.toml").replace("[guest]", "[guest]\nintreface = \"x\"");
         let e = Config::parse(&text, Path::new("a.toml")).unwrap_err().to_string();
