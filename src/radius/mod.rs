@@ -70,6 +70,8 @@ pub struct Sender {
     status: Arc<Status>,
     /// Each open session's addresses as last written, to compare with the neighbour table.
     open: HashMap<MacAddr, Addresses>,
+    /// When the backlog was last counted.
+    counted: Option<std::time::Instant>,
 }
 
 impl std::fmt::Debug for Sender {
@@ -94,6 +96,7 @@ impl Sender {
             interim: settings.interim,
             status: Arc::default(),
             open: HashMap::new(),
+            counted: None,
         }
     }
 
@@ -181,10 +184,15 @@ impl Sender {
             }
         };
         self.status.oldest.set(pending.created_at.as_second());
-        if let Ok(backlog) = self.store.run(|s| s.outbox_backlog(RADIUS)).await {
-            self.status
-                .pending
-                .set(i64::try_from(backlog.pending).unwrap_or(i64::MAX));
+        // Counted at most once a second: a count per record would make a long catch-up
+        // quadratic.
+        if self.counted.is_none_or(|at| at.elapsed() >= Duration::from_secs(1)) {
+            if let Ok(backlog) = self.store.run(|s| s.outbox_backlog(RADIUS)).await {
+                self.status
+                    .pending
+                    .set(i64::try_from(backlog.pending).unwrap_or(i64::MAX));
+            }
+            self.counted = Some(std::time::Instant::now());
         }
         let record: AccountingRecord = match serde_json::from_str(&pending.payload) {
             Ok(r) => r,
