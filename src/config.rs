@@ -788,7 +788,10 @@ address = "10.50.0.1"
         assert_eq!(r.nas_identifier, "claremont-gw");
         assert_eq!(r.interim, Some(std::time::Duration::from_secs(600)));
         assert_eq!(r.user_name, crate::store::accounting::UserName::Name);
-        assert!(Config::parse(text, Path::new("t")).unwrap().radius.is_none(), "off in the example as shipped");
+        assert!(
+            Config::parse(text, Path::new("t")).unwrap().radius.is_none(),
+            "off in the example as shipped"
+        );
     }
 
     #[test]

@@ -90,3 +90,84 @@ pub fn findings(settings: Option<&Settings>, store: &Path) -> Vec<(Level, String
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+    use crate::radius::settings::Server;
+
+    fn settings(secret_file: &Path, host: &str) -> Settings {
+        Settings {
+            servers: vec![Server {
+                host: host.into(),
+                port: 1813,
+            }],
+            secret_file: secret_file.to_owned(),
+            nas_identifier: "gw".into(),
+            interim: Some(std::time::Duration::from_secs(600)),
+            user_name: UserName::Course,
+        }
+    }
+
+    fn level_of(found: &[(Level, String)], needle: &str) -> Option<Level> {
+        found.iter().find(|(_, m)| m.contains(needle)).map(|(l, _)| *l)
+    }
+
+    #[test]
+    fn off_secret_servers_and_backlog_are_each_reported_and_the_secret_never_shown() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = dir.path().join("a.db");
+        let off = findings(None, &store);
+        assert_eq!(off[0].0, Level::Ok);
+        assert!(off[0].1.starts_with("off"));
+
+        let secret = dir.path().join("secret");
+        let missing = findings(Some(&settings(&secret, "10.0.0.5")), &store);
+        assert_eq!(
+            level_of(&missing, "radius.secret_file"),
+            Some(Level::Fail),
+            "{missing:?}"
+        );
+
+        std::fs::write(&secret, "short-secret\n").unwrap();
+        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o640)).unwrap();
+        let found = findings(Some(&settings(&secret, "192.0.2.77")), &store);
+        assert_eq!(level_of(&found, "shorter than 16"), Some(Level::Warn), "{found:?}");
+        assert_eq!(
+            level_of(&found, "not on a private network"),
+            Some(Level::Warn),
+            "{found:?}"
+        );
+        assert_eq!(
+            level_of(
+                &found,
+                "User-Name carries the course title; Interim-Update every 10 min"
+            ),
+            Some(Level::Ok),
+            "{found:?}"
+        );
+        assert!(found.iter().all(|(_, m)| !m.contains("short-secret")), "{found:?}");
+
+        std::fs::write(&secret, "a-long-enough-shared-secret\n").unwrap();
+        let s = Store::open(&store).unwrap();
+        s.set_accounting(UserName::Course);
+        let mac = "02:99:00:00:00:07".parse().unwrap();
+        let now = "2026-11-23T10:00:00Z".parse().unwrap();
+        s.grant_exception(mac, "x", "staff", now, "2026-11-23T12:00:00Z".parse().unwrap())
+            .unwrap();
+        let seen = crate::store::accounting::Addresses::from_recent(&["10.50.0.20".parse().unwrap()]);
+        s.account_addresses(mac, seen, now).unwrap();
+        let found = findings(Some(&settings(&secret, "10.0.0.5")), &store);
+        assert_eq!(level_of(&found, "shared secret read"), Some(Level::Ok), "{found:?}");
+        assert_eq!(
+            level_of(
+                &found,
+                "1 accounting record(s) waiting since 2026-11-23 10:00:00 UTC; last try: not sent yet"
+            ),
+            Some(Level::Warn),
+            "{found:?}"
+        );
+    }
+}
