@@ -69,6 +69,13 @@ pub trait Neighbours: Send + Sync + std::fmt::Debug {
     fn recent(&self, macs: &[MacAddr]) -> Vec<Vec<IpAddr>> {
         vec![Vec::new(); macs.len()]
     }
+
+    /// The devices with an address that appeared or was confirmed again since the last call
+    /// (for its one caller, accounting's follower), or `None` when that is not known (no copy
+    /// yet, the copy started again from a dump, or too many changed): then look at them all.
+    fn take_changed(&self) -> Option<Vec<MacAddr>> {
+        None
+    }
 }
 
 /// A fixed table; for unit tests.

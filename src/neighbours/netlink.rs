@@ -60,7 +60,14 @@ struct Followed {
     ready: bool,
     by_ip: HashMap<(u32, IpAddr), MacAddr>,
     by_mac: HashMap<(u32, MacAddr), Vec<IpAddr>>,
+    /// Devices whose addresses appeared or moved last since `take_changed`; `lost` when that
+    /// is not known (a fresh copy, or more than `MAX_CHANGED`).
+    changed: std::collections::HashSet<(u32, MacAddr)>,
+    lost: bool,
 }
+
+/// Most devices `changed` tracks before it gives up (the caller then looks at all).
+const MAX_CHANGED: usize = 65_536;
 
 impl Followed {
     fn remove(&mut self, ifindex: u32, ip: IpAddr) {
@@ -91,6 +98,13 @@ impl Followed {
         if let Some((ip, mac)) = found {
             self.by_ip.insert((ifindex, ip), mac);
             self.by_mac.entry((ifindex, mac)).or_default().push(ip);
+            if !self.lost {
+                self.changed.insert((ifindex, mac));
+                if self.changed.len() > MAX_CHANGED {
+                    self.lost = true;
+                    self.changed.clear();
+                }
+            }
         }
     }
 
@@ -129,7 +143,10 @@ async fn follow(copy: &Mutex<Followed>) -> NeighbourError {
     match dump {
         Ok(all) => {
             let mut c = lock(copy);
-            *c = Followed::default();
+            *c = Followed {
+                lost: true,
+                ..Followed::default()
+            };
             for m in &all {
                 c.apply(m, false);
             }
@@ -368,6 +385,22 @@ impl KernelNeighbours {
 impl Neighbours for KernelNeighbours {
     fn table(&self) -> Table<'_> {
         Box::pin(self.entries())
+    }
+
+    fn take_changed(&self) -> Option<Vec<MacAddr>> {
+        let ifindex = self.ifindex().ok()?;
+        let mut copy = lock(&self.copy);
+        let changed = std::mem::take(&mut copy.changed);
+        if !copy.ready || std::mem::take(&mut copy.lost) {
+            return None;
+        }
+        Some(
+            changed
+                .into_iter()
+                .filter(|(i, _)| *i == ifindex)
+                .map(|(_, mac)| mac)
+                .collect(),
+        )
     }
 
     fn recent(&self, macs: &[MacAddr]) -> Vec<Vec<IpAddr>> {

@@ -72,6 +72,9 @@ pub struct Sender {
     open: HashMap<MacAddr, Addresses>,
     /// When the backlog was last counted.
     counted: Option<std::time::Instant>,
+    /// The next `follow` looks at every open device, not only those the copy says changed
+    /// (set by each sweep: a change seen before a session's Start was delivered is not lost).
+    look_at_all: bool,
 }
 
 impl std::fmt::Debug for Sender {
@@ -97,6 +100,7 @@ impl Sender {
             status: Arc::default(),
             open: HashMap::new(),
             counted: None,
+            look_at_all: true,
         }
     }
 
@@ -113,6 +117,12 @@ impl Sender {
                 tracing::error!("RADIUS accounting is not on in the store; nothing is sent");
                 return;
             };
+            let servers: Vec<String> = self.settings.servers.iter().map(ToString::to_string).collect();
+            tracing::info!(
+                servers = %servers.join(", "),
+                nas_identifier = %self.settings.nas_identifier,
+                "RADIUS accounting on: the filter is told who holds each guest address"
+            );
             self.sweep().await;
             let start = tokio::time::Instant::now();
             let mut next_follow = start + FOLLOW;
@@ -274,17 +284,23 @@ impl Sender {
         }
     }
 
-    /// Every session against the store; then `open` from the store's sessions.
+    /// Every session against the store, a batch at a time; then `open` from the store's sessions.
     async fn sweep(&mut self) {
         let now = self.clock.now();
-        match self
-            .store
-            .run(move |s| {
-                s.account_all(now)?;
-                s.accounting_sessions()
-            })
-            .await
-        {
+        // Bounded: a device the store cannot start (no usable address) is found again by
+        // every batch, and must not keep the sweep going.
+        for _ in 0..10_000 {
+            match self.store.run(move |s| s.account_all(now)).await {
+                Ok(n) if n < crate::store::accounting::SWEEP_BATCH => break,
+                Ok(_) => tokio::task::yield_now().await,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot check RADIUS sessions against the store");
+                    break;
+                }
+            }
+        }
+        self.look_at_all = true;
+        match self.store.run(|s| s.accounting_sessions()).await {
             Ok(sessions) => self.open = sessions.into_iter().map(|s| (s.mac, s.addresses)).collect(),
             Err(e) => tracing::error!(error = %e, "cannot check RADIUS sessions against the store"),
         }
@@ -301,11 +317,19 @@ impl Sender {
                 Vec::new()
             }
         };
-        if self.open.is_empty() && waiting.is_empty() {
+        // Only devices whose entries changed since the last look, when the copy can say which
+        // (so an idle router with 50,000 guests looks at none); all of them after each sweep.
+        let changed = self.neighbours.take_changed();
+        let mut macs: Vec<MacAddr> = match changed {
+            Some(changed) if !std::mem::take(&mut self.look_at_all) => {
+                changed.into_iter().filter(|m| self.open.contains_key(m)).collect()
+            }
+            _ => self.open.keys().copied().collect(),
+        };
+        macs.extend(waiting);
+        if macs.is_empty() {
             return;
         }
-        let mut macs: Vec<MacAddr> = self.open.keys().copied().collect();
-        macs.extend(waiting);
         let seen = self.neighbours.recent(&macs);
         let mut moved = Vec::new();
         for (mac, recent) in macs.into_iter().zip(seen) {

@@ -22,6 +22,9 @@ use crate::clients::MacAddr;
 /// The outbox channel of RADIUS accounting.
 pub const RADIUS: &str = "radius";
 
+/// Most devices `account_all` looks at in one transaction (about 30 ms of the store's lock).
+pub const SWEEP_BATCH: usize = 1000;
+
 /// Most IPv6 addresses one session reports (phones use several temporary ones).
 const MAX_V6: usize = 4;
 
@@ -505,11 +508,11 @@ impl Store {
         Ok(())
     }
 
-    /// Every session against every device's access, in one transaction: Stops for those whose
-    /// access ended unseen (while the daemon was down), Starts for devices open by a consent
-    /// without one (accounting just turned on). Only the devices out of line are looked at
-    /// one by one, so with 50,000 open sessions this is two index scans, not 50,000 checks.
-    /// Returns how many were.
+    /// Sessions against devices' access: Stops for those whose access ended unseen (while the
+    /// daemon was down), Starts for devices open by a consent without one (accounting just
+    /// turned on). Only the devices out of line are looked at one by one (two index scans find
+    /// them), and at most `SWEEP_BATCH` in one transaction, so an accept never waits long
+    /// behind it. Returns how many were looked at: call again while it is `SWEEP_BATCH`.
     ///
     /// # Errors
     /// On a database failure.
@@ -527,9 +530,10 @@ impl Store {
                    AND NOT EXISTS (SELECT 1 FROM exceptions e WHERE e.mac = s.mac AND e.ended_at IS NULL AND e.until > ?1)
                  UNION
                  SELECT c.mac FROM consents c WHERE c.ended_at IS NULL AND c.expires_at > ?1
-                   AND NOT EXISTS (SELECT 1 FROM accounting_sessions s WHERE s.mac = c.mac)",
+                   AND NOT EXISTS (SELECT 1 FROM accounting_sessions s WHERE s.mac = c.mac)
+                 LIMIT ?2",
             )?;
-            let rows = stmt.query_map([ts(now)], |r| r.get::<_, String>(0))?;
+            let rows = stmt.query_map(params![ts(now), SWEEP_BATCH as i64], |r| r.get::<_, String>(0))?;
             rows.map(|m| parse_mac(&m?)).collect::<Result<_, _>>()?
         };
         for &mac in &macs {
