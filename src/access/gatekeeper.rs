@@ -556,7 +556,11 @@ impl<F: Firewall> Writer<F> {
         let mut closed = Vec::new();
         for mac in due {
             match self.store_call(move |s| s.allowed_until(mac, now)).await {
-                Ok(Some(until)) => lock(&self.expiries).insert(mac, until),
+                Ok(Some(until)) => {
+                    lock(&self.expiries).insert(mac, until);
+                    // One consent ran out and another holds it: its session changes holder.
+                    closed.push(mac);
+                }
                 Ok(None) => {
                     // The kernel's timeout closes it within the second; this closes it now.
                     self.firewall.deny(mac).await?;
@@ -574,8 +578,9 @@ impl<F: Firewall> Writer<F> {
         Ok(())
     }
 
-    /// Accounting's Stops for devices whose access ran out (nothing when it is off). A failure
-    /// is only logged: the accounting sweep finds them again.
+    /// Accounting's Stops for devices whose access ran out, or whose consent ran out while
+    /// another still holds them (nothing when it is off). A failure is only logged: the
+    /// accounting sweep finds them again.
     async fn account_closed(&self, macs: Vec<MacAddr>, now: Timestamp) {
         if macs.is_empty() || self.store.accounting().is_none() {
             return;

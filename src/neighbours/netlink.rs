@@ -147,7 +147,11 @@ async fn follow(copy: &Mutex<Followed>) -> NeighbourError {
                 lost: true,
                 ..Followed::default()
             };
-            for m in &all {
+            // Reachable entries last: a device's most recently confirmed address is then
+            // last in its list, as events keep it (a dump comes in the kernel's hash order).
+            let (reachable, rest): (Vec<_>, Vec<_>) =
+                all.iter().partition(|m| m.header.state == NeighbourState::Reachable);
+            for m in rest.into_iter().chain(reachable) {
                 c.apply(m, false);
             }
             c.ready = true;

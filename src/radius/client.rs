@@ -199,7 +199,11 @@ impl Client {
                         if packet::is_response_to(&buf[..n], &bytes, secret.bytes()) {
                             return Ok(());
                         }
-                        invalid += 1;
+                        // A late answer to an earlier request has another identifier: not a
+                        // sign of a wrong secret.
+                        if n >= 2 && buf[1] == identifier {
+                            invalid += 1;
+                        }
                     }
                     Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => return Err(Failure::Refused),
                     Ok(Err(e)) => return Err(Failure::Unreachable(e.to_string())),

@@ -129,25 +129,12 @@ impl Sender {
             let mut next_sweep = start + SWEEP;
             let mut next_interim = self.interim.map(|i| start + i);
             let mut backoff = MIN_BACKOFF;
+            // While no server takes the oldest record, it is tried again at `retry`; following
+            // addresses and the sweep go on meanwhile, so an outage loses no change.
+            let mut retry: Option<tokio::time::Instant> = None;
             loop {
                 if *shutdown.borrow() {
                     return;
-                }
-                match self.send_next().await {
-                    Some(true) => {
-                        backoff = MIN_BACKOFF;
-                        continue;
-                    }
-                    Some(false) => {
-                        // No server took it: wait, then the same record again (order is kept).
-                        tokio::select! {
-                            () = tokio::time::sleep(backoff) => {}
-                            _ = shutdown.changed() => return,
-                        }
-                        backoff = (backoff * 2).min(MAX_BACKOFF);
-                        continue;
-                    }
-                    None => {}
                 }
                 let now = tokio::time::Instant::now();
                 if now >= next_follow {
@@ -160,16 +147,39 @@ impl Sender {
                     next_sweep = now + SWEEP;
                     continue;
                 }
-                if let (Some(due), Some(every)) = (next_interim, self.interim)
+                if retry.is_none_or(|at| now >= at) {
+                    match self.send_next().await {
+                        Some(true) => {
+                            (backoff, retry) = (MIN_BACKOFF, None);
+                            continue;
+                        }
+                        Some(false) => {
+                            // The same record again later: order is kept.
+                            retry = Some(tokio::time::Instant::now() + backoff);
+                            backoff = (backoff * 2).min(MAX_BACKOFF);
+                            continue;
+                        }
+                        None => retry = None,
+                    }
+                }
+                // Interim-Updates only while nothing waits.
+                if retry.is_none()
+                    && let (Some(due), Some(every)) = (next_interim, self.interim)
                     && now >= due
                 {
                     self.interims().await;
                     next_interim = Some(tokio::time::Instant::now() + every);
                     continue;
                 }
-                let until = next_interim.map_or(next_follow.min(next_sweep), |i| i.min(next_follow).min(next_sweep));
+                let mut until = next_follow.min(next_sweep);
+                if let Some(at) = retry {
+                    until = until.min(at);
+                } else if let Some(at) = next_interim {
+                    until = until.min(at);
+                }
                 tokio::select! {
-                    () = wake.notified() => {}
+                    // A new record: sent now, unless a retry is pending (it waits its turn).
+                    () = wake.notified(), if retry.is_none() => {}
                     () = tokio::time::sleep_until(until) => {}
                     _ = shutdown.changed() => return,
                 }
@@ -210,8 +220,8 @@ impl Sender {
                 // Only a hand edit makes one; it must not hold up everything after it.
                 tracing::error!(record = pending.id, error = %e, "dropping an unreadable RADIUS record from the outbox");
                 let id = pending.id;
-                let _ = self.store.run(move |s| s.outbox_delivered(id)).await;
-                return Some(true);
+                // If it cannot even be removed, wait like a failed round rather than spin.
+                return Some(self.store.run(move |s| s.outbox_delivered(id)).await.is_ok());
             }
         };
         let now = self.clock.now();
@@ -291,7 +301,7 @@ impl Sender {
         // every batch, and must not keep the sweep going.
         for _ in 0..10_000 {
             match self.store.run(move |s| s.account_all(now)).await {
-                Ok(n) if n < crate::store::accounting::SWEEP_BATCH => break,
+                Ok((looked, changed)) if looked < crate::store::accounting::SWEEP_BATCH || changed == 0 => break,
                 Ok(_) => tokio::task::yield_now().await,
                 Err(e) => {
                     tracing::error!(error = %e, "cannot check RADIUS sessions against the store");
@@ -335,8 +345,10 @@ impl Sender {
         for (mac, recent) in macs.into_iter().zip(seen) {
             let seen = Addresses::from_recent(&recent);
             let changed = match self.open.get(&mac) {
+                // A new address, not one of those already told moving about in the order (a
+                // phone with several temporary IPv6 addresses must not churn sessions).
                 Some(told) => {
-                    (seen.ipv4.is_some() && seen.ipv4 != told.ipv4) || (!seen.ipv6.is_empty() && seen.ipv6 != told.ipv6)
+                    (seen.ipv4.is_some() && seen.ipv4 != told.ipv4) || seen.ipv6.iter().any(|a| !told.ipv6.contains(a))
                 }
                 None => !seen.is_empty(),
             };

@@ -26,7 +26,7 @@ pub const RADIUS: &str = "radius";
 pub const SWEEP_BATCH: usize = 1000;
 
 /// Most IPv6 addresses one session reports (phones use several temporary ones).
-const MAX_V6: usize = 4;
+const MAX_V6: usize = 8;
 
 /// Accounting as the store keeps it: what User-Name carries, and the sender's wake-up.
 #[derive(Debug)]
@@ -390,8 +390,8 @@ pub(super) fn account(
     mac: MacAddr,
     now: Timestamp,
     change: Change,
-) -> Result<(), StoreError> {
-    let Some(acct) = acct else { return Ok(()) };
+) -> Result<bool, StoreError> {
+    let Some(acct) = acct else { return Ok(false) };
     let current = open_session(conn, mac)?;
     let holder = holder(conn, acct.mode, mac, now)?;
     let closed_by = match &change {
@@ -399,8 +399,17 @@ pub(super) fn account(
         Change::Accepted(_) | Change::Opened | Change::Moved(_) => StopCause::SessionTimeout,
     };
     match (current, holder) {
-        (None, None) => Ok(()),
-        (Some(session), None) => stop(conn, acct, session, now, closed_by),
+        (None, None) => Ok(false),
+        (Some(session), None) => {
+            // Access that ran out (perhaps while the daemon was down) stopped when it ended,
+            // not when this noticed.
+            let at = match closed_by {
+                StopCause::SessionTimeout => last_end(conn, mac, now)?.unwrap_or(now).clamp(session.started_at, now),
+                _ => now,
+            };
+            stop(conn, acct, session, at, closed_by)?;
+            Ok(true)
+        }
         (None, Some(holder)) => {
             let addresses = match &change {
                 Change::Moved(a) | Change::Accepted(a) => holder.accepted_from.updated(a),
@@ -408,9 +417,10 @@ pub(super) fn account(
             };
             if addresses.is_empty() {
                 // An exception's device: its Start waits for the neighbour table to show it.
-                return Ok(());
+                return Ok(false);
             }
-            start(conn, acct, mac, holder, addresses, now)
+            start(conn, acct, mac, holder, addresses, now)?;
+            Ok(true)
         }
         (Some(session), Some(holder)) => {
             // Only what is newer than the session replaces its addresses: a new accept's
@@ -421,17 +431,35 @@ pub(super) fn account(
             };
             let same_holder = session.user_name == holder.user_name && session.class == holder.class;
             if same_holder && addresses == session.addresses {
-                return Ok(());
+                return Ok(false);
             }
-            let cause = if same_holder {
-                StopCause::NasRequest
-            } else {
-                StopCause::UserRequest
+            // Another consent or exception holds it now: the old one's session ends for its
+            // own reason (ran out, revoked), or because the device accepted again.
+            let cause = match (&change, same_holder) {
+                (_, true) => StopCause::NasRequest,
+                (Change::Closed(cause), false) => *cause,
+                (_, false) => StopCause::UserRequest,
             };
             stop(conn, acct, session, now, cause)?;
-            start(conn, acct, mac, holder, addresses, now)
+            start(conn, acct, mac, holder, addresses, now)?;
+            Ok(true)
         }
     }
+}
+
+/// When `mac`'s access last ended, up to `now` (the latest end among its consents and
+/// exceptions that are over).
+fn last_end(conn: &Connection, mac: MacAddr, now: Timestamp) -> Result<Option<Timestamp>, StoreError> {
+    let raw: Option<String> = conn
+        .prepare_cached(
+            "SELECT max(t) FROM (
+                 SELECT min(coalesce(ended_at, expires_at), expires_at) AS t FROM consents WHERE mac = ?1
+                 UNION ALL
+                 SELECT min(coalesce(ended_at, until), until) FROM exceptions WHERE mac = ?1)
+             WHERE t <= ?2",
+        )?
+        .query_row(params![mac.to_string(), ts(now)], |r| r.get(0))?;
+    raw.as_deref().map(parse_ts).transpose()
 }
 
 /// Undelivered records that name `mac` no longer carry the name the guest typed (erasure):
@@ -512,14 +540,16 @@ impl Store {
     /// daemon was down), Starts for devices open by a consent without one (accounting just
     /// turned on). Only the devices out of line are looked at one by one (two index scans find
     /// them), and at most `SWEEP_BATCH` in one transaction, so an accept never waits long
-    /// behind it. Returns how many were looked at: call again while it is `SWEEP_BATCH`.
+    /// behind it. Returns how many were looked at and how many of those it changed: call again
+    /// while a full batch changed something (a device it cannot start, with no usable address,
+    /// is found by every batch).
     ///
     /// # Errors
     /// On a database failure.
-    pub fn account_all(&self, now: Timestamp) -> Result<usize, StoreError> {
+    pub fn account_all(&self, now: Timestamp) -> Result<(usize, usize), StoreError> {
         let mode = self.acct();
         if mode.is_none() {
-            return Ok(0);
+            return Ok((0, 0));
         }
         let mut conn = self.lock();
         let tx = conn.transaction()?;
@@ -536,11 +566,12 @@ impl Store {
             let rows = stmt.query_map(params![ts(now), SWEEP_BATCH as i64], |r| r.get::<_, String>(0))?;
             rows.map(|m| parse_mac(&m?)).collect::<Result<_, _>>()?
         };
+        let mut changed = 0;
         for &mac in &macs {
-            account(&tx, mode, mac, now, Change::Opened)?;
+            changed += usize::from(account(&tx, mode, mac, now, Change::Opened)?);
         }
         tx.commit()?;
-        Ok(macs.len())
+        Ok((macs.len(), changed))
     }
 
     /// Devices let through by an exception that have no session yet: their Start waits for

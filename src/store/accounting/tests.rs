@@ -71,7 +71,7 @@ fn nothing_is_written_while_accounting_is_off() {
     s.revoke(mac(), t("2026-11-23T10:05:00Z"), "staff").unwrap();
     assert!(s.outbox_next(RADIUS).unwrap().is_none());
     assert!(s.accounting_sessions().unwrap().is_empty());
-    assert_eq!(s.account_all(t("2026-11-23T10:06:00Z")).unwrap(), 0);
+    assert_eq!(s.account_all(t("2026-11-23T10:06:00Z")).unwrap(), (0, 0));
 }
 
 #[test]
@@ -194,7 +194,7 @@ fn the_sweep_stops_what_ended_unseen_and_starts_what_is_open_without_a_session()
     accept(&off, &c, "192.0.2.10", "Ann", "2026-11-23T10:00:00Z");
     // Accounting turned on later: the sweep starts the device already open.
     off.set_accounting(UserName::Name);
-    assert_eq!(off.account_all(t("2026-11-23T10:01:00Z")).unwrap(), 1);
+    assert_eq!(off.account_all(t("2026-11-23T10:01:00Z")).unwrap(), (1, 1));
     let start = drain(&off);
     assert_eq!(start.len(), 1);
     assert_eq!(start[0].status, AcctStatus::Start);
@@ -205,6 +205,45 @@ fn the_sweep_stops_what_ended_unseen_and_starts_what_is_open_without_a_session()
     assert_eq!(stop.len(), 1);
     assert_eq!(stop[0].status, AcctStatus::Stop);
     assert_eq!(stop[0].session, start[0].session);
+    assert_eq!(
+        stop[0].at, c.ends_at,
+        "stopped when the course ended, not when the sweep saw it"
+    );
+}
+
+#[test]
+fn a_consent_that_runs_out_while_another_holds_the_device_changes_the_sessions_holder() {
+    let (s, c) = store(Some(UserName::Name));
+    let mut n = 100u8;
+    let later = s
+        .add_course(
+            "Evening class",
+            t("2026-11-23T09:00:00Z"),
+            t("2026-11-23T20:00:00Z"),
+            5,
+            t("2026-11-23T08:00:00Z"),
+            "test",
+            || {
+                n += 1;
+                AccessCode::from_random(&[n; 8]).unwrap()
+            },
+        )
+        .unwrap();
+    accept(&s, &later, "192.0.2.10", "Ann", "2026-11-23T10:00:00Z");
+    accept(&s, &c, "192.0.2.10", "Ann", "2026-11-23T10:01:00Z");
+    let records = drain(&s);
+    assert_eq!(records.last().unwrap().class, "Phonics", "the latest accept holds it");
+    s.account_closed(&[mac()], t("2026-11-23T16:00:01Z")).unwrap();
+    let moved = drain(&s);
+    assert_eq!(moved.len(), 2, "{moved:?}");
+    assert_eq!(
+        (moved[0].status, moved[0].cause),
+        (AcctStatus::Stop, Some(StopCause::SessionTimeout))
+    );
+    assert_eq!(
+        (moved[1].status, moved[1].class.as_str()),
+        (AcctStatus::Start, "Evening class")
+    );
 }
 
 #[test]
