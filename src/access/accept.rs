@@ -330,6 +330,7 @@ impl Admissions {
         let attempt = Attempt {
             mac,
             ip: ip.to_string(),
+            addresses: neighbour.addresses.clone(),
             now,
             since: now - WRONG_CODE_WINDOW,
             max_wrong: MAX_WRONG_CODES,

@@ -137,6 +137,19 @@ impl Addresses {
         }
     }
 
+    /// What a Start says of a guest who accepted from `ip`: that address, and the device's
+    /// others that the neighbour table has (its IPv4 address if it accepted over IPv6, its
+    /// global IPv6 ones).
+    pub fn of_accept(ip: &str, others: &[IpAddr]) -> Self {
+        let Ok(ip) = ip.parse::<IpAddr>() else {
+            return Self::from_recent(others);
+        };
+        // The accept's own address last: the most recent, so it is the one reported.
+        let mut all: Vec<IpAddr> = others.iter().copied().filter(|a| *a != ip).collect();
+        all.push(ip);
+        Self::from_recent(&all)
+    }
+
     /// The address a guest accepted from, as stored.
     pub(super) fn of_ip(ip: &str) -> Self {
         match ip.parse::<IpAddr>() {

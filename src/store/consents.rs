@@ -193,6 +193,9 @@ pub struct Attempt {
     pub mac: MacAddr,
     /// Its address.
     pub ip: String,
+    /// Its other addresses in the neighbour table (for accounting's Start: a dual-stack
+    /// device's first session then carries both).
+    pub addresses: Vec<std::net::IpAddr>,
     /// When it asked.
     pub now: Timestamp,
     /// The brute-force guard's window starts here ...
@@ -278,7 +281,7 @@ fn admit_one(conn: &Connection, a: &Attempt, acct: Option<&Accounting>) -> Resul
     };
     match insert_consent(conn, &consent) {
         Ok(id) => {
-            let from = Addresses::of_ip(&consent.ip);
+            let from = Addresses::of_accept(&consent.ip, &a.addresses);
             accounting::account(conn, acct, a.mac, a.now, Change::Accepted(from))?;
             Ok(Admission::Consented { course, consent: id })
         }

@@ -1020,6 +1020,7 @@ fn admit_all_writes_each_accept_in_its_own_savepoint_and_commits_them_together()
         Attempt {
             mac: mac.parse().unwrap(),
             ip: "192.0.2.10".into(),
+            addresses: vec![],
             now: t("2026-11-23T10:00:00Z"),
             since: t("2026-11-23T09:45:00Z"),
             max_wrong: 5,
@@ -1085,6 +1086,7 @@ fn admit_all_rolls_back_a_lone_failed_accept_whole() {
         Attempt {
             mac: "02:00:00:00:00:01".parse().unwrap(),
             ip: "192.0.2.10".into(),
+            addresses: vec![],
             now: t("2026-11-23T10:00:00Z"),
             since: t("2026-11-23T09:45:00Z"),
             max_wrong: 5,

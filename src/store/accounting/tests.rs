@@ -317,3 +317,53 @@ fn the_outbox_keeps_order_counts_failures_and_is_purged_by_retention() {
         .unwrap();
     assert_eq!(s.outbox_backlog(RADIUS).unwrap().pending, 0);
 }
+
+#[test]
+fn an_accept_starts_with_every_address_the_neighbour_table_has_for_the_device() {
+    let (s, c) = store(Some(UserName::Name));
+    let attempt = |ip: &str| crate::store::Attempt {
+        mac: mac(),
+        ip: ip.into(),
+        addresses: vec![
+            "fe80::1".parse().unwrap(),
+            "192.0.2.10".parse().unwrap(),
+            "2001:db8::5".parse().unwrap(),
+        ],
+        now: t("2026-11-23T10:00:00Z"),
+        since: t("2026-11-23T09:45:00Z"),
+        max_wrong: 5,
+        code: Some(c.code.clone()),
+        empty: false,
+        consent: {
+            let (course, ip) = (c.clone(), ip.to_owned());
+            Box::new(move |_| {
+                Some(NewConsent {
+                    course_id: course.id,
+                    max_devices: course.max_devices,
+                    mac: mac(),
+                    ip: ip.clone(),
+                    accepted_at: t("2026-11-23T10:00:00Z"),
+                    expires_at: course.ends_at,
+                    name: "Ann".into(),
+                    organisation: "Org".into(),
+                    user_agent: "UA".into(),
+                    policy_hash: "abc".into(),
+                })
+            })
+        },
+    };
+    // Accepted over IPv6: the Start has the device's IPv4 address too, so no second session
+    // follows at once.
+    let out = s.admit_all(&[attempt("2001:db8::5")]).unwrap();
+    assert!(
+        matches!(out[0], Ok(crate::store::Admission::Consented { .. })),
+        "{out:?}"
+    );
+    let start = drain(&s);
+    assert_eq!(start.len(), 1);
+    assert_eq!(start[0].addresses.ipv4, Some("192.0.2.10".parse().unwrap()));
+    assert_eq!(
+        start[0].addresses.ipv6,
+        vec!["2001:db8::5".parse::<Ipv6Addr>().unwrap()]
+    );
+}
