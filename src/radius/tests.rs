@@ -31,6 +31,19 @@ fn sender(store: &Store, table: &[(&str, MacAddr)], now: &str) -> Sender {
     Sender::new(&settings(), store.clone(), Arc::new(StaticNeighbours(table)), clock)
 }
 
+const NOW: &str = "2026-11-23T10:00:00Z";
+
+/// A store with accounting on, and a device let in by an exception at `NOW` (no address yet).
+fn excepted() -> (Store, MacAddr) {
+    let store = Store::open_in_memory().unwrap();
+    store.set_accounting(UserName::Name);
+    let mac: MacAddr = "02:99:00:00:00:07".parse().unwrap();
+    store
+        .grant_exception(mac, "visiting speaker", "staff", t(NOW), t("2026-11-23T12:00:00Z"))
+        .unwrap();
+    (store, mac)
+}
+
 fn waiting(store: &Store) -> Vec<AccountingRecord> {
     let mut out = Vec::new();
     while let Some(p) = store.outbox_next(RADIUS).unwrap() {
@@ -42,13 +55,8 @@ fn waiting(store: &Store) -> Vec<AccountingRecord> {
 
 #[tokio::test]
 async fn an_exceptions_device_starts_when_its_address_appears_and_a_new_lease_moves_it() {
-    let store = Store::open_in_memory().unwrap();
-    store.set_accounting(UserName::Name);
-    let mac: MacAddr = "02:99:00:00:00:07".parse().unwrap();
-    let now = "2026-11-23T10:00:00Z";
-    store
-        .grant_exception(mac, "visiting speaker", "staff", t(now), t("2026-11-23T12:00:00Z"))
-        .unwrap();
+    let (store, mac) = excepted();
+    let now = NOW;
     // Not in the neighbour table yet: nothing to say.
     sender(&store, &[], now).follow().await;
     assert!(waiting(&store).is_empty());
@@ -78,13 +86,8 @@ async fn an_exceptions_device_starts_when_its_address_appears_and_a_new_lease_mo
 
 #[tokio::test]
 async fn without_a_readable_secret_nothing_is_delivered_and_the_record_waits() {
-    let store = Store::open_in_memory().unwrap();
-    store.set_accounting(UserName::Name);
-    let mac: MacAddr = "02:99:00:00:00:07".parse().unwrap();
-    let now = "2026-11-23T10:00:00Z";
-    store
-        .grant_exception(mac, "x", "staff", t(now), t("2026-11-23T12:00:00Z"))
-        .unwrap();
+    let (store, mac) = excepted();
+    let now = NOW;
     let mut s = sender(&store, &[("192.0.2.20", mac)], now);
     s.follow().await;
     assert_eq!(s.send_next().await, Some(false));
@@ -100,13 +103,8 @@ async fn without_a_readable_secret_nothing_is_delivered_and_the_record_waits() {
 
 #[tokio::test]
 async fn ipv6_addresses_moving_about_in_the_order_are_not_a_change_but_a_new_one_is() {
-    let store = Store::open_in_memory().unwrap();
-    store.set_accounting(UserName::Name);
-    let mac: MacAddr = "02:99:00:00:00:07".parse().unwrap();
-    let now = "2026-11-23T10:00:00Z";
-    store
-        .grant_exception(mac, "x", "staff", t(now), t("2026-11-23T12:00:00Z"))
-        .unwrap();
+    let (store, mac) = excepted();
+    let now = NOW;
     let v6 = ["2001:db8::1", "2001:db8::2", "2001:db8::3"];
     let table = |order: &[&'static str]| -> Vec<(&'static str, MacAddr)> { order.iter().map(|a| (*a, mac)).collect() };
     let mut s = sender(&store, &table(&["192.0.2.20", v6[0], v6[1], v6[2]]), now);

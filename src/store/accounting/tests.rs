@@ -20,22 +20,26 @@ fn store(mode: Option<UserName>) -> (Store, Course) {
         s.set_accounting(mode);
     }
     s.record_policy("abc", "# Policy", t("2026-11-23T08:00:00Z")).unwrap();
-    let mut n = 0u8;
-    let c = s
-        .add_course(
-            "Phonics",
-            t("2026-11-23T09:00:00Z"),
-            t("2026-11-23T16:00:00Z"),
-            5,
-            t("2026-11-23T08:00:00Z"),
-            "test",
-            || {
-                n += 1;
-                AccessCode::from_random(&[n; 8]).unwrap()
-            },
-        )
-        .unwrap();
+    let c = course(&s, "Phonics", "2026-11-23T16:00:00Z", 0);
     (s, c)
+}
+
+/// A course running from 09:00 to `ends`, its codes drawn from `seed` on.
+fn course(s: &Store, title: &str, ends: &str, seed: u8) -> Course {
+    let mut n = seed;
+    s.add_course(
+        title,
+        t("2026-11-23T09:00:00Z"),
+        t(ends),
+        5,
+        t("2026-11-23T08:00:00Z"),
+        "test",
+        || {
+            n += 1;
+            AccessCode::from_random(&[n; 8]).unwrap()
+        },
+    )
+    .unwrap()
 }
 
 fn accept(s: &Store, c: &Course, ip: &str, name: &str, at: &str) {
@@ -214,21 +218,7 @@ fn the_sweep_stops_what_ended_unseen_and_starts_what_is_open_without_a_session()
 #[test]
 fn a_consent_that_runs_out_while_another_holds_the_device_changes_the_sessions_holder() {
     let (s, c) = store(Some(UserName::Name));
-    let mut n = 100u8;
-    let later = s
-        .add_course(
-            "Evening class",
-            t("2026-11-23T09:00:00Z"),
-            t("2026-11-23T20:00:00Z"),
-            5,
-            t("2026-11-23T08:00:00Z"),
-            "test",
-            || {
-                n += 1;
-                AccessCode::from_random(&[n; 8]).unwrap()
-            },
-        )
-        .unwrap();
+    let later = course(&s, "Evening class", "2026-11-23T20:00:00Z", 100);
     accept(&s, &later, "192.0.2.10", "Ann", "2026-11-23T10:00:00Z");
     accept(&s, &c, "192.0.2.10", "Ann", "2026-11-23T10:01:00Z");
     let records = drain(&s);
