@@ -66,7 +66,6 @@ pub struct Sender {
     settings: Settings,
     /// Made once the secret has been read (it is read again until it can be).
     client: Option<client::Client>,
-    interim: Option<Duration>,
     status: Arc<Status>,
     /// Each open session's addresses as last written, to compare with the neighbour table.
     open: HashMap<MacAddr, Addresses>,
@@ -96,7 +95,6 @@ impl Sender {
             clock,
             settings: settings.clone(),
             client: None,
-            interim: settings.interim,
             status: Arc::default(),
             open: HashMap::new(),
             counted: None,
@@ -127,7 +125,7 @@ impl Sender {
             let start = tokio::time::Instant::now();
             let mut next_follow = start + FOLLOW;
             let mut next_sweep = start + SWEEP;
-            let mut next_interim = self.interim.map(|i| start + i);
+            let mut next_interim = self.settings.interim.map(|i| start + i);
             let mut backoff = MIN_BACKOFF;
             // While no server takes the oldest record, it is tried again at `retry`; following
             // addresses and the sweep go on meanwhile, so an outage loses no change.
@@ -164,7 +162,7 @@ impl Sender {
                 }
                 // Interim-Updates only while nothing waits.
                 if retry.is_none()
-                    && let (Some(due), Some(every)) = (next_interim, self.interim)
+                    && let (Some(due), Some(every)) = (next_interim, self.settings.interim)
                     && now >= due
                 {
                     self.interims().await;
@@ -363,10 +361,7 @@ impl Sender {
                 // Not what the filter has yet, but written: not asked again every FOLLOW.
                 Ok(()) => {
                     let entry = self.open.entry(mac).or_default();
-                    entry.ipv4 = told.ipv4.or(entry.ipv4);
-                    if !told.ipv6.is_empty() {
-                        entry.ipv6 = told.ipv6;
-                    }
+                    *entry = entry.updated(&told);
                 }
                 Err(e) => tracing::error!(%mac, error = %e, "cannot record a device's new address for RADIUS"),
             }

@@ -126,7 +126,7 @@ impl Addresses {
     }
 
     /// These, with `newer` replacing what it knows: its IPv4 if it has one, its IPv6 if any.
-    fn updated(&self, newer: &Self) -> Self {
+    pub fn updated(&self, newer: &Self) -> Self {
         Self {
             ipv4: newer.ipv4.or(self.ipv4),
             ipv6: if newer.ipv6.is_empty() {
@@ -274,37 +274,41 @@ fn holder(conn: &Connection, mode: UserName, mac: MacAddr, now: Timestamp) -> Re
     }))
 }
 
+/// An `accounting_sessions` row as read: mac, session, started_at, user_name, class, ipv4, ipv6.
+type SessionRow = (String, String, String, String, String, Option<String>, String);
+
+fn session_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<SessionRow> {
+    Ok((
+        r.get(0)?,
+        r.get(1)?,
+        r.get(2)?,
+        r.get(3)?,
+        r.get(4)?,
+        r.get(5)?,
+        r.get(6)?,
+    ))
+}
+
 fn open_session(conn: &Connection, mac: MacAddr) -> Result<Option<AccountingRecord>, StoreError> {
-    let row: Option<(String, String, String, String, Option<String>, String)> = conn
-        .prepare_cached(
-            "SELECT session, started_at, user_name, class, ipv4, ipv6 FROM accounting_sessions WHERE mac = ?1",
-        )?
-        .query_row([mac.to_string()], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
-        })
-        .optional()?;
-    row.map(|(session, started, user_name, class, ipv4, ipv6)| {
-        session_record(mac, session, &started, user_name, class, ipv4, &ipv6)
-    })
+    conn.prepare_cached(
+        "SELECT mac, session, started_at, user_name, class, ipv4, ipv6 FROM accounting_sessions WHERE mac = ?1",
+    )?
+    .query_row([mac.to_string()], session_row)
+    .optional()?
+    .map(session_record)
     .transpose()
 }
 
-fn session_record(
-    mac: MacAddr,
-    session: String,
-    started: &str,
-    user_name: String,
-    class: String,
-    ipv4: Option<String>,
-    ipv6: &str,
-) -> Result<AccountingRecord, StoreError> {
+fn session_record(row: SessionRow) -> Result<AccountingRecord, StoreError> {
+    let (mac, session, started, user_name, class, ipv4, ipv6) = row;
+    let mac = parse_mac(&mac)?;
     let corrupt = |what: &str| StoreError::Corrupt(format!("accounting session {session}: {what}"));
     let ipv4 = ipv4.map(|a| a.parse().map_err(|_| corrupt("ipv4"))).transpose()?;
     let ipv6 = ipv6
         .split_whitespace()
         .map(|a| a.parse().map_err(|_| corrupt("ipv6")))
         .collect::<Result<_, _>>()?;
-    let started_at = parse_ts(started)?;
+    let started_at = parse_ts(&started)?;
     Ok(AccountingRecord {
         status: AcctStatus::Start,
         session,
@@ -615,22 +619,8 @@ impl Store {
         let mut stmt = conn.prepare_cached(
             "SELECT mac, session, started_at, user_name, class, ipv4, ipv6 FROM accounting_sessions ORDER BY started_at",
         )?;
-        let rows = stmt.query_map([], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, String>(2)?,
-                r.get::<_, String>(3)?,
-                r.get::<_, String>(4)?,
-                r.get::<_, Option<String>>(5)?,
-                r.get::<_, String>(6)?,
-            ))
-        })?;
-        rows.map(|row| {
-            let (mac, session, started, user_name, class, ipv4, ipv6) = row?;
-            session_record(parse_mac(&mac)?, session, &started, user_name, class, ipv4, &ipv6)
-        })
-        .collect()
+        let rows = stmt.query_map([], session_row)?;
+        rows.map(|row| session_record(row?)).collect()
     }
 
     /// The oldest record waiting in `channel`'s outbox.
