@@ -37,6 +37,7 @@ pub mod metrics;
 pub mod neighbours;
 pub mod portal;
 pub mod radius;
+pub mod secret;
 pub mod store;
 #[cfg(test)]
 mod testing;

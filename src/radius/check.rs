@@ -27,7 +27,7 @@ pub fn findings(settings: Option<&Settings>, store: &Path) -> Vec<(Level, String
         )];
     };
     let mut out = Vec::new();
-    match Secret::load(&s.secret_file) {
+    match Secret::load("radius.secret_file", &s.secret_file) {
         Ok(secret) if secret.len() < 16 => out.push((
             Level::Warn,
             format!(

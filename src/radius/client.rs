@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 use tokio::net::UdpSocket;
 
 use super::packet::{self, MAX_PACKET, Request, Status};
-use super::settings::{Secret, Server};
+use super::settings::Server;
+use crate::secret::Secret;
 use crate::store::accounting::{AccountingRecord, AcctStatus, station_id};
 
 /// Waits for an answer, one per send: three sends per server, 7 s in all (RFC 5080 §2.2.1's

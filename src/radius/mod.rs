@@ -25,7 +25,8 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::watch;
 
-pub use settings::{RawRadius, Secret, Settings};
+pub use crate::secret::Secret;
+pub use settings::{RawRadius, Settings};
 
 use crate::clients::MacAddr;
 use crate::clock::Clock;
@@ -262,7 +263,7 @@ impl Sender {
     /// `record` to the servers, once the secret is read.
     async fn deliver(&mut self, record: &AccountingRecord, now: jiff::Timestamp) -> Result<String, String> {
         if self.client.is_none() {
-            let secret = Secret::load(&self.settings.secret_file).map_err(|e| e.to_string())?;
+            let secret = Secret::load("radius.secret_file", &self.settings.secret_file).map_err(|e| e.to_string())?;
             let (servers, id) = (self.settings.servers.clone(), self.settings.nas_identifier.clone());
             self.client = Some(client::Client::new(servers, secret, id));
         }
