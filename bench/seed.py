@@ -57,9 +57,9 @@ def main():
     conn.execute("PRAGMA busy_timeout = 5000")
     conn.execute("PRAGMA foreign_keys = ON")
     version = conn.execute("PRAGMA user_version").fetchone()[0]
-    # 7 only added an index, 8 the accounting tables (filled by the daemon's own sweep); the rows
-    # written here are the same.
-    assert version in (6, 7, 8), f"schema version {version}: this seeder follows schemas 6 to 8 (src/store/schema.rs)"
+    # 7 only added an index, 8 the accounting tables (filled by the daemon's own sweep), 9 changed
+    # staff sessions; the rows written here are the same.
+    assert version in (6, 7, 8, 9), f"schema version {version}: this seeder follows schemas 6 to 9 (src/store/schema.rs)"
     now = datetime.datetime.now(datetime.timezone.utc)
     at = ts(now)
     t0 = time.perf_counter()

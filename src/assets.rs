@@ -51,6 +51,10 @@ const TEMPLATES: &[(&str, &str)] = &[
         include_str!("../portal-assets/templates/admin/audit.html"),
     ),
     (
+        "admin/signed_in.html",
+        include_str!("../portal-assets/templates/admin/signed_in.html"),
+    ),
+    (
         "admin/words.txt",
         include_str!("../portal-assets/templates/admin/words.txt"),
     ),

@@ -94,9 +94,11 @@ struct RawPolicy {
 #[serde(deny_unknown_fields)]
 struct RawAdmin {
     listen: String,
+    url: Option<String>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
     session_idle_minutes: Option<u32>,
+    oidc: Option<crate::admin::oidc::RawOidc>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -194,6 +196,9 @@ pub struct Admin {
     pub tls: Option<(PathBuf, PathBuf)>,
     /// Sessions end after this long without a request.
     pub session_idle: jiff::SignedDuration,
+    /// Sign-in with the school's Microsoft or Google account; `None` when `[admin.oidc]` is
+    /// absent (local accounts only).
+    pub oidc: Option<crate::admin::oidc::Settings>,
 }
 
 /// Who runs this network.
@@ -536,10 +541,12 @@ impl Config {
                         "choose 1 to 1440 minutes",
                     ));
                 }
+                let origin = crate::admin::oidc::origin(a.url.as_deref(), listen)?;
                 Some(Admin {
                     listen,
                     tls,
                     session_idle: jiff::SignedDuration::from_mins(i64::from(minutes)),
+                    oidc: a.oidc.map(|o| o.resolve(origin)).transpose()?,
                 })
             }
         };

@@ -317,6 +317,16 @@ pub async fn serve<F: Firewall>(
         retention: config.retention(),
     };
     let idle = config.admin.as_ref().map(|a| a.session_idle).unwrap_or_default();
+    let oidc = config
+        .admin
+        .as_ref()
+        .and_then(|a| a.oidc.clone())
+        .map(|s| Arc::new(crate::admin::oidc::Provider::new(s)));
+    if let Some(provider) = oidc.clone() {
+        // Fetched now, so the first sign-in does not wait and a problem is in the journal early.
+        let now = clock.now();
+        tokio::spawn(async move { provider.warm(now).await });
+    }
     let admin_task = listeners.admin.map(|(listener, acceptor)| {
         let gate = web::Gate::admin(metrics.clone());
         let web = crate::admin::web::WebState {
@@ -325,6 +335,7 @@ pub async fn serve<F: Firewall>(
             config: config.clone(),
             idle,
             metrics,
+            oidc: oidc.clone(),
         };
         tokio::spawn(web::serve(
             listener,

@@ -113,6 +113,10 @@ pub fn examine(config: &Config, path: &Path) -> Report {
     store(config, &mut r);
     boot_protection(config, Path::new("/"), &mut r);
     walled_garden(config, Path::new("/"), &mut r);
+    let oidc = config.admin.as_ref().and_then(|a| a.oidc.as_ref());
+    for (level, message) in crate::admin::oidc::check::findings(oidc, &runtime) {
+        r.add(level, "staff sign-in", message);
+    }
     for (level, message) in crate::radius::check::findings(config.radius.as_ref(), &config.store_path) {
         r.add(level, "radius", message);
     }

@@ -3,5 +3,6 @@
 //! firewall, so every change staff make goes through it.
 
 pub mod control;
+pub mod oidc;
 pub mod tls;
 pub mod web;

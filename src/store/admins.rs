@@ -61,11 +61,33 @@ pub struct Admin {
     pub created_at: Timestamp,
 }
 
+/// How a session was signed in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SignedInWith {
+    /// A local account's password (`admin` is its name).
+    Password,
+    /// The school's account, through its OpenID provider (`admin` is the e-mail address).
+    Oidc,
+}
+
+impl SignedInWith {
+    /// Its text in `admin_sessions.via`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Password => "password",
+            Self::Oidc => "oidc",
+        }
+    }
+}
+
 /// A signed-in session.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AdminSession {
-    /// The account.
+    /// The account: a local account's name, or the e-mail address of a school account.
     pub admin: String,
+    /// How it was signed in.
+    pub via: SignedInWith,
     /// Its role.
     pub role: Role,
     /// The session's CSRF token (every form carries it).
@@ -108,7 +130,10 @@ impl Store {
     pub fn remove_admin(&self, name: &str, now: Timestamp) -> Result<bool, StoreError> {
         let mut conn = self.lock();
         let tx = conn.transaction()?;
-        tx.execute("DELETE FROM admin_sessions WHERE admin = ?1", [name])?;
+        tx.execute(
+            "DELETE FROM admin_sessions WHERE admin = ?1 AND via = 'password'",
+            [name],
+        )?;
         let n = tx.execute("DELETE FROM admins WHERE name = ?1", [name])?;
         if n > 0 {
             insert_event(&tx, now, EventKind::AdminRemoved, &json!({"admin": name}))?;
@@ -241,8 +266,62 @@ impl Store {
         Ok(())
     }
 
+    /// Starts the session of a member of staff signed in with the school's account (`email`,
+    /// as the provider vouched for it), with the role the config's lists gave them, and records
+    /// the sign-in as an event, in one transaction.
+    ///
+    /// # Errors
+    /// On a database failure (then there is no session).
+    pub fn start_school_account_session(
+        &self,
+        id_hash: &str,
+        (email, role): (&str, Role),
+        csrf: &str,
+        address: &str,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        tx.execute(
+            "INSERT INTO admin_sessions (id_hash, admin, via, role, csrf, created_at, last_seen) VALUES (?1, ?2, 'oidc', ?3, ?4, ?5, ?5)",
+            params![id_hash, email, role.to_string(), csrf, ts(now)],
+        )?;
+        insert_event(
+            &tx,
+            now,
+            EventKind::SignIn,
+            &json!({"admin": email, "address": address, "via": "oidc", "role": role}),
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Records a refused sign-in with the school's account: `email` as the provider vouched
+    /// for it, and `reason` (e.g. "not listed").
+    ///
+    /// # Errors
+    /// On a database failure.
+    pub fn school_account_refused(
+        &self,
+        email: &str,
+        address: &str,
+        reason: &str,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        insert_event(
+            &tx,
+            now,
+            EventKind::SignInFailed,
+            &json!({"admin": email, "address": address, "via": "oidc", "reason": reason}),
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
     /// The session with this id hash if it has been used since `idle_since`; marks it used now.
-    /// An idle session is deleted.
+    /// An idle session is deleted, and so is a password session whose account is gone.
     ///
     /// # Errors
     /// On a database failure.
@@ -254,22 +333,30 @@ impl Store {
     ) -> Result<Option<AdminSession>, StoreError> {
         let mut conn = self.lock();
         let tx = conn.transaction()?;
-        let raw: Option<(String, String, String, String)> = tx
+        type Row = (String, String, Option<String>, String, String);
+        let raw: Option<Row> = tx
             .query_row(
-                "SELECT s.admin, a.role, s.csrf, s.last_seen FROM admin_sessions s JOIN admins a ON a.name = s.admin WHERE s.id_hash = ?1",
+                "SELECT s.admin, s.via, CASE s.via WHEN 'oidc' THEN s.role ELSE a.role END, s.csrf, s.last_seen
+                 FROM admin_sessions s LEFT JOIN admins a ON a.name = s.admin AND s.via = 'password'
+                 WHERE s.id_hash = ?1",
                 [id_hash],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
             )
             .optional()?;
-        let Some((admin, r, csrf, last)) = raw else {
+        let Some((admin, via, r, csrf, last)) = raw else {
             return Ok(None);
         };
+        let via = match via.as_str() {
+            "password" => SignedInWith::Password,
+            "oidc" => SignedInWith::Oidc,
+            other => return Err(StoreError::Corrupt(format!("session signed in by {other:?}"))),
+        };
         let last_seen = parse_ts(&last)?;
-        if last_seen <= idle_since {
+        let (Some(r), true) = (r, last_seen > idle_since) else {
             tx.execute("DELETE FROM admin_sessions WHERE id_hash = ?1", [id_hash])?;
             tx.commit()?;
             return Ok(None);
-        }
+        };
         tx.execute(
             "UPDATE admin_sessions SET last_seen = ?2 WHERE id_hash = ?1",
             params![id_hash, ts(now)],
@@ -277,6 +364,7 @@ impl Store {
         tx.commit()?;
         Ok(Some(AdminSession {
             admin,
+            via,
             role: role(&r)?,
             csrf,
             last_seen,

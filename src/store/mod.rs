@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use jiff::Timestamp;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
-pub use admins::{Admin, AdminSession, Role};
+pub use admins::{Admin, AdminSession, Role, SignedInWith};
 pub use audit::{ChainBreak, ChainOk, PolicyVersion};
 pub use consents::{Admission, Attempt, ConsentRecord, ConsentRule, NewConsent};
 pub use exceptions::Exception;

@@ -4,7 +4,7 @@
 use rusqlite_migration::{M, Migrations};
 
 /// The number of migrations (the schema version a fully migrated database has).
-pub(super) const LATEST: u32 = 8;
+pub(super) const LATEST: u32 = 9;
 
 /// All migrations, oldest first.
 pub(super) fn migrations() -> Migrations<'static> {
@@ -219,6 +219,30 @@ CREATE INDEX outbox_by_channel ON outbox(channel, id);
 CREATE INDEX outbox_by_subject ON outbox(subject);
 "#,
         ),
+        // 9: staff signed in with the school's account (OpenID Connect) have no row in admins, so
+        // a session no longer references it. `via` says how it was signed in; a password
+        // session's role is its account's, read at each request (the account's removal ends it),
+        // an OpenID session's role is the one it signed in with, checked against the config's
+        // lists at each request.
+        M::up(
+            r#"
+CREATE TABLE admin_sessions_v9 (
+    id_hash    TEXT PRIMARY KEY,
+    admin      TEXT NOT NULL,
+    via        TEXT NOT NULL DEFAULT 'password' CHECK (via IN ('password', 'oidc')),
+    role       TEXT CHECK (role IN ('staff', 'auditor')),
+    csrf       TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    last_seen  TEXT NOT NULL,
+    CHECK ((via = 'oidc') = (role IS NOT NULL))
+) STRICT;
+INSERT INTO admin_sessions_v9 (id_hash, admin, csrf, created_at, last_seen)
+    SELECT id_hash, admin, csrf, created_at, last_seen FROM admin_sessions;
+DROP TABLE admin_sessions;
+ALTER TABLE admin_sessions_v9 RENAME TO admin_sessions;
+CREATE INDEX admin_sessions_by_admin ON admin_sessions(admin);
+"#,
+        ),
     ])
 }
 
@@ -231,5 +255,52 @@ mod tests {
         super::migrations().to_latest(&mut conn).unwrap();
         let version: u32 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
         assert_eq!(version, super::LATEST, "LATEST names the last migration");
+    }
+
+    /// Migration 9 keeps every session signed in with a password, as one.
+    #[test]
+    fn sessions_survive_migration_9_as_password_sessions() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        let mut conn = rusqlite::Connection::open(&path).unwrap();
+        super::migrations().to_version(&mut conn, 8).unwrap();
+        conn.execute_batch(
+            "INSERT INTO admins VALUES ('sam', 'staff', 'x', '2026-11-23T09:00:00Z');
+             INSERT INTO admin_sessions VALUES ('h', 'sam', 'csrf', '2026-11-23T09:00:00Z', '2026-11-23T09:59:00Z');",
+        )
+        .unwrap();
+        drop(conn);
+        let store = crate::store::Store::open(&path).unwrap();
+        let s = store
+            .use_session(
+                "h",
+                "2026-11-23T09:30:00Z".parse().unwrap(),
+                "2026-11-23T10:00:00Z".parse().unwrap(),
+            )
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (s.admin.as_str(), s.via, s.role, s.csrf.as_str()),
+            (
+                "sam",
+                crate::store::SignedInWith::Password,
+                crate::store::Role::Staff,
+                "csrf"
+            )
+        );
+        // Its account removed, it is gone.
+        store
+            .remove_admin("sam", "2026-11-23T10:01:00Z".parse().unwrap())
+            .unwrap();
+        assert!(
+            store
+                .use_session(
+                    "h",
+                    "2026-11-23T09:30:00Z".parse().unwrap(),
+                    "2026-11-23T10:02:00Z".parse().unwrap()
+                )
+                .unwrap()
+                .is_none()
+        );
     }
 }

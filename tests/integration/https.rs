@@ -11,8 +11,9 @@ use crate::netns::{Client, Lab, sh};
 
 const NAME: &str = "wifi.school.test";
 
-/// A CA and a server certificate for `NAME`, valid for a day; returns (ca, cert, key) paths.
-fn throwaway_ca(dir: &Path) -> (String, String, String) {
+/// A CA and a server certificate for `san` (e.g. `DNS:wifi.school.test`, `IP:198.51.100.2`),
+/// valid for a day; returns (ca, cert, key) paths.
+pub fn throwaway_ca(dir: &Path, san: &str) -> (String, String, String) {
     let p = |f: &str| dir.join(f).display().to_string();
     let run = |args: &[&str]| {
         let (ok, _, err) = sh(args);
@@ -45,7 +46,7 @@ fn throwaway_ca(dir: &Path) -> (String, String, String) {
         "ec_paramgen_curve:P-256",
         "-nodes",
         "-subj",
-        &format!("/CN={NAME}"),
+        &format!("/CN={}", san.split_once(':').map_or(san, |(_, name)| name)),
         "-keyout",
         &p("server.key"),
         "-out",
@@ -53,7 +54,7 @@ fn throwaway_ca(dir: &Path) -> (String, String, String) {
     ]);
     std::fs::write(
         dir.join("san.ext"),
-        format!("subjectAltName=DNS:{NAME}\nextendedKeyUsage=serverAuth\n"),
+        format!("subjectAltName={san}\nextendedKeyUsage=serverAuth\n"),
     )
     .unwrap();
     run(&[
@@ -96,7 +97,7 @@ fn https_get(client: &Client, ca: &str, url: &str, accept: Option<&str>) -> (u16
 #[test]
 fn https_portal_and_captive_api_follow_the_device() {
     let Some(mut lab) = Lab::new(1) else { return };
-    let (ca, cert, key) = throwaway_ca(lab.dir.path());
+    let (ca, cert, key) = throwaway_ca(lab.dir.path(), &format!("DNS:{NAME}"));
     lab.start_dns(&[], NAME);
     let mut gw = Gateway::start(&lab);
     gw.restart_with_portal(&format!(
@@ -163,7 +164,7 @@ fn https_portal_and_captive_api_follow_the_device() {
 #[test]
 fn a_key_that_does_not_fit_the_certificate_is_a_config_error() {
     let Some(lab) = Lab::new(1) else { return };
-    let (ca, cert, _) = throwaway_ca(lab.dir.path());
+    let (ca, cert, _) = throwaway_ca(lab.dir.path(), &format!("DNS:{NAME}"));
     let config = lab.path("tls.toml");
     let text = crate::harness::config_text(&lab).replace(
         "[portal]\n",

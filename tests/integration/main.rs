@@ -16,6 +16,8 @@
 //! - `radius`: RADIUS accounting to a real FreeRADIUS: Start, Interim, Stop, failover, a server
 //!   that is down across a restart, a wrong secret (issue 13).
 //! - `browser`: the guest flow in Debian's Chromium with JavaScript off, at 360 px.
+//! - `oidc`: staff sign-in with the school's account against a real OpenID provider
+//!   (oidc-provider over HTTPS with a throwaway CA), in Chromium (issue 14).
 //!
 //! Tests that need root skip with a message when not root; with AUPGATE_REQUIRE_NETNS=1 (set by
 //! .ci/run) they fail instead, so CI can never pass by skipping them.
@@ -38,6 +40,7 @@ mod firewall;
 mod harness;
 mod https;
 mod netns;
+mod oidc;
 mod portal;
 mod probes;
 mod radius;

@@ -17,7 +17,7 @@ use sha2::{Digest, Sha256};
 
 use super::{Reply, WebState, page};
 use crate::access::staff as actions;
-use crate::store::Role;
+use crate::store::{Role, SignedInWith};
 use crate::web::form;
 
 /// Session cookie name.
@@ -27,9 +27,9 @@ const MAX_FAILED_PER_ACCOUNT: u32 = 5;
 const MAX_FAILED_PER_ADDRESS: u32 = 20;
 const SIGN_IN_WINDOW: SignedDuration = SignedDuration::from_mins(15);
 /// Why a sign-in needing the store could not go on (a key of `admin/words.txt`).
-const STORE_UNWRITABLE: &str = "store_unwritable";
+pub(super) const STORE_UNWRITABLE: &str = "store_unwritable";
 
-fn sha256_hex(text: &str) -> String {
+pub(super) fn sha256_hex(text: &str) -> String {
     Sha256::digest(text.as_bytes())
         .iter()
         .map(|b| format!("{b:02x}"))
@@ -42,8 +42,30 @@ fn random_hex() -> Option<String> {
     Some(buf.iter().map(|b| format!("{b:02x}")).collect())
 }
 
+/// A new session's id and CSRF token; `None` if the kernel gave no randomness.
+pub(super) fn new_session_ids() -> Option<(String, String)> {
+    Some((random_hex()?, random_hex()?))
+}
+
+/// The session cookie for `id`: Strict, so no other site's page can make a request with it.
+pub(super) fn session_cookie(id: &str) -> String {
+    format!("{COOKIE}={id}; Path=/; Secure; HttpOnly; SameSite=Strict")
+}
+
+/// The value of the cookie `name` in a request's headers.
+pub(super) fn cookie(headers: &axum::http::HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|c| c.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.to_owned())
+}
+
 /// Constant-time comparison, so the CSRF check does not leak the token byte by byte.
-fn same(a: &str, b: &str) -> bool {
+pub(crate) fn same(a: &str, b: &str) -> bool {
     a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
@@ -73,16 +95,9 @@ impl FromRequestParts<WebState> for Staff {
         if let Some(staff) = parts.extensions.get::<Staff>() {
             return Ok(staff.clone());
         }
-        let cookie = parts
-            .headers
-            .get_all(header::COOKIE)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(';'))
-            .filter_map(|c| c.trim().split_once('='))
-            .find(|(k, _)| *k == COOKIE)
-            .map(|(_, v)| v.to_owned());
-        let Some(id) = cookie else { return Err(to_login()) };
+        let Some(id) = cookie(&parts.headers, COOKIE) else {
+            return Err(to_login());
+        };
         let id_hash = sha256_hex(&id);
         let now = st.actions.clock.now();
         let idle_since = now - st.idle;
@@ -94,9 +109,20 @@ impl FromRequestParts<WebState> for Staff {
             .await
         {
             Ok(Some(s)) => {
+                // A school account's role is the config's lists' now: one taken off them, or
+                // the section gone, is signed out at their next request.
+                let role = match s.via {
+                    SignedInWith::Password => Some(s.role),
+                    SignedInWith::Oidc => st.oidc.as_ref().and_then(|p| p.settings().role_of(&s.admin)),
+                };
+                let Some(role) = role else {
+                    tracing::warn!(admin = %s.admin, "session ended: the school account is no longer listed in [admin.oidc]");
+                    let _ = st.actions.store.run(move |store| store.end_session(&id_hash)).await;
+                    return Err(to_login());
+                };
                 let staff = Staff {
                     name: s.admin,
-                    role: s.role,
+                    role,
                     csrf: s.csrf,
                     id_hash,
                 };
@@ -189,17 +215,19 @@ fn login_form(st: &WebState, status: StatusCode, error: &str, username: &str) ->
     } else {
         super::words(st, error, minijinja::context! { minutes => SIGN_IN_WINDOW.as_mins() })
     };
+    // The school account's button, above the form, when [admin.oidc] is set.
+    let school_account = st.oidc.as_ref().map(|p| p.settings().display_name.clone());
     page(
         st,
         status,
         "admin/login.html",
         None,
-        minijinja::context! { error, username },
+        minijinja::context! { error, username, school_account },
     )
 }
 
 /// Sign-in cannot go on (the store cannot be written, or no randomness): `why` says which.
-fn sign_in_unavailable(st: &WebState, why: &str) -> Response {
+pub(super) fn sign_in_unavailable(st: &WebState, why: &str) -> Response {
     Reply::anonymous(st, "/login").message(
         StatusCode::SERVICE_UNAVAILABLE,
         "sign_in_unavailable",
@@ -268,7 +296,7 @@ pub(super) async fn login(
         tracing::warn!(admin = %username, "sign-in failed");
         return login_form(&st, StatusCode::UNAUTHORIZED, "login_wrong", &username);
     }
-    let (Some(id), Some(csrf)) = (random_hex(), random_hex()) else {
+    let Some((id, csrf)) = new_session_ids() else {
         return sign_in_unavailable(&st, "no_randomness");
     };
     let (hash, who) = (sha256_hex(&id), username.clone());
@@ -282,9 +310,8 @@ pub(super) async fn login(
         return sign_in_unavailable(&st, STORE_UNWRITABLE);
     }
     tracing::info!(admin = %username, "signed in");
-    let cookie = format!("{COOKIE}={id}; Path=/; Secure; HttpOnly; SameSite=Strict");
     let mut response = (StatusCode::SEE_OTHER, [(header::LOCATION, "/")]).into_response();
-    if let Ok(v) = HeaderValue::from_str(&cookie) {
+    if let Ok(v) = HeaderValue::from_str(&session_cookie(&id)) {
         response.headers_mut().insert(header::SET_COOKIE, v);
     }
     response

@@ -8,6 +8,7 @@ mod auth;
 mod courses;
 mod dashboard;
 mod guests;
+mod oidc;
 #[cfg(test)]
 mod tests;
 
@@ -22,6 +23,7 @@ use jiff::{SignedDuration, Timestamp};
 use serde::Serialize;
 use tower_http::set_header::SetResponseHeaderLayer;
 
+pub(crate) use auth::same;
 pub use auth::{Auditor, CsrfForm, Fields, Staff};
 
 use crate::access::staff::{AdminState, StaffError};
@@ -41,6 +43,8 @@ pub struct WebState {
     pub idle: SignedDuration,
     /// Counters for `/metrics`.
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// The school's OpenID provider, when `[admin.oidc]` is set.
+    pub oidc: Option<Arc<crate::admin::oidc::Provider>>,
 }
 
 /// The admin's routes, with its security headers.
@@ -48,6 +52,8 @@ pub fn router(state: WebState) -> Router {
     const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
     Router::new()
         .route("/login", get(auth::login_page).post(auth::login))
+        .route("/login/oidc", get(oidc::begin))
+        .route("/login/oidc/callback", get(oidc::callback))
         .route("/logout", post(auth::logout))
         .route("/", get(dashboard::dashboard))
         .route("/courses", get(courses::courses).post(courses::create_course))

@@ -32,7 +32,32 @@ struct Lab {
 
 /// The admin over a fresh store with two accounts: `sam` (staff) and `ada` (auditor).
 async fn lab() -> Lab {
-    let config = crate::testing::config();
+    lab_with(crate::testing::config()).await
+}
+
+/// `[admin.oidc]` for the router tests: a provider that is never reached (nothing listens on
+/// port 9 of loopback), so only what is decided before asking it is tested here;
+/// tests/integration/oidc.rs runs the whole flow against a real one.
+const OIDC: &str = r#"
+[admin]
+listen = "10.0.0.1:8443"
+[admin.oidc]
+issuer = "https://127.0.0.1:9"
+client_id = "aupgate"
+client_secret_file = "/nonexistent/oidc-secret"
+display_name = "Claremont account"
+staff = ["@claremont.example.sch.uk"]
+auditors = ["dpo@claremont.example.sch.uk"]
+"#;
+
+/// The same with sign-in by the school's account configured as in [`OIDC`].
+async fn lab_with_oidc() -> Lab {
+    let text = format!("{}{OIDC}", crate::testing::CONFIG);
+    let config = Arc::new(crate::config::Config::parse(&text, std::path::Path::new("t")).unwrap());
+    lab_with(config).await
+}
+
+async fn lab_with(config: Arc<crate::config::Config>) -> Lab {
     let clock: Arc<dyn Clock> = Arc::new(ManualClock::new("2026-11-23T10:00:00Z".parse().unwrap()));
     let store = Store::open_in_memory().unwrap();
     let (fake, firewall, stop) = crate::access::gatekeeper::fake(&store, clock.clone()).await;
@@ -52,9 +77,14 @@ async fn lab() -> Lab {
     let state = WebState {
         actions,
         pages,
-        config,
         idle: SignedDuration::from_mins(30),
         metrics: Arc::new(crate::metrics::Metrics::new("unused.db".into())),
+        oidc: config
+            .admin
+            .as_ref()
+            .and_then(|a| a.oidc.clone())
+            .map(|s| Arc::new(crate::admin::oidc::Provider::new(s))),
+        config,
     };
     Lab {
         app: router(state),
@@ -509,4 +539,103 @@ fn every_key_the_handlers_name_has_words() {
         let text = words.render(ctx).unwrap();
         assert!(!text.trim().is_empty(), "{key} has no words in admin/words.txt");
     }
+}
+
+/// Issue 14: the sign-in page offers the school account only when it is configured, and the
+/// routes answer plainly without it.
+#[tokio::test]
+async fn the_school_account_button_is_there_only_when_configured() {
+    let l = lab_with_oidc().await;
+    let (status, _, page) = send(&l.app, get("/login", None)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        page.contains(r#"<a class="button" href="/login/oidc">Sign in with Claremont account</a>"#),
+        "{page}"
+    );
+    assert!(page.contains(r#"action="/login""#), "the local form stays: {page}");
+    let l = lab().await;
+    let (_, _, page) = send(&l.app, get("/login", None)).await;
+    assert!(!page.contains("/login/oidc"), "{page}");
+    for path in ["/login/oidc", "/login/oidc/callback?code=c&state=s"] {
+        let (status, _, page) = send(&l.app, get(path, None)).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{path}");
+        assert!(page.contains("not set up"), "{page}");
+    }
+}
+
+/// Issue 14: reached by another name than the redirect URI's, /login/oidc goes there first (so
+/// the pending cookie is set where the provider comes back); a provider that cannot be reached
+/// is a 503 page pointing at the local form, with no cookie.
+#[tokio::test]
+async fn beginning_goes_to_the_registered_host_and_an_unreachable_provider_is_a_clear_page() {
+    let l = lab_with_oidc().await;
+    let with_host = |host: &str| {
+        Request::get("/login/oidc")
+            .header(header::HOST, host)
+            .body(Body::empty())
+            .unwrap()
+    };
+    let (status, headers, _) = send(&l.app, with_host("gateway.local:8443")).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert_eq!(headers[header::LOCATION], "https://10.0.0.1:8443/login/oidc");
+    let (status, headers, page) = send(&l.app, with_host("10.0.0.1:8443")).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{page}");
+    assert!(
+        page.contains("not working just now") && page.contains("local account"),
+        "{page}"
+    );
+    assert!(headers.get(header::SET_COOKIE).is_none());
+}
+
+/// Issue 14: a callback with no pending sign-in, or whose state is not the one this browser's
+/// cookie carries, is refused before the provider is asked, gets no session, and has its
+/// pending cookie cleared.
+#[tokio::test]
+async fn a_callback_without_its_pending_sign_in_or_with_another_state_is_refused() {
+    let l = lab_with_oidc().await;
+    let before = events(&l.store);
+    for cookie in [None, Some("aupgate_oidc=abc"), Some("aupgate_oidc=")] {
+        let (status, headers, page) = send(&l.app, get("/login/oidc/callback?code=c&state=abd", cookie)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{cookie:?}");
+        assert!(page.contains("expired or was already used"), "{page}");
+        let set: Vec<&str> = headers
+            .get_all(header::SET_COOKIE)
+            .iter()
+            .map(|v| v.to_str().unwrap())
+            .collect();
+        assert_eq!(
+            set,
+            ["aupgate_oidc=; Path=/login/oidc; Max-Age=0; Secure; HttpOnly; SameSite=Lax"],
+            "{cookie:?}"
+        );
+    }
+    assert_eq!(events(&l.store), before, "no e-mail was vouched for, so no event");
+}
+
+/// Issue 14: a school account's session takes its role from the config's lists at each request:
+/// one no longer listed is signed out, and its session is gone.
+#[tokio::test]
+async fn a_school_account_no_longer_listed_is_signed_out() {
+    let l = lab_with_oidc().await;
+    let now = "2026-11-23T10:00:00Z".parse().unwrap();
+    let hash = |id: &str| super::auth::sha256_hex(id);
+    for (id, email, role) in [
+        ("listed", "dpo@claremont.example.sch.uk", Role::Auditor),
+        ("gone", "left@another.example.sch.uk", Role::Staff),
+    ] {
+        l.store
+            .start_school_account_session(&hash(id), (email, role), "t0ken", "10.0.0.5", now)
+            .unwrap();
+    }
+    let (status, _, page) = send(&l.app, get("/audit", Some("aupgate_session=listed"))).await;
+    assert_eq!(status, StatusCode::OK, "an auditor by the lists: {page}");
+    assert!(page.contains("dpo@claremont.example.sch.uk"), "{page}");
+    let (status, headers, _) = send(&l.app, get("/", Some("aupgate_session=gone"))).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert_eq!(headers[header::LOCATION], "/login");
+    let idle_since = "2026-11-23T09:00:00Z".parse().unwrap();
+    assert!(l.store.use_session(&hash("gone"), idle_since, now).unwrap().is_none());
+    // A local account's session is not one of them, even under the same name.
+    let (status, _, _) = send(&l.app, get("/", Some(&sign_in(&l.app, "sam").await.cookie))).await;
+    assert_eq!(status, StatusCode::OK);
 }
