@@ -2,17 +2,11 @@
 // "internet" namespace by tests/integration/browser.rs). The admin's certificate is the
 // self-signed one, whose fingerprint the test checks elsewhere, so errors are ignored here.
 //   node admin.mjs BASE_URL USER PASSWORD COURSE_ID ARTEFACT_DIR
-import { chromium } from 'playwright-core';
+import { fail, launch, ok } from './lab.mjs';
 
 const [base, user, password, course, shots] = process.argv.slice(2);
-const fail = (msg) => { console.log(`FAIL ${msg}`); process.exit(1); };
-const ok = (msg) => console.log(`ok ${msg}`);
 
-const browser = await chromium.launch({
-  executablePath: '/usr/bin/chromium',
-  args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-    '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-});
+const browser = await launch();
 try {
   const ctx = await browser.newContext({ ignoreHTTPSErrors: true, javaScriptEnabled: false, viewport: { width: 1280, height: 800 } });
   const page = await ctx.newPage();

@@ -3,17 +3,11 @@
 // Each case is a fresh browser context, so no cookie of one helps the next.
 //   node oidc.mjs ADMIN_BASE IDP_BASE LOCAL_USER LOCAL_PASSWORD ARTEFACT_DIR
 // NODE_EXTRA_CA_CERTS names the test CA, for the calls to the provider's test switch.
-import { chromium } from 'playwright-core';
+import { fail, launch, ok } from './lab.mjs';
 
 const [admin, idp, localUser, localPassword, shots] = process.argv.slice(2);
-const fail = (msg) => { console.log(`FAIL ${msg}`); process.exit(1); };
-const ok = (msg) => console.log(`ok ${msg}`);
 
-const browser = await chromium.launch({
-  executablePath: '/usr/bin/chromium',
-  args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-    '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-});
+const browser = await launch();
 const text = async (page) => (await page.locator('body').textContent()) ?? '';
 const fresh = async () => {
   // The admin's certificate is its self-signed one and the provider's is the test CA's: the

@@ -5,19 +5,13 @@
 // the page is also measured first: weight, axe-core, 360 px and 200 % zoom, tap targets.
 // Prints one "ok ..." line per check; exits non-zero with "FAIL ..." on the first failure.
 import { createRequire } from 'node:module';
-import { chromium } from 'playwright-core';
+import { fail, launch, ok } from './lab.mjs';
 
 const require = createRequire(import.meta.url);
 const [js, stray, portal, internet, code, shots] = process.argv.slice(2);
-const fail = (msg) => { console.log(`FAIL ${msg}`); process.exit(1); };
-const ok = (msg) => console.log(`ok ${msg}`);
 const tag = js === 'on' ? 'js' : 'nojs';
 
-const browser = await chromium.launch({
-  executablePath: '/usr/bin/chromium',
-  args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-    '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-});
+const browser = await launch();
 // An iPhone-sized phone (390x844), as the issue asks for the artefacts.
 const phone = {
   viewport: { width: 390, height: 844 },
