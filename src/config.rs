@@ -778,6 +778,37 @@ address = "10.50.0.1"
     }
 
     #[test]
+    fn the_examples_admin_oidc_table_parses_once_uncommented() {
+        let text = include_str!("../deploy/aupgate.toml");
+        let (start, end) = (text.find("# url = ").unwrap(), text.find("# [radius]").unwrap());
+        let mut t = text[..start].to_owned();
+        for line in text[start..end].lines().filter_map(|l| l.strip_prefix("# ")) {
+            let key = line.split_once(" = ").map(|(k, _)| k);
+            if line.starts_with('[') || key.is_some_and(|k| k.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')) {
+                t.push_str(line);
+                t.push('\n');
+            }
+        }
+        let a = Config::parse(&t, Path::new("t")).unwrap().admin.expect("[admin]");
+        let o = a.oidc.expect("[admin.oidc]");
+        assert_eq!(
+            o.redirect_uri,
+            "https://gateway.claremont.example.sch.uk:8443/login/oidc/callback"
+        );
+        assert_eq!(o.issuer, "https://login.microsoftonline.com/TENANT-ID/v2.0");
+        assert_eq!(o.client_secret_file, Path::new("/etc/aupgate/oidc-secret"));
+        assert_eq!(o.display_name, "School account");
+        assert_eq!(
+            o.role_of("dpo@claremont.example.sch.uk"),
+            Some(crate::store::Role::Auditor)
+        );
+        assert_eq!(
+            o.role_of("head@claremont.example.sch.uk"),
+            Some(crate::store::Role::Staff)
+        );
+    }
+
+    #[test]
     fn the_examples_radius_table_parses_once_uncommented() {
         let text = include_str!("../deploy/aupgate.toml");
         let at = text.find("# [radius]").unwrap();

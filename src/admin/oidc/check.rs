@@ -62,3 +62,53 @@ pub fn findings(settings: Option<&Settings>, runtime: &tokio::runtime::Runtime) 
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn settings(secret: &std::path::Path) -> Settings {
+        let text = format!(
+            "{}[admin]\nlisten = \"10.0.0.1:8443\"\n[admin.oidc]\nissuer = \"https://127.0.0.1:9\"\nclient_id = \"aupgate\"\nclient_secret_file = \"{}\"\nstaff = [\"@school.sch.uk\"]\n",
+            crate::testing::CONFIG,
+            secret.display()
+        );
+        let config = crate::config::Config::parse(&text, std::path::Path::new("t")).unwrap();
+        config.admin.unwrap().oidc.unwrap()
+    }
+
+    #[test]
+    fn an_offline_provider_is_a_warning_and_a_missing_secret_a_failure() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("oidc-secret");
+        let found = findings(Some(&settings(&secret)), &runtime);
+        assert_eq!(found[0].0, Level::Ok);
+        assert!(
+            found[0].1.contains("https://10.0.0.1:8443/login/oidc/callback"),
+            "{found:?}"
+        );
+        assert!(
+            found.iter().any(|(l, m)| *l == Level::Fail
+                && m.starts_with("config key admin.oidc.client_secret_file ")
+                && m.contains("fix:")),
+            "{found:?}"
+        );
+        std::fs::write(&secret, "s3cret-value\n").unwrap();
+        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let found = findings(Some(&settings(&secret)), &runtime);
+        assert!(found.iter().all(|(l, _)| *l != Level::Fail), "{found:?}");
+        let offline = found.last().unwrap();
+        assert_eq!(offline.0, Level::Warn, "{found:?}");
+        assert!(
+            offline.1.contains("discovery at https://127.0.0.1:9") && offline.1.contains("local accounts"),
+            "{offline:?}"
+        );
+        assert!(!format!("{found:?}").contains("s3cret"));
+        assert_eq!(findings(None, &runtime)[0].0, Level::Ok);
+    }
+}

@@ -191,6 +191,15 @@ impl std::fmt::Debug for Provider {
     }
 }
 
+/// Text from the provider (or from whoever wrote the callback's query) as it goes into the log
+/// and a page: one line of printable characters, at most 200.
+fn printable(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .take(200)
+        .collect()
+}
+
 fn chrono_of(t: Timestamp) -> chrono::DateTime<chrono::Utc> {
     chrono::DateTime::from_timestamp(t.as_second(), t.subsec_nanosecond().unsigned_abs()).unwrap_or_default()
 }
@@ -366,8 +375,8 @@ impl Provider {
         let started = self.lock_pending().take(state, now).ok_or(Refusal::NoPending)?;
         if let Some(error) = &back.error {
             return Err(Refusal::Provider {
-                error: error.clone(),
-                description: back.error_description.clone().unwrap_or_default(),
+                error: printable(error),
+                description: printable(back.error_description.as_deref().unwrap_or_default()),
             });
         }
         let code = back
@@ -394,14 +403,14 @@ impl Provider {
             .request_async(http)
             .await
             .map_err(|e| {
-                Refusal::Exchange(match &e {
+                Refusal::Exchange(printable(&match &e {
                     RequestTokenError::ServerResponse(r) => format!(
                         "{} {}",
                         r.error(),
                         r.error_description().map(String::as_str).unwrap_or_default()
                     ),
                     other => http::chain(other),
-                })
+                }))
             })?;
         let id_token = token
             .id_token()
@@ -483,6 +492,15 @@ mod tests {
             verifier: "v".into(),
             at,
         }
+    }
+
+    #[test]
+    fn text_from_the_provider_is_one_short_printable_line() {
+        assert_eq!(
+            printable("access_denied\r\nforged: line"),
+            "access_denied  forged: line"
+        );
+        assert_eq!(printable(&"x".repeat(500)).len(), 200);
     }
 
     #[test]
