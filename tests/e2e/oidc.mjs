@@ -116,6 +116,18 @@ try {
     ok('an unverified address is refused');
     await ctx.close();
   }
+  // Cancelled at the provider: it sends the browser back with an error, which is said plainly.
+  {
+    const { ctx, page } = await fresh();
+    await page.goto(`${admin}/login`);
+    await page.click('a[href="/login/oidc"]');
+    await page.click('a:has-text("Cancel")');
+    const body = await text(page);
+    if (!body.includes('did not sign you in (access_denied)')) fail(`cancelled: ${body.slice(0, 300)}`);
+    if (!(await signedOut(page))) fail('cancelled: has a session');
+    ok('a sign-in cancelled at the provider is said plainly, with no session');
+    await ctx.close();
+  }
   // A tampered state.
   {
     const { ctx, page } = await fresh();

@@ -172,6 +172,7 @@ auditors = ["dpo@claremont.example.sch.uk"]
         "the DPO signed in as an auditor and opened /audit",
         "a stranger is refused by name and gets no session",
         "an unverified address is refused",
+        "a sign-in cancelled at the provider is said plainly",
         "a tampered state is refused, with no session",
         "a token for another client id is refused",
         "a token not signed by the provider is refused",
@@ -194,6 +195,7 @@ auditors = ["dpo@claremont.example.sch.uk"]
         ("ID token refused", 3),
         ("not listed in admin.oidc.staff", 1),
         ("is not verified", 1),
+        ("the provider answered access_denied", 1),
     ] {
         assert_eq!(
             refusals.iter().filter(|l| l.contains(needle)).count(),
