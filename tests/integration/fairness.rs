@@ -198,8 +198,11 @@ fn issue_10_twenty_devices_with_32_slow_connections_cannot_starve_the_portal() {
     fresh_guest_is_served(&gw, guest, &code);
 }
 
-/// (c) 16 devices with 32 connections each that trickle a request body (so each is busy in a
-/// handler, not idle): a newcomer still gets a slot, from a device holding the most.
+/// (c) 16 devices with 33 connections each that trickle a request body (so each is busy in a
+/// handler, not idle): every slot is taken (16 x 32), and each device keeps trying one more;
+/// a newcomer still gets a slot, from a device holding the most. (With exactly 32 each, the
+/// newcomer sometimes came while an attacker was reconnecting, took the free slot, and nothing
+/// was refused or closed for the summary line to report; seen once in CI.)
 #[test]
 fn issue_10_sixteen_devices_trickling_request_bodies_cannot_starve_the_portal() {
     let Some(lab) = Lab::new(17) else { return };
@@ -207,7 +210,8 @@ fn issue_10_sixteen_devices_trickling_request_bodies_cannot_starve_the_portal() 
     let code = gw.add_running_course();
     let attackers: Vec<&Client> = lab.clients[..16].iter().collect();
     let guest = &lab.clients[16];
-    let _attack = Attack::start(&attackers, |c| vec![c.v4.clone()], 32, 60, "body");
+    let per = aupgate::web::MAX_PER_CLIENT + 1;
+    let _attack = Attack::start(&attackers, |c| vec![c.v4.clone()], per, 60, "body");
     let full = wait_held(&lab, aupgate::web::MAX_TOTAL - 8);
     eprintln!("the attack holds {full} of {} slots", aupgate::web::MAX_TOTAL);
     fresh_guest_is_served(&gw, guest, &code);
