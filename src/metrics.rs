@@ -28,6 +28,12 @@ struct ReasonLabel {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SignInLabel {
+    via: String,
+    outcome: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct KindLabel {
     kind: String,
 }
@@ -52,6 +58,7 @@ pub struct Metrics {
     database_bytes: Gauge,
     connections_refused: Family<ReasonLabel, Counter>,
     connections_evicted: Counter,
+    staff_sign_ins: Family<SignInLabel, Counter>,
     store_path: PathBuf,
     /// Scrapes copy the firewall's running totals into counters; one at a time.
     scrape: Mutex<()>,
@@ -77,6 +84,7 @@ impl Metrics {
             database_bytes: Gauge::default(),
             connections_refused: Family::default(),
             connections_evicted: Counter::default(),
+            staff_sign_ins: Family::default(),
             store_path,
             scrape: Mutex::new(()),
         };
@@ -118,6 +126,11 @@ impl Metrics {
             "connections_evicted",
             "Idle or slow connections closed to make room for a device with fewer",
             m.connections_evicted.clone(),
+        );
+        registry.register(
+            "staff_sign_ins",
+            "Sign-ins to the admin, by how (password, oidc) and outcome (ok, or why refused)",
+            m.staff_sign_ins.clone(),
         );
         registry.register(
             "database_size_bytes",
@@ -172,6 +185,17 @@ impl Metrics {
                 reason: reason.to_owned(),
             })
             .inc_by(n);
+    }
+
+    /// Counts one sign-in to the admin `via` password or oidc, with its `outcome` (`ok`, or the
+    /// refusal's label).
+    pub fn staff_sign_in(&self, via: &str, outcome: &str) {
+        self.staff_sign_ins
+            .get_or_create(&SignInLabel {
+                via: via.to_owned(),
+                outcome: outcome.to_owned(),
+            })
+            .inc();
     }
 
     /// Counts one connection closed to make room for another device's.

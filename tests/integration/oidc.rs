@@ -213,6 +213,20 @@ auditors = ["dpo@claremont.example.sch.uk"]
     );
     assert!(!log.contains(SECRET), "the log shows the secret");
 
+    // Counted for monitoring, by how and outcome.
+    let (ok, metrics, err) = lab.net(&["curl", "-sk", &format!("{ADMIN}/metrics")]);
+    assert!(ok, "{err}");
+    for line in [
+        r#"aupgate_staff_sign_ins_total{via="oidc",outcome="ok"} 3"#,
+        r#"aupgate_staff_sign_ins_total{via="oidc",outcome="not-listed"} 1"#,
+        r#"aupgate_staff_sign_ins_total{via="oidc",outcome="token-refused"} 3"#,
+        r#"aupgate_staff_sign_ins_total{via="oidc",outcome="no-pending-sign-in"} 1"#,
+        r#"aupgate_staff_sign_ins_total{via="oidc",outcome="state-mismatch"} 1"#,
+        r#"aupgate_staff_sign_ins_total{via="password",outcome="ok"} 1"#,
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line}:\n{metrics}");
+    }
+
     // Every sign-in and refusal by e-mail is an audit event, and the chain verifies.
     let (ok, events, err) = crate::netns::sh(&[
         "sqlite3",

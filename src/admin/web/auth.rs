@@ -265,6 +265,7 @@ pub(super) async fn login(
         Ok(Some(id)) => id,
         Ok(None) => {
             tracing::warn!(admin = %username, "sign-in refused: too many failures");
+            st.metrics.staff_sign_in("password", "locked");
             return login_form(&st, StatusCode::TOO_MANY_REQUESTS, "login_locked", &username);
         }
         Err(e) => {
@@ -281,6 +282,7 @@ pub(super) async fn login(
                 tracing::error!(error = %e, "cannot withdraw an unchecked sign-in attempt");
             }
             tracing::warn!(admin = %username, "sign-in refused: every password check is busy");
+            st.metrics.staff_sign_in("password", "busy");
             let mut busy = login_form(&st, StatusCode::TOO_MANY_REQUESTS, "login_busy", &username);
             busy.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
@@ -294,6 +296,7 @@ pub(super) async fn login(
     }
     if !ok {
         tracing::warn!(admin = %username, "sign-in failed");
+        st.metrics.staff_sign_in("password", "wrong");
         return login_form(&st, StatusCode::UNAUTHORIZED, "login_wrong", &username);
     }
     let Some((id, csrf)) = new_session_ids() else {
@@ -310,6 +313,7 @@ pub(super) async fn login(
         return sign_in_unavailable(&st, STORE_UNWRITABLE);
     }
     tracing::info!(admin = %username, "signed in");
+    st.metrics.staff_sign_in("password", "ok");
     let mut response = (StatusCode::SEE_OTHER, [(header::LOCATION, "/")]).into_response();
     if let Ok(v) = HeaderValue::from_str(&session_cookie(&id)) {
         response.headers_mut().insert(header::SET_COOKIE, v);

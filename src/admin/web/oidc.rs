@@ -127,6 +127,7 @@ pub(super) async fn callback(
         Err(refusal) => refused(&st, &refusal, &address).await,
         Ok(identity) => match provider.settings().role_of(&identity.email) {
             None => {
+                st.metrics.staff_sign_in("oidc", "not-listed");
                 tracing::warn!(email = %identity.email, %address, "school account sign-in refused: not listed in admin.oidc.staff or admin.oidc.auditors");
                 record_refusal(&st, &identity.email, &address, "not-listed").await;
                 refusal_page(
@@ -146,6 +147,7 @@ pub(super) async fn callback(
 /// The page and the record for a sign-in the protocol refused.
 async fn refused(st: &WebState, refusal: &Refusal, address: &str) -> Response {
     tracing::warn!(reason = refusal.as_str(), %address, "school account sign-in refused: {refusal}");
+    st.metrics.staff_sign_in("oidc", refusal.as_str());
     let ctx = minijinja::context! {};
     match refusal {
         Refusal::Unavailable(_) => refusal_page(st, StatusCode::SERVICE_UNAVAILABLE, "oidc_unavailable", ctx),
@@ -200,6 +202,7 @@ async fn signed_in(st: &WebState, email: &str, role: crate::store::Role, address
         return super::auth::sign_in_unavailable(st, super::auth::STORE_UNWRITABLE);
     }
     tracing::info!(admin = %email, %role, %address, "signed in with the school account");
+    st.metrics.staff_sign_in("oidc", "ok");
     let mut response = page(
         st,
         StatusCode::OK,
