@@ -14,14 +14,15 @@ mod http;
 mod settings;
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::Mutex;
 
 use jiff::{SignedDuration, Timestamp};
-use openidconnect::core::{CoreAuthenticationFlow, CoreClient, CoreJwsSigningAlgorithm, CoreProviderMetadata};
+use openidconnect::core::{CoreAuthenticationFlow, CoreJwsSigningAlgorithm, CoreProviderMetadata};
 use openidconnect::{
-    AuthType, AuthorizationCode, ClaimsVerificationError, ClientId, ClientSecret, CsrfToken, IssuerUrl, JsonWebKeySet,
-    Nonce, PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, RequestTokenError, Scope, SignatureVerificationError,
-    TokenResponse,
+    AuthType, AuthorizationCode, ClaimsVerificationError, ClientId, ClientSecret, CsrfToken, EndpointNotSet, IssuerUrl,
+    JsonWebKeySet, Nonce, PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, RequestTokenError, Scope,
+    SignatureVerificationError, TokenResponse,
 };
 
 pub use settings::{CALLBACK_PATH, DEFAULT_DISPLAY_NAME, RawOidc, Settings, origin};
@@ -34,7 +35,16 @@ pub const SKEW: SignedDuration = SignedDuration::from_secs(120);
 pub const PENDING_FOR: SignedDuration = SignedDuration::from_mins(10);
 /// Sign-ins under way at most; past it the oldest is forgotten (a GET of /login/oidc needs no
 /// session, so this bounds what anyone on the staff side can make the daemon hold).
-pub const MAX_PENDING: usize = 256;
+pub const MAX_PENDING: usize = 1024;
+/// Sign-ins under way from one address at most; past it that address's oldest is forgotten, so
+/// one computer cannot push out everyone else's.
+pub const MAX_PENDING_PER_ADDRESS: usize = 8;
+/// Sign-ins one address may begin in [`PENDING_FOR`]: each may end in a request to the
+/// provider with the client secret, which a loop must not be able to make without end.
+pub const MAX_BEGUN_PER_ADDRESS: usize = 30;
+/// A discovery that failed is not tried again for this long (sign-ins meanwhile are refused at
+/// once rather than each waiting for the provider's timeout).
+pub const DISCOVERY_RETRY: SignedDuration = SignedDuration::from_secs(30);
 /// The discovery document and keys are fetched again after this long.
 pub const METADATA_FOR: SignedDuration = SignedDuration::from_hours(1);
 /// The keys are fetched again for an unknown `kid` at most this often.
@@ -68,6 +78,9 @@ pub enum Refusal {
         /// Its `error_description`, if any.
         description: String,
     },
+    /// This address began too many sign-ins lately.
+    #[error("too many sign-ins begun from this address in the last {} minutes", PENDING_FOR.as_mins())]
+    TooMany,
     /// No sign-in under way with this browser: no cookie, expired, or already used (replayed).
     #[error("state refused: no sign-in under way with it (expired, already used, or never started here)")]
     NoPending,
@@ -83,9 +96,12 @@ pub enum Refusal {
     /// The token carries no e-mail address.
     #[error("the ID token has no e-mail address (add the email claim at the provider)")]
     NoEmail,
-    /// The provider says the address is not verified.
+    /// The provider says the address is not verified (or its domain's owner is not).
     #[error("{0}: the provider says this e-mail address is not verified")]
     Unverified(String),
+    /// A Google account not managed by the Workspace of its address's domain.
+    #[error("{0}: not an account of the domain's Google Workspace (no matching hd claim)")]
+    NotWorkspace(String),
 }
 
 impl Refusal {
@@ -93,6 +109,7 @@ impl Refusal {
     pub fn as_str(&self) -> &'static str {
         match self {
             Self::Unavailable(_) => "unavailable",
+            Self::TooMany => "too-many",
             Self::Provider { .. } => "provider-error",
             Self::NoPending => "no-pending-sign-in",
             Self::StateMismatch => "state-mismatch",
@@ -100,6 +117,7 @@ impl Refusal {
             Self::Token(_) => "token-refused",
             Self::NoEmail => "no-email",
             Self::Unverified(_) => "email-unverified",
+            Self::NotWorkspace(_) => "not-workspace",
         }
     }
 }
@@ -140,28 +158,79 @@ struct Started {
     nonce: String,
     verifier: String,
     at: Timestamp,
+    from: IpAddr,
 }
 
-/// The sign-ins under way, each taken at most once.
+/// The sign-ins under way, each taken at most once, and when each address began its recent
+/// ones.
 #[derive(Default)]
-struct Pending(HashMap<String, Started>);
+struct Pending {
+    by_state: HashMap<String, Started>,
+    begun: HashMap<IpAddr, Vec<Timestamp>>,
+}
 
 impl Pending {
-    fn insert(&mut self, state: String, started: Started) {
-        let now = started.at;
-        self.0.retain(|_, s| now.duration_since(s.at) < PENDING_FOR);
-        if self.0.len() >= MAX_PENDING
-            && let Some(oldest) = self.0.iter().min_by_key(|(_, s)| s.at).map(|(k, _)| k.clone())
-        {
-            self.0.remove(&oldest);
+    /// Whether `from` may begin another sign-in at `now` (counting it if so).
+    fn may_begin(&mut self, from: IpAddr, now: Timestamp) -> bool {
+        self.begun.retain(|_, times| {
+            times.retain(|t| now.duration_since(*t) < PENDING_FOR);
+            !times.is_empty()
+        });
+        if self.begun.len() >= MAX_PENDING && !self.begun.contains_key(&from) {
+            // Bounded like the sign-ins: the address that began least lately is forgotten.
+            if let Some(stale) = self
+                .begun
+                .iter()
+                .min_by_key(|(_, t)| t.last().copied())
+                .map(|(a, _)| *a)
+            {
+                self.begun.remove(&stale);
+            }
         }
-        self.0.insert(state, started);
+        let times = self.begun.entry(from).or_default();
+        if times.len() >= MAX_BEGUN_PER_ADDRESS {
+            return false;
+        }
+        times.push(now);
+        true
+    }
+
+    fn insert(&mut self, state: String, started: Started) {
+        let (now, from) = (started.at, started.from);
+        self.by_state.retain(|_, s| now.duration_since(s.at) < PENDING_FOR);
+        let oldest = |m: &HashMap<String, Started>, only: Option<IpAddr>| {
+            m.iter()
+                .filter(|(_, s)| only.is_none_or(|a| s.from == a))
+                .min_by_key(|(_, s)| s.at)
+                .map(|(k, _)| k.clone())
+        };
+        let theirs = self.by_state.values().filter(|s| s.from == from).count();
+        let evict = if theirs >= MAX_PENDING_PER_ADDRESS {
+            oldest(&self.by_state, Some(from))
+        } else if self.by_state.len() >= MAX_PENDING {
+            oldest(&self.by_state, None)
+        } else {
+            None
+        };
+        if let Some(k) = evict {
+            self.by_state.remove(&k);
+        }
+        self.by_state.insert(state, started);
     }
 
     /// The sign-in with `state`, removed, if it is still within [`PENDING_FOR`].
     fn take(&mut self, state: &str, now: Timestamp) -> Option<Started> {
-        self.0.remove(state).filter(|s| now.duration_since(s.at) < PENDING_FOR)
+        self.by_state
+            .remove(state)
+            .filter(|s| now.duration_since(s.at) < PENDING_FOR)
     }
+}
+
+/// What is known of the provider: the last discovery that worked, and a failure since.
+#[derive(Default)]
+struct Cached {
+    last: Option<Metadata>,
+    failed: Option<(Timestamp, Refusal)>,
 }
 
 /// The discovery document and keys, as last fetched.
@@ -177,7 +246,7 @@ struct Metadata {
 pub struct Provider {
     settings: Settings,
     http: Result<http::Client, String>,
-    metadata: tokio::sync::Mutex<Option<Metadata>>,
+    metadata: tokio::sync::Mutex<Cached>,
     pending: Mutex<Pending>,
     /// Code exchanges at once: each is a request to the provider, which nobody signed in asked for.
     exchanges: tokio::sync::Semaphore,
@@ -189,6 +258,33 @@ impl std::fmt::Debug for Provider {
             .field("issuer", &self.settings.issuer)
             .finish_non_exhaustive()
     }
+}
+
+/// Google's issuer: its tokens name consumer accounts too.
+pub const GOOGLE: &str = "https://accounts.google.com";
+
+/// Whether the e-mail an ID token carries can be trusted as the account's:
+/// - `email_verified`, where the provider sends it, is not false;
+/// - with Google, the account is managed by the Workspace of the address's own domain (`hd`):
+///   a consumer Google account can carry a school address that Google verified once, by mail;
+/// - with Entra ID, the domain of the address is verified by the user's own tenant
+///   (`xms_edov`), where it is sent: a guest from another tenant could otherwise carry any
+///   address its own tenant let it set.
+fn trusted(issuer: &str, email: &str, verified: Option<bool>, extra: &Extra) -> Result<(), Refusal> {
+    let unverified = || Refusal::Unverified(email.to_owned());
+    if verified == Some(false) {
+        return Err(unverified());
+    }
+    let domain = email.rsplit_once('@').map_or("", |(_, d)| d);
+    if issuer.trim_end_matches('/') == GOOGLE
+        && extra.hd.as_deref().map(str::to_ascii_lowercase).as_deref() != Some(domain)
+    {
+        return Err(Refusal::NotWorkspace(email.to_owned()));
+    }
+    if extra.domain_owner_verified() == Some(false) {
+        return Err(unverified());
+    }
+    Ok(())
 }
 
 /// Text from the provider (or from whoever wrote the callback's query) as it goes into the log
@@ -211,7 +307,7 @@ impl Provider {
         Self {
             settings,
             http,
-            metadata: tokio::sync::Mutex::new(None),
+            metadata: tokio::sync::Mutex::new(Cached::default()),
             pending: Mutex::new(Pending::default()),
             exchanges: tokio::sync::Semaphore::new(4),
         }
@@ -266,7 +362,7 @@ impl Provider {
     /// (the old ones are kept if that fails), or with the keys fetched again if `refresh_keys`.
     async fn metadata(&self, now: Timestamp, refresh_keys: bool) -> Result<Metadata, Refusal> {
         let mut cached = self.metadata.lock().await;
-        match cached.as_mut() {
+        match cached.last.as_mut() {
             Some(m) if refresh_keys => {
                 if m.keys_refreshed.is_none_or(|t| now.duration_since(t) >= KEYS_REFRESH) {
                     m.keys_refreshed = Some(now);
@@ -282,23 +378,41 @@ impl Provider {
             Some(m) if now.duration_since(m.fetched) < METADATA_FOR => return Ok(m.clone()),
             _ => {}
         }
-        match self.discover().await {
+        let recent_failure = cached
+            .failed
+            .as_ref()
+            .filter(|(at, _)| now.duration_since(*at) < DISCOVERY_RETRY)
+            .map(|(_, e)| e.clone());
+        let fetched = match recent_failure {
+            Some(e) => Err(e),
+            None => self.discover().await,
+        };
+        match fetched {
             Ok(doc) => {
                 let m = Metadata {
                     doc,
                     fetched: now,
                     keys_refreshed: None,
                 };
-                *cached = Some(m.clone());
+                *cached = Cached {
+                    last: Some(m.clone()),
+                    failed: None,
+                };
                 Ok(m)
             }
-            Err(e) => match cached.as_ref() {
-                Some(old) => {
-                    tracing::warn!(error = %e, "keeping the OpenID provider's last discovery document");
-                    Ok(old.clone())
+            Err(e) => {
+                if cached
+                    .failed
+                    .as_ref()
+                    .is_none_or(|(at, _)| now.duration_since(*at) >= DISCOVERY_RETRY)
+                {
+                    cached.failed = Some((now, e.clone()));
+                    if cached.last.is_some() {
+                        tracing::warn!(error = %e, "keeping the OpenID provider's last discovery document");
+                    }
                 }
-                None => Err(e),
-            },
+                cached.last.clone().ok_or(e)
+            }
         }
     }
 
@@ -311,7 +425,7 @@ impl Provider {
             .token_endpoint_auth_methods_supported()
             .is_some_and(|m| m.iter().all(|m| m.as_ref() == "client_secret_post") && !m.is_empty());
         let client =
-            CoreClient::from_provider_metadata(doc, ClientId::new(self.settings.client_id.clone()), Some(secret))
+            ClientOf::from_provider_metadata(doc, ClientId::new(self.settings.client_id.clone()), Some(secret))
                 .set_redirect_uri(redirect);
         Ok(if post_only {
             client.set_auth_type(AuthType::RequestBody)
@@ -324,8 +438,12 @@ impl Provider {
     /// `openid email profile`) and the `state`, kept until [`PENDING_FOR`] has passed.
     ///
     /// # Errors
+    /// [`Refusal::TooMany`]: `from` began [`MAX_BEGUN_PER_ADDRESS`] in [`PENDING_FOR`];
     /// [`Refusal::Unavailable`]: the provider cannot be reached, or the secret is unreadable.
-    pub async fn begin(&self, now: Timestamp) -> Result<Begun, Refusal> {
+    pub async fn begin(&self, now: Timestamp, from: IpAddr) -> Result<Begun, Refusal> {
+        if !self.lock_pending().may_begin(from, now) {
+            return Err(Refusal::TooMany);
+        }
         let secret = self.secret()?;
         let m = self.metadata(now, false).await?;
         let client = self.client(m.doc, secret)?;
@@ -347,6 +465,7 @@ impl Provider {
                 nonce: nonce.secret().clone(),
                 verifier: verifier.secret().clone(),
                 at: now,
+                from,
             },
         );
         Ok(Begun {
@@ -416,8 +535,9 @@ impl Provider {
             .id_token()
             .ok_or_else(|| Refusal::Token("the token response has no id_token".into()))?;
         let nonce = Nonce::new(started.nonce);
-        // What the token vouches for: its e-mail address, whether that is verified, and `sub`.
-        type Vouched = (Option<String>, Option<bool>, String);
+        // What the token vouches for: its e-mail address, whether that is verified, `sub`, and
+        // the claims that say whether the address can be trusted.
+        type Vouched = (Option<String>, Option<bool>, String, Extra);
         let verify = |doc: CoreProviderMetadata| -> Result<Vouched, ClaimsVerificationError> {
             let client = self
                 .client(doc, secret.clone())
@@ -437,9 +557,10 @@ impl Provider {
                 });
             let claims = id_token.claims(&verifier, &nonce)?;
             Ok((
-                claims.email().map(|e| e.as_str().trim().to_lowercase()),
+                claims.email().map(|e| printable(e.as_str().trim())),
                 claims.email_verified(),
                 claims.subject().as_str().to_owned(),
+                claims.additional_claims().clone(),
             ))
         };
         let checked = match verify(m.doc) {
@@ -450,34 +571,74 @@ impl Provider {
             }
             other => other,
         };
-        let (email, verified, subject) = checked.map_err(|e| Refusal::Token(e.to_string()))?;
+        let (email, verified, subject, extra) = checked.map_err(|e| Refusal::Token(e.to_string()))?;
         let email = email.filter(|e| !e.is_empty()).ok_or(Refusal::NoEmail)?;
-        // Where the provider says (Google does, Entra ID does not: it sends only addresses of
-        // the tenant's verified domains).
-        if verified == Some(false) {
+        // Only plain addresses are matched: a Unicode one could fold onto a listed one.
+        if !email.is_ascii() {
             return Err(Refusal::Unverified(email));
         }
+        let email = email.to_ascii_lowercase();
+        trusted(&self.settings.issuer, &email, verified, &extra)?;
         Ok(Identity { email, subject })
     }
 }
 
-/// The client, as `from_provider_metadata` makes it, with its redirect URI.
+/// The claims beyond the standard ones that decide whether an address can be trusted: Google's
+/// `hd` (the Workspace domain that manages the account; absent for a consumer account) and
+/// Entra ID's `xms_edov` (whether the domain of `email` is verified by the user's own tenant,
+/// sent when the optional claim is added).
+#[derive(Debug, Clone, Default, serde::Deserialize, serde::Serialize)]
+struct Extra {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    hd: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    xms_edov: Option<serde_json::Value>,
+}
+
+impl openidconnect::AdditionalClaims for Extra {}
+
+impl Extra {
+    /// `xms_edov` as a truth value (Entra sends a boolean; some tenants a string or number).
+    fn domain_owner_verified(&self) -> Option<bool> {
+        match self.xms_edov.as_ref()? {
+            serde_json::Value::Bool(b) => Some(*b),
+            serde_json::Value::String(t) => Some(matches!(t.as_str(), "true" | "1")),
+            serde_json::Value::Number(n) => Some(n.as_u64() == Some(1)),
+            _ => None,
+        }
+    }
+}
+
+/// The token response, with [`Extra`] in its ID token.
+type TokenResponseOf = openidconnect::StandardTokenResponse<
+    openidconnect::IdTokenFields<
+        Extra,
+        openidconnect::EmptyExtraTokenFields,
+        openidconnect::core::CoreGenderClaim,
+        openidconnect::core::CoreJweContentEncryptionAlgorithm,
+        CoreJwsSigningAlgorithm,
+    >,
+    openidconnect::core::CoreTokenType,
+>;
+
+/// The client, with [`Extra`] claims, as `from_provider_metadata` makes it: the authorization
+/// URL set, the token and userinfo URLs maybe.
 type ClientOf = openidconnect::Client<
-    openidconnect::EmptyAdditionalClaims,
+    Extra,
     openidconnect::core::CoreAuthDisplay,
     openidconnect::core::CoreGenderClaim,
     openidconnect::core::CoreJweContentEncryptionAlgorithm,
     openidconnect::core::CoreJsonWebKey,
     openidconnect::core::CoreAuthPrompt,
     openidconnect::StandardErrorResponse<openidconnect::core::CoreErrorResponseType>,
-    openidconnect::core::CoreTokenResponse,
+    TokenResponseOf,
     openidconnect::core::CoreTokenIntrospectionResponse,
     openidconnect::core::CoreRevocableToken,
     openidconnect::core::CoreRevocationErrorResponse,
     openidconnect::EndpointSet,
-    openidconnect::EndpointNotSet,
-    openidconnect::EndpointNotSet,
-    openidconnect::EndpointNotSet,
+    EndpointNotSet,
+    EndpointNotSet,
+    EndpointNotSet,
     openidconnect::EndpointMaybeSet,
     openidconnect::EndpointMaybeSet,
 >;
@@ -487,10 +648,53 @@ mod tests {
     use super::*;
 
     fn started(at: Timestamp) -> Started {
+        from(at, [10, 0, 0, 5])
+    }
+
+    fn from(at: Timestamp, ip: [u8; 4]) -> Started {
         Started {
             nonce: "n".into(),
             verifier: "v".into(),
             at,
+            from: IpAddr::from(ip),
+        }
+    }
+
+    #[test]
+    fn an_address_is_trusted_only_as_far_as_its_provider_vouches_for_it() {
+        let e = "dpo@claremont.example.sch.uk";
+        let extra = |hd: Option<&str>, edov: Option<serde_json::Value>| Extra {
+            hd: hd.map(str::to_owned),
+            xms_edov: edov,
+        };
+        let entra = "https://login.microsoftonline.com/0b5a6f0e-1111-2222-3333-444455556666/v2.0";
+        let generic = "https://idp.example";
+        // Any provider: email_verified false is refused; absent is the provider's silence.
+        assert!(trusted(generic, e, None, &Extra::default()).is_ok());
+        assert!(trusted(generic, e, Some(true), &Extra::default()).is_ok());
+        assert_eq!(
+            trusted(generic, e, Some(false), &Extra::default()),
+            Err(Refusal::Unverified(e.into()))
+        );
+        // Google: only an account of the address's own Workspace.
+        assert!(trusted(GOOGLE, e, Some(true), &extra(Some("Claremont.Example.sch.uk"), None)).is_ok());
+        for hd in [None, Some("other.example"), Some("example.sch.uk")] {
+            assert_eq!(
+                trusted(GOOGLE, e, Some(true), &extra(hd, None)),
+                Err(Refusal::NotWorkspace(e.into())),
+                "{hd:?}"
+            );
+        }
+        // Entra ID: xms_edov, where sent, must say the domain's owner verified it.
+        assert!(trusted(entra, e, None, &extra(None, None)).is_ok());
+        for yes in [serde_json::json!(true), serde_json::json!("1"), serde_json::json!(1)] {
+            assert!(trusted(entra, e, None, &extra(None, Some(yes))).is_ok());
+        }
+        for no in [serde_json::json!(false), serde_json::json!("0"), serde_json::json!(0)] {
+            assert_eq!(
+                trusted(entra, e, None, &extra(None, Some(no))),
+                Err(Refusal::Unverified(e.into()))
+            );
         }
     }
 
@@ -519,14 +723,36 @@ mod tests {
     fn pending_sign_ins_are_bounded_and_the_oldest_goes_first() {
         let t0 = Timestamp::from_second(1_800_000_000).unwrap();
         let mut p = Pending::default();
+        // Many addresses: the oldest of all goes.
         for i in 0..=MAX_PENDING {
-            p.insert(format!("s{i}"), started(t0 + SignedDuration::from_millis(i as i64)));
+            let ip = [10, 1, (i / 250) as u8, (i % 250) as u8];
+            p.insert(format!("s{i}"), from(t0 + SignedDuration::from_millis(i as i64), ip));
         }
-        assert_eq!(p.0.len(), MAX_PENDING);
-        assert!(!p.0.contains_key("s0"), "the oldest went");
-        assert!(p.0.contains_key(&format!("s{MAX_PENDING}")));
+        assert_eq!(p.by_state.len(), MAX_PENDING);
+        assert!(!p.by_state.contains_key("s0"), "the oldest went");
+        assert!(p.by_state.contains_key(&format!("s{MAX_PENDING}")));
         // Expired ones go first, whatever the count.
-        p.insert("late".into(), started(t0 + PENDING_FOR + SignedDuration::from_secs(1)));
-        assert_eq!(p.0.len(), 1);
+        p.insert("late".into(), started(t0 + PENDING_FOR + SignedDuration::from_secs(5)));
+        assert_eq!(p.by_state.len(), 1);
+    }
+
+    #[test]
+    fn one_address_cannot_push_out_anyone_elses_sign_in_nor_begin_without_end() {
+        let t0 = Timestamp::from_second(1_800_000_000).unwrap();
+        let mut p = Pending::default();
+        p.insert("staff".into(), from(t0, [10, 0, 0, 7]));
+        for i in 0..100 {
+            p.insert(
+                format!("loop{i}"),
+                from(t0 + SignedDuration::from_millis(i), [10, 0, 0, 66]),
+            );
+        }
+        assert_eq!(p.by_state.len(), 1 + MAX_PENDING_PER_ADDRESS);
+        assert!(p.take("staff", t0 + SignedDuration::from_mins(2)).is_some());
+        let looping = IpAddr::from([10, 0, 0, 66]);
+        let allowed = (0..100).filter(|_| p.may_begin(looping, t0)).count();
+        assert_eq!(allowed, MAX_BEGUN_PER_ADDRESS);
+        assert!(p.may_begin(IpAddr::from([10, 0, 0, 7]), t0), "others still may");
+        assert!(p.may_begin(looping, t0 + PENDING_FOR), "and it may again later");
     }
 }

@@ -54,7 +54,10 @@ impl Allowed {
         };
         let mut out = Vec::with_capacity(entries.len());
         for raw in entries {
-            let e = raw.trim().to_lowercase();
+            let e = raw.trim().to_ascii_lowercase();
+            if !e.is_ascii() {
+                return Err(bad(raw));
+            }
             let entry = match e.split_once('@') {
                 Some(("", domain)) if valid_domain(domain) => Entry::Domain(domain.to_owned()),
                 Some((local, domain)) if !local.is_empty() && valid_local(local) && valid_domain(domain) => {
@@ -67,9 +70,13 @@ impl Allowed {
         Ok(Self(out))
     }
 
-    /// Whether `email` is listed, itself or by its domain.
+    /// Whether `email` is listed, itself or by its domain. Only a plain (ASCII) address can be:
+    /// Unicode case folding could turn another address into a listed one.
     pub fn contains(&self, email: &str) -> bool {
-        let email = email.trim().to_lowercase();
+        if !email.is_ascii() {
+            return false;
+        }
+        let email = email.trim().to_ascii_lowercase();
         let Some((local, domain)) = email.rsplit_once('@') else {
             return false;
         };
@@ -283,6 +290,7 @@ mod tests {
             "someone@gmail.com",
             "a@sub.claremont.example.sch.uk",
             "a@claremont.example.sch.uk.evil.example",
+            "\u{212A}im@claremont.example.sch.uk",
             "@claremont.example.sch.uk",
             "claremont.example.sch.uk",
             "",

@@ -2,10 +2,10 @@
 //! the provider sends it back to `GET /login/oidc/callback`. The protocol is `admin::oidc`; this
 //! is HTTP's part: the cookies and the pages.
 //!
-//! Two cookies. The pending sign-in's (`aupgate_oidc`) carries its `state`, is `SameSite=Lax`
-//! (so it travels on the provider's top-level redirect back, which a Strict cookie does not)
-//! and lasts as long as the sign-in may ([`PENDING_FOR`]); the callback clears it whatever
-//! happens. The session cookie is the same as for a local account (Strict): the callback
+//! Two cookies. The pending sign-in's (`__Host-aupgate_oidc`) carries its `state`, is
+//! `SameSite=Lax` (so it travels on the provider's top-level redirect back, which a Strict
+//! cookie does not) and lasts as long as the sign-in may ([`PENDING_FOR`]); the callback clears
+//! it, unless the state it was given is another's. The session cookie is the same as for a local account (Strict): the callback
 //! answers 200 with a page that moves on to the dashboard by `<meta http-equiv="refresh">` and
 //! a link, since a Strict cookie set on a cross-site redirect's answer would not be sent on a
 //! 303 on from there.
@@ -26,20 +26,22 @@ use super::{Reply, WebState, page};
 use crate::admin::oidc::{Callback, PENDING_FOR, Refusal};
 use crate::web::form;
 
-/// The pending sign-in's cookie.
-const PENDING_COOKIE: &str = "aupgate_oidc";
-/// The path it is sent to (the callback is under it).
+/// The pending sign-in's cookie. `__Host-`: the browser takes it only from this host over
+/// HTTPS, with `Path=/` and no `Domain`, so a sibling host (or a plain-HTTP answer) cannot plant
+/// a state of its own choosing for a login CSRF.
+const PENDING_COOKIE: &str = "__Host-aupgate_oidc";
+/// Where the sign-in begins.
 const PENDING_PATH: &str = "/login/oidc";
 
 fn pending_cookie(state: &str) -> String {
     format!(
-        "{PENDING_COOKIE}={state}; Path={PENDING_PATH}; Max-Age={}; Secure; HttpOnly; SameSite=Lax",
+        "{PENDING_COOKIE}={state}; Path=/; Max-Age={}; Secure; HttpOnly; SameSite=Lax",
         PENDING_FOR.as_secs()
     )
 }
 
 fn clear_pending(response: &mut Response) {
-    let gone = format!("{PENDING_COOKIE}=; Path={PENDING_PATH}; Max-Age=0; Secure; HttpOnly; SameSite=Lax");
+    let gone = format!("{PENDING_COOKIE}=; Path=/; Max-Age=0; Secure; HttpOnly; SameSite=Lax");
     if let Ok(v) = HeaderValue::from_str(&gone) {
         response.headers_mut().append(header::SET_COOKIE, v);
     }
@@ -61,7 +63,11 @@ fn refusal_page(st: &WebState, status: StatusCode, text: &str, ctx: minijinja::V
 }
 
 /// `GET /login/oidc`: begins a sign-in and sends the browser to the provider.
-pub(super) async fn begin(State(st): State<WebState>, headers: HeaderMap) -> Response {
+pub(super) async fn begin(
+    State(st): State<WebState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Response {
     let Some(provider) = st.oidc.clone() else {
         return refusal_page(&st, StatusCode::NOT_FOUND, "oidc_off", minijinja::context! {});
     };
@@ -76,13 +82,27 @@ pub(super) async fn begin(State(st): State<WebState>, headers: HeaderMap) -> Res
         let there = format!("{}{PENDING_PATH}", settings.origin);
         return (StatusCode::SEE_OTHER, [(header::LOCATION, there)]).into_response();
     }
-    match provider.begin(st.actions.clock.now()).await {
+    match provider.begin(st.actions.clock.now(), peer.ip().to_canonical()).await {
         Ok(begun) => {
             let mut response = (StatusCode::SEE_OTHER, [(header::LOCATION, begun.url)]).into_response();
             if let Ok(v) = HeaderValue::from_str(&pending_cookie(&begun.state)) {
                 response.headers_mut().insert(header::SET_COOKIE, v);
             }
             response
+        }
+        Err(Refusal::TooMany) => {
+            let address = peer.ip().to_canonical();
+            tracing::warn!(%address, "school account sign-in refused: {}", Refusal::TooMany);
+            st.metrics.staff_sign_in("oidc", Refusal::TooMany.as_str());
+            let mut page = refusal_page(
+                &st,
+                StatusCode::TOO_MANY_REQUESTS,
+                "oidc_too_many",
+                minijinja::context! { minutes => PENDING_FOR.as_mins() },
+            );
+            page.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("600"));
+            page
         }
         Err(e) => {
             tracing::warn!(reason = e.as_str(), "school account sign-in cannot begin: {e}");
@@ -123,7 +143,11 @@ pub(super) async fn callback(
     let now = st.actions.clock.now();
     let back = callback_of(query.as_deref());
     let pending = cookie(&headers, PENDING_COOKIE);
-    let mut response = match provider.finish(pending.as_deref(), &back, now).await {
+    let finished = provider.finish(pending.as_deref(), &back, now).await;
+    // A state that is not this browser's leaves its own sign-in be: a forged link to the
+    // callback must not cancel one under way.
+    let keep_pending = matches!(finished, Err(Refusal::StateMismatch));
+    let mut response = match finished {
         Err(refusal) => refused(&st, &refusal, &address).await,
         Ok(identity) => match provider.settings().role_of(&identity.email) {
             None => {
@@ -140,7 +164,9 @@ pub(super) async fn callback(
             Some(role) => signed_in(&st, &identity.email, role, &address).await,
         },
     };
-    clear_pending(&mut response);
+    if !keep_pending {
+        clear_pending(&mut response);
+    }
     response
 }
 
@@ -151,6 +177,7 @@ async fn refused(st: &WebState, refusal: &Refusal, address: &str) -> Response {
     let ctx = minijinja::context! {};
     match refusal {
         Refusal::Unavailable(_) => refusal_page(st, StatusCode::SERVICE_UNAVAILABLE, "oidc_unavailable", ctx),
+        Refusal::TooMany => refusal_page(st, StatusCode::TOO_MANY_REQUESTS, "oidc_stale", ctx),
         Refusal::Provider { error, .. } => refusal_page(
             st,
             StatusCode::UNAUTHORIZED,
@@ -160,14 +187,14 @@ async fn refused(st: &WebState, refusal: &Refusal, address: &str) -> Response {
         Refusal::NoPending | Refusal::StateMismatch => refusal_page(st, StatusCode::BAD_REQUEST, "oidc_stale", ctx),
         Refusal::Exchange(_) | Refusal::Token(_) => refusal_page(st, StatusCode::UNAUTHORIZED, "oidc_failed", ctx),
         Refusal::NoEmail => refusal_page(st, StatusCode::FORBIDDEN, "oidc_no_email", ctx),
-        Refusal::Unverified(email) => {
+        Refusal::Unverified(email) | Refusal::NotWorkspace(email) => {
             record_refusal(st, email, address, refusal.as_str()).await;
-            refusal_page(
-                st,
-                StatusCode::FORBIDDEN,
-                "oidc_unverified",
-                minijinja::context! { email },
-            )
+            let text = if matches!(refusal, Refusal::NotWorkspace(_)) {
+                "oidc_not_workspace"
+            } else {
+                "oidc_unverified"
+            };
+            refusal_page(st, StatusCode::FORBIDDEN, text, minijinja::context! { email })
         }
     }
 }

@@ -588,13 +588,20 @@ async fn beginning_goes_to_the_registered_host_and_an_unreachable_provider_is_a_
 }
 
 /// Issue 14: a callback with no pending sign-in, or whose state is not the one this browser's
-/// cookie carries, is refused before the provider is asked, gets no session, and has its
-/// pending cookie cleared.
+/// cookie carries, is refused before the provider is asked and gets no session. The pending
+/// cookie is cleared, except when the state was another's: a forged link must not cancel the
+/// sign-in this browser has under way.
 #[tokio::test]
 async fn a_callback_without_its_pending_sign_in_or_with_another_state_is_refused() {
     let l = lab_with_oidc().await;
     let before = events(&l.store);
-    for cookie in [None, Some("aupgate_oidc=abc"), Some("aupgate_oidc=")] {
+    let cleared = "__Host-aupgate_oidc=; Path=/; Max-Age=0; Secure; HttpOnly; SameSite=Lax";
+    for (cookie, set_cookie) in [
+        (None, Some(cleared)),
+        (Some("__Host-aupgate_oidc="), Some(cleared)),
+        (Some("__Host-aupgate_oidc=abc"), None),
+        (Some("aupgate_oidc=abd"), Some(cleared)),
+    ] {
         let (status, headers, page) = send(&l.app, get("/login/oidc/callback?code=c&state=abd", cookie)).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{cookie:?}");
         assert!(page.contains("expired or was already used"), "{page}");
@@ -603,13 +610,37 @@ async fn a_callback_without_its_pending_sign_in_or_with_another_state_is_refused
             .iter()
             .map(|v| v.to_str().unwrap())
             .collect();
-        assert_eq!(
-            set,
-            ["aupgate_oidc=; Path=/login/oidc; Max-Age=0; Secure; HttpOnly; SameSite=Lax"],
-            "{cookie:?}"
-        );
+        assert_eq!(set, Vec::from_iter(set_cookie), "{cookie:?}");
     }
     assert_eq!(events(&l.store), before, "no e-mail was vouched for, so no event");
+}
+
+/// Issue 14: one computer beginning sign-ins in a loop is stopped after 30 in ten minutes (each
+/// could end in a request to the provider with the client secret); others are not.
+#[tokio::test]
+async fn beginning_sign_ins_in_a_loop_is_refused_after_thirty() {
+    let l = lab_with_oidc().await;
+    let begin = |ip: [u8; 4]| {
+        let mut req = Request::get("/login/oidc")
+            .header(header::HOST, "10.0.0.1:8443")
+            .body(Body::empty())
+            .unwrap();
+        req.extensions_mut().insert(ConnectInfo(SocketAddr::from((ip, 40000))));
+        req
+    };
+    let mut statuses = Vec::new();
+    for _ in 0..31 {
+        let resp = l.app.clone().oneshot(begin([10, 0, 0, 66])).await.unwrap();
+        statuses.push(resp.status());
+    }
+    // The provider cannot be reached here, so each that was let through is a 503.
+    assert!(
+        statuses[..30].iter().all(|s| *s == StatusCode::SERVICE_UNAVAILABLE),
+        "{statuses:?}"
+    );
+    assert_eq!(statuses[30], StatusCode::TOO_MANY_REQUESTS);
+    let other = l.app.clone().oneshot(begin([10, 0, 0, 7])).await.unwrap();
+    assert_eq!(other.status(), StatusCode::SERVICE_UNAVAILABLE);
 }
 
 /// Issue 14: a school account's session takes its role from the config's lists at each request:
