@@ -33,6 +33,7 @@ pub mod config;
 pub mod daemon;
 pub mod doctor;
 pub mod firewall;
+pub mod hub;
 pub mod metrics;
 pub mod neighbours;
 pub mod portal;

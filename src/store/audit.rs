@@ -62,6 +62,24 @@ pub struct ChainOk {
     pub continues_from: Option<String>,
 }
 
+/// One audit event's row, exactly as stored (the text is what the hash covers), as a school
+/// ships it to the trust hub. `seq` is its id, which only grows.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ChainEvent {
+    /// The school's event id.
+    pub seq: i64,
+    /// When, as stored (RFC 3339).
+    pub at: String,
+    /// The event kind's text.
+    pub kind: String,
+    /// The detail, exactly as stored.
+    pub detail: String,
+    /// The hash of the event before it.
+    pub prev_hash: String,
+    /// Its own hash.
+    pub hash: String,
+}
+
 /// The first place where the record was altered.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("event {event}: {problem}")]
@@ -607,6 +625,32 @@ impl Store {
             head: prev.unwrap_or_else(|| GENESIS.to_owned()),
             continues_from: first.map(|(_, link)| link).filter(|l| l != GENESIS),
         }))
+    }
+
+    /// Up to `limit` events after id `after`, in id order, exactly as stored: what a school
+    /// ships to the trust hub next.
+    ///
+    /// # Errors
+    /// On a database failure.
+    pub fn events_after(&self, after: i64, limit: usize) -> Result<Vec<ChainEvent>, StoreError> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare_cached(
+            "SELECT id, at, kind, detail, prev_hash, hash FROM events WHERE id > ?1 ORDER BY id LIMIT ?2",
+        )?;
+        let rows = stmt.query_map(
+            rusqlite::params![after, i64::try_from(limit).unwrap_or(i64::MAX)],
+            |r| {
+                Ok(ChainEvent {
+                    seq: r.get(0)?,
+                    at: r.get(1)?,
+                    kind: r.get(2)?,
+                    detail: r.get(3)?,
+                    prev_hash: r.get::<_, Option<String>>(4)?.unwrap_or_default(),
+                    hash: r.get::<_, Option<String>>(5)?.unwrap_or_default(),
+                })
+            },
+        )?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     /// The current chain head (the last event's hash).

@@ -21,7 +21,7 @@ use jiff::Timestamp;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
 pub use admins::{Admin, AdminSession, Role, SignedInWith};
-pub use audit::{ChainBreak, ChainOk, PolicyVersion};
+pub use audit::{ChainBreak, ChainEvent, ChainOk, PolicyVersion};
 pub use consents::{Admission, Attempt, ConsentRecord, ConsentRule, NewConsent};
 pub use exceptions::Exception;
 pub use retention::{Erasure, Purge};

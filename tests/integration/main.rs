@@ -16,6 +16,8 @@
 //! - `radius`: RADIUS accounting to a real FreeRADIUS: Start, Interim, Stop, failover, a server
 //!   that is down across a restart, a wrong secret (issue 13).
 //! - `browser`: the guest flow in Debian's Chromium with JavaScript off, at 360 px.
+//! - `hub`: the trust hub's store on a real PostgreSQL (`postgres`: a server of the test's
+//!   own, as the postgres user, on a private socket), fed by real school stores (issue 15).
 //! - `oidc`: staff sign-in with the school's account against a real OpenID provider
 //!   (oidc-provider over HTTPS with a throwaway CA), in Chromium (issue 14).
 //!
@@ -39,9 +41,11 @@ mod fairness;
 mod firewall;
 mod harness;
 mod https;
+mod hub;
 mod netns;
 mod oidc;
 mod portal;
+mod postgres;
 mod probes;
 mod radius;
 mod service;
