@@ -63,24 +63,58 @@ pub fn arrive(head: &Head, event: &Event) -> Arrival {
     Arrival::Next
 }
 
-/// The first break in `events` (in seq order), read back from the hub's copy: what
-/// `hub verify` reports.
-pub fn first_break(events: impl IntoIterator<Item = Event>) -> Result<(u64, Head), String> {
-    let mut head = Head::start();
-    let mut n = 0u64;
-    for e in events {
-        match arrive(&head, &e) {
+/// A stored chain read back in seq order, one event at a time (a site's whole chain is never
+/// held in memory): what `hub verify` checks.
+#[derive(Debug, Clone)]
+pub struct Walk {
+    head: Head,
+    events: u64,
+}
+
+impl Default for Walk {
+    fn default() -> Self {
+        Self {
+            head: Head::start(),
+            events: 0,
+        }
+    }
+}
+
+impl Walk {
+    /// Takes the next event; the break it makes, if it does not follow.
+    ///
+    /// # Errors
+    /// The break, in words.
+    pub fn step(&mut self, e: Event) -> Result<(), String> {
+        match arrive(&self.head, &e) {
             Arrival::Next => {}
             Arrival::Broken(why) => return Err(why),
-            Arrival::Resent => return Err(format!("event {}: out of order after event {}", e.seq, head.seq)),
+            Arrival::Resent => return Err(format!("event {}: out of order after event {}", e.seq, self.head.seq)),
         }
-        head = Head {
+        self.head = Head {
             seq: e.seq,
             hash: e.hash,
         };
-        n += 1;
+        self.events += 1;
+        Ok(())
     }
-    Ok((n, head))
+
+    /// Events taken, and the head.
+    pub fn end(self) -> (u64, Head) {
+        (self.events, self.head)
+    }
+}
+
+/// The first break in `events` (in seq order), or how many there are and the head.
+///
+/// # Errors
+/// The first break, in words.
+pub fn first_break(events: impl IntoIterator<Item = Event>) -> Result<(u64, Head), String> {
+    let mut walk = Walk::default();
+    for e in events {
+        walk.step(e)?;
+    }
+    Ok(walk.end())
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@
 use jiff::Timestamp;
 use tokio_postgres::NoTls;
 
-use super::chain::{Arrival, Event, Head, arrive, first_break};
+use super::chain::{Arrival, Event, Head, Walk, arrive};
 
 /// The schema, one migration per entry, applied in order; its position + 1 is its version.
 /// Never edit one that has shipped: add another.
@@ -343,25 +343,35 @@ impl HubStore {
             .collect()
     }
 
-    /// Reads `site`'s events back and checks its chain: (events, head), or the first break.
+    /// Reads `site`'s events back, as a stream in seq order, and checks its chain: (events,
+    /// head), or the first break.
     ///
     /// # Errors
     /// PostgreSQL failed.
     pub async fn verify(&self, site: &str) -> Result<Result<(u64, Head), String>, HubStoreError> {
+        use futures_util::StreamExt as _;
         let client = self.pool.get().await?;
         let rows = client
-            .query(
+            .query_raw(
                 "SELECT seq, at, kind, detail, prev_hash, hash FROM events WHERE site = $1 ORDER BY seq",
-                &[&site],
+                [site],
             )
             .await?;
-        Ok(first_break(rows.iter().map(|r| Event {
-            seq: r.get(0),
-            at: r.get(1),
-            kind: r.get(2),
-            detail: r.get(3),
-            prev_hash: r.get(4),
-            hash: r.get(5),
-        })))
+        let mut rows = std::pin::pin!(rows);
+        let mut walk = Walk::default();
+        while let Some(r) = rows.next().await {
+            let r = r?;
+            if let Err(why) = walk.step(Event {
+                seq: r.get(0),
+                at: r.get(1),
+                kind: r.get(2),
+                detail: r.get(3),
+                prev_hash: r.get(4),
+                hash: r.get(5),
+            }) {
+                return Ok(Err(why));
+            }
+        }
+        Ok(Ok(walk.end()))
     }
 }
