@@ -25,15 +25,23 @@ use crate::store::{Role, Store};
 #[derive(Debug, Parser)]
 #[command(name = "aupgate", version, about, propagate_version = true)]
 pub struct Cli {
-    /// Configuration file.
-    #[arg(long, global = true, value_name = "FILE", default_value = config::DEFAULT_PATH)]
-    pub config: PathBuf,
+    /// Configuration file [default: /etc/aupgate/aupgate.toml; for `aupgate hub`,
+    /// /etc/aupgate/hub.toml].
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
     /// Print records as JSON (objects; lists as arrays).
     #[arg(long, global = true)]
     pub json: bool,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// The command line of a school's commands, with the config's path resolved.
+struct SchoolCli {
+    config: PathBuf,
+    json: bool,
+    command: Command,
 }
 
 /// Subcommands.
@@ -61,6 +69,9 @@ pub enum Command {
     /// aupgate's nftables table.
     #[command(subcommand)]
     Firewall(FirewallCommand),
+    /// The trust hub, against its own config: the sites and their chains.
+    #[command(subcommand)]
+    Hub(crate::hub::cli::HubCommand),
 }
 
 /// `aupgate firewall …`
@@ -218,7 +229,17 @@ pub struct CheckFailed {
 /// # Errors
 /// Whatever failed, as one chain of context for the operator.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
+    let hub_config = cli
+        .config
+        .clone()
+        .unwrap_or_else(|| crate::hub::settings::DEFAULT_PATH.into());
+    let cli = SchoolCli {
+        config: cli.config.unwrap_or_else(|| config::DEFAULT_PATH.into()),
+        json: cli.json,
+        command: cli.command,
+    };
     match cli.command {
+        Command::Hub(cmd) => crate::hub::cli::run(&hub_config, cli.json, cmd, SystemClock.now()),
         Command::Run => {
             let config = Config::load(&cli.config)?;
             tokio::runtime::Builder::new_multi_thread()
@@ -317,7 +338,7 @@ impl<'a> Local<'a> {
     }
 }
 
-fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
+pub(crate) fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(value).context("encoding JSON")?);
     Ok(())
 }
@@ -333,7 +354,7 @@ fn read_store(config: &Config) -> anyhow::Result<Store> {
         .with_context(|| format!("opening the store {}", config.store_path.display()))
 }
 
-fn table(header: &[&str], rows: Vec<Vec<String>>) {
+pub(crate) fn table(header: &[&str], rows: Vec<Vec<String>>) {
     let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
     for row in &rows {
         for (w, cell) in widths.iter_mut().zip(row) {

@@ -3,10 +3,12 @@
 //! the hub, which keeps them in PostgreSQL exactly as sent and checks each site's hash chain as
 //! they arrive.
 //!
-//! Built so far: the chain check (`chain`) and the hub's store (`store`: schema migrations,
-//! the in-order, idempotent intake of a site's events, `sites` and `verify`). Not yet: the
-//! school's shipper, the HTTPS intake with mutual TLS, consent rows, erasure, retention and
-//! the `aupgate hub` commands.
+//! Built so far: the chain check (`chain`), the hub's store (`store`: schema migrations, the
+//! in-order, idempotent intake of a site's events, `sites` and `verify`), its config
+//! (`settings`) and `aupgate hub sites|verify` (`cli`). Not yet: the school's shipper, the
+//! service with its HTTPS intake and mutual TLS, consent rows, erasure, retention, export.
 
 pub mod chain;
+pub mod cli;
+pub mod settings;
 pub mod store;

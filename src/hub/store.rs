@@ -104,6 +104,8 @@ pub struct Site {
     pub name: String,
     /// The last event taken in order.
     pub head_seq: i64,
+    /// When the school recorded it.
+    pub head_at: Option<Timestamp>,
     /// Its hash.
     pub head_hash: String,
     /// Events held.
@@ -323,7 +325,8 @@ impl HubStore {
         let client = self.pool.get().await?;
         let rows = client
             .query(
-                "SELECT s.name, s.head_seq, s.head_hash, (SELECT count(*) FROM events e WHERE e.site = s.name), s.last_seen, s.break_reason
+                "SELECT s.name, s.head_seq, s.head_hash, (SELECT count(*) FROM events e WHERE e.site = s.name), s.last_seen, s.break_reason,
+                        (SELECT e.at FROM events e WHERE e.site = s.name AND e.seq = s.head_seq)
                  FROM sites s ORDER BY s.name",
                 &[],
             )
@@ -338,6 +341,7 @@ impl HubStore {
                     events: r.get(3),
                     last_seen: Timestamp::try_from(last).map_err(|e| HubStoreError::Postgres(e.to_string()))?,
                     broken: r.get(5),
+                    head_at: r.get::<_, Option<String>>(6).and_then(|at| at.parse().ok()),
                 })
             })
             .collect()

@@ -7,7 +7,37 @@ use aupgate::hub::store::{HubStore, LATEST};
 use aupgate::store::{Role, Store};
 use jiff::Timestamp;
 
+use crate::harness::BIN;
 use crate::postgres::Postgres;
+
+/// `aupgate --config HUB_TOML hub ARGS`: (success, stdout, stderr).
+fn hub_cli(config: &std::path::Path, args: &[&str]) -> (bool, String, String) {
+    let out = std::process::Command::new(BIN)
+        .arg("--config")
+        .arg(config)
+        .arg("hub")
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The hub's config, with the test's database (the TLS files are not read by these commands).
+fn hub_config(dir: &std::path::Path, conninfo: &str) -> std::path::PathBuf {
+    let path = dir.join("hub.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[hub]\nlisten = \"127.0.0.1:8743\"\ndatabase = \"{conninfo}\"\ntls_cert = \"/etc/aupgate/hub.pem\"\ntls_key = \"/etc/aupgate/hub.key\"\nclient_ca = \"/etc/aupgate/sites-ca.pem\"\nretention_days = 365\n"
+        ),
+    )
+    .unwrap();
+    path
+}
 
 /// A school's store with `n` events on its chain (staff accounts added and removed).
 fn school(dir: &std::path::Path, n: usize) -> Store {
@@ -74,6 +104,40 @@ fn the_hub_keeps_each_sites_chain_as_sent_exactly_once_and_names_its_first_break
         assert!(sites.iter().all(|s| s.broken.is_none()));
         let (n, head) = hub.verify("claremont").await.unwrap().unwrap();
         assert_eq!((n, head.hash), (40, a.chain_head().unwrap()));
+
+        // The same through the CLI, against the hub's config.
+        let conf_dir = tempfile::tempdir().unwrap();
+        let conf = hub_config(conf_dir.path(), &pg.conninfo);
+        let (ok, out, err) = hub_cli(&conf, &["verify"]);
+        assert!(ok, "{out}{err}");
+        assert_eq!(
+            out,
+            format!(
+                "ok: site claremont, 40 events, head {}\nok: site hillside, 10 events, head {}\n",
+                a.chain_head().unwrap(),
+                b.chain_head().unwrap()
+            )
+        );
+        let (ok, out, err) = hub_cli(&conf, &["sites"]);
+        assert!(ok, "{err}");
+        let lines: Vec<&str> = out.lines().collect();
+        assert!(lines[0].starts_with("SITE") && lines[0].contains("LAG"), "{out}");
+        assert!(
+            lines[1].starts_with("claremont") && lines[1].contains(&format!("#{head_a} 2026-12-01 09:00 UTC")),
+            "{out}"
+        );
+        // The last two columns: events, chain.
+        let tail = |l: &str| l.split_whitespace().rev().take(2).collect::<Vec<&str>>().join(" ");
+        assert_eq!(
+            (tail(lines[1]), tail(lines[2])),
+            ("intact 40".into(), "intact 10".into()),
+            "{out}"
+        );
+        let (ok, _, err) = hub_cli(&conf, &["verify", "--site", "nowhere"]);
+        assert!(
+            !ok && err.contains("no site \"nowhere\" at the hub") && err.contains("fix:"),
+            "{err}"
+        );
 
         // An edit made at the hub with psql is found by verify, at the event edited.
         let (ok, _, err) = pg
