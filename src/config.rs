@@ -313,17 +313,36 @@ impl Portal {
     pub const DEFAULT_PORT: u16 = 8080;
 }
 
+/// The TOML file at `path`, as `T` (stage one of a config: the school's or the hub's).
+///
+/// # Errors
+/// `Unreadable` or `Syntax`, naming the file.
+pub(crate) fn toml_file<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|reason| ConfigError::Unreadable {
+        path: path.to_owned(),
+        reason,
+    })?;
+    toml_text(&text, path)
+}
+
+/// `text` (read from `origin`, named in messages) as `T`.
+///
+/// # Errors
+/// `Syntax`: toml's description, on one line.
+pub(crate) fn toml_text<T: serde::de::DeserializeOwned>(text: &str, origin: &Path) -> Result<T, ConfigError> {
+    toml::from_str(text).map_err(|e| ConfigError::Syntax {
+        path: origin.to_owned(),
+        message: one_line(&e.to_string()),
+    })
+}
+
 impl Config {
     /// Reads and validates the file at `path`.
     ///
     /// # Errors
     /// Any [`ConfigError`]; the message names the key and the fix.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|reason| ConfigError::Unreadable {
-            path: path.to_owned(),
-            reason,
-        })?;
-        Self::parse(&text, path)
+        Self::resolve(toml_file(path)?)
     }
 
     /// Validates configuration text; `origin` is only used in messages.
@@ -331,11 +350,7 @@ impl Config {
     /// # Errors
     /// Any [`ConfigError`].
     pub fn parse(text: &str, origin: &Path) -> Result<Self, ConfigError> {
-        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Syntax {
-            path: origin.to_owned(),
-            message: one_line(&e.to_string()),
-        })?;
-        Self::resolve(raw)
+        Self::resolve(toml_text(text, origin)?)
     }
 
     fn resolve(raw: RawConfig) -> Result<Self, ConfigError> {

@@ -58,11 +58,7 @@ impl HubSettings {
     /// # Errors
     /// The file cannot be read, is not valid TOML with exactly these keys, or a value is bad.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|reason| ConfigError::Unreadable {
-            path: path.to_owned(),
-            reason,
-        })?;
-        Self::parse(&text, path)
+        Self::resolve(crate::config::toml_file(path)?)
     }
 
     /// Validates `text` (read from `origin`).
@@ -70,10 +66,10 @@ impl HubSettings {
     /// # Errors
     /// As [`HubSettings::load`].
     pub fn parse(text: &str, origin: &Path) -> Result<Self, ConfigError> {
-        let raw: RawFile = toml::from_str(text).map_err(|e| ConfigError::Syntax {
-            path: origin.to_owned(),
-            message: e.message().to_owned(),
-        })?;
+        Self::resolve(crate::config::toml_text(text, origin)?)
+    }
+
+    fn resolve(raw: RawFile) -> Result<Self, ConfigError> {
         let h = raw.hub;
         let listen: SocketAddr = h.listen.trim().parse().map_err(|_| {
             invalid(

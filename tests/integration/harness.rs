@@ -13,6 +13,21 @@ use crate::netns::{Client, GW_V4, GW_V6, INTERNET_BODY, Lab, NET_V4, sh};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_aupgate");
 
+/// `aupgate --config CONFIG ARGS`: (success, stdout, stderr).
+pub fn run_cli(config: &std::path::Path, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(BIN)
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 pub struct Gateway<'a> {
     pub lab: &'a Lab,
     pub config: PathBuf,
@@ -174,17 +189,7 @@ impl<'a> Gateway<'a> {
 
     /// Runs the CLI with this gateway's config.
     pub fn cli(&self, args: &[&str]) -> (bool, String, String) {
-        let out = Command::new(BIN)
-            .arg("--config")
-            .arg(&self.config)
-            .args(args)
-            .output()
-            .unwrap();
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
+        run_cli(&self.config, args)
     }
 
     pub fn cli_ok(&self, args: &[&str]) -> String {

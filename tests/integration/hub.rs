@@ -7,23 +7,12 @@ use aupgate::hub::store::{HubStore, LATEST};
 use aupgate::store::{Role, Store};
 use jiff::Timestamp;
 
-use crate::harness::BIN;
+use crate::harness::run_cli;
 use crate::postgres::Postgres;
 
 /// `aupgate --config HUB_TOML hub ARGS`: (success, stdout, stderr).
 fn hub_cli(config: &std::path::Path, args: &[&str]) -> (bool, String, String) {
-    let out = std::process::Command::new(BIN)
-        .arg("--config")
-        .arg(config)
-        .arg("hub")
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    run_cli(config, &[&["hub"], args].concat())
 }
 
 /// The hub's config, with the test's database (the TLS files are not read by these commands).
