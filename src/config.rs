@@ -16,11 +16,13 @@ pub const DEFAULT_PATH: &str = "/etc/aupgate/aupgate.toml";
 pub enum ConfigError {
     /// The file could not be read at all.
     #[error(
-        "cannot read config file {path}: {reason} (fix: create it, from deploy/aupgate.toml in the aupgate source, or pass --config FILE)"
+        "cannot read config file {path}: {reason} (fix: create it, from {example} in the aupgate source, or pass --config FILE)"
     )]
     Unreadable {
         /// The path that was tried.
         path: PathBuf,
+        /// The commented example to start from (`deploy/aupgate.toml`, `deploy/hub.toml`).
+        example: &'static str,
         /// Why reading failed. Shown in the message, and deliberately not the error's `source`:
         /// `main` prints the whole chain (`{:#}`), which would repeat it after the fix.
         reason: std::io::Error,
@@ -313,13 +315,15 @@ impl Portal {
     pub const DEFAULT_PORT: u16 = 8080;
 }
 
-/// The TOML file at `path`, as `T` (stage one of a config: the school's or the hub's).
+/// The TOML file at `path`, as `T` (stage one of a config: the school's or the hub's);
+/// `example` names the commented example to start from when there is no file.
 ///
 /// # Errors
 /// `Unreadable` or `Syntax`, naming the file.
-pub(crate) fn toml_file<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, ConfigError> {
+pub(crate) fn toml_file<T: serde::de::DeserializeOwned>(path: &Path, example: &'static str) -> Result<T, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|reason| ConfigError::Unreadable {
         path: path.to_owned(),
+        example,
         reason,
     })?;
     toml_text(&text, path)
@@ -342,7 +346,7 @@ impl Config {
     /// # Errors
     /// Any [`ConfigError`]; the message names the key and the fix.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        Self::resolve(toml_file(path)?)
+        Self::resolve(toml_file(path, "deploy/aupgate.toml")?)
     }
 
     /// Validates configuration text; `origin` is only used in messages.

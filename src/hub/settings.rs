@@ -58,7 +58,7 @@ impl HubSettings {
     /// # Errors
     /// The file cannot be read, is not valid TOML with exactly these keys, or a value is bad.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        Self::resolve(crate::config::toml_file(path)?)
+        Self::resolve(crate::config::toml_file(path, "deploy/hub.toml")?)
     }
 
     /// Validates `text` (read from `origin`).
@@ -117,6 +117,17 @@ tls_key = "/etc/aupgate/hub.key"
 client_ca = "/etc/aupgate/sites-ca.pem"
 retention_days = 365
 "#;
+
+    #[test]
+    fn the_shipped_example_parses() {
+        let s = HubSettings::parse(include_str!("../../deploy/hub.toml"), Path::new("deploy/hub.toml")).unwrap();
+        assert_eq!(s.listen.to_string(), "10.0.0.10:8743");
+        assert_eq!(s.retention_days, 365);
+        let e = HubSettings::load(Path::new("/nonexistent/hub.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("from deploy/hub.toml in the aupgate source"), "{e}");
+    }
 
     #[test]
     fn the_issues_example_parses() {
