@@ -116,6 +116,17 @@ pub struct Site {
     pub broken: Option<String>,
 }
 
+/// New events' fields, column by column, for one INSERT of them all.
+#[derive(Default)]
+struct Columns<'a> {
+    seq: Vec<i64>,
+    at: Vec<&'a str>,
+    kind: Vec<&'a str>,
+    detail: Vec<&'a str>,
+    prev_hash: Vec<&'a str>,
+    hash: Vec<&'a str>,
+}
+
 /// The hub's database.
 #[derive(Clone)]
 pub struct HubStore {
@@ -238,36 +249,56 @@ impl HubStore {
         };
         let mut broken: Option<String> = row.get(2);
         let was_broken = broken.is_some();
-        let insert = tx
-            .prepare(
-                "INSERT INTO events (site, seq, at, kind, detail, prev_hash, hash, received) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-            )
-            .await?;
-        let held = tx
-            .prepare("SELECT at, kind, detail, prev_hash, hash FROM events WHERE site = $1 AND seq = $2")
-            .await?;
-        let (mut taken, mut resent) = (0u64, 0u64);
         let mut break_seq: Option<i64> = None;
         let mut sorted: Vec<&Event> = events.iter().collect();
         sorted.sort_by_key(|e| e.seq);
-        for e in sorted {
-            match arrive(&head, e) {
-                Arrival::Resent => {
-                    let same = tx.query_opt(&held, &[&site, &e.seq]).await?.map(|r| {
-                        (r.get::<_, String>(0), r.get::<_, String>(1), r.get::<_, String>(2))
-                            == (e.at.clone(), e.kind.clone(), e.detail.clone())
-                            && (r.get::<_, String>(3), r.get::<_, String>(4)) == (e.prev_hash.clone(), e.hash.clone())
-                    });
-                    match same {
-                        Some(false) if broken.is_none() => {
-                            broken = Some(format!(
-                                "event {}: sent again with other content than the hub holds",
-                                e.seq
-                            ));
-                            break_seq = Some(e.seq);
-                        }
-                        _ => resent += 1,
+        let (resends, fresh): (Vec<&Event>, Vec<&Event>) = sorted.into_iter().partition(|e| e.seq <= head.seq);
+        // Resends: compared with what is held, all in one query.
+        let mut resent = 0u64;
+        if !resends.is_empty() {
+            let seqs: Vec<i64> = resends.iter().map(|e| e.seq).collect();
+            let held: std::collections::HashMap<i64, Event> = tx
+                .query(
+                    "SELECT seq, at, kind, detail, prev_hash, hash FROM events WHERE site = $1 AND seq = ANY($2)",
+                    &[&site, &seqs],
+                )
+                .await?
+                .iter()
+                .map(|r| {
+                    let e = Event {
+                        seq: r.get(0),
+                        at: r.get(1),
+                        kind: r.get(2),
+                        detail: r.get(3),
+                        prev_hash: r.get(4),
+                        hash: r.get(5),
+                    };
+                    (e.seq, e)
+                })
+                .collect();
+            for e in resends {
+                match held.get(&e.seq) {
+                    Some(h) if h != e && broken.is_none() => {
+                        broken = Some(format!(
+                            "event {}: sent again with other content than the hub holds",
+                            e.seq
+                        ));
+                        break_seq = Some(e.seq);
                     }
+                    // The same, or from before the hub's copy of the chain starts.
+                    _ => resent += 1,
+                }
+            }
+        }
+        // New events: checked in order against the head as it moves, then all kept in one
+        // INSERT (one statement per batch, not one per event).
+        let mut columns = Columns::default();
+        let mut taken = 0u64;
+        for e in &fresh {
+            match arrive(&head, e) {
+                // The same seq twice in one batch: the first is kept.
+                Arrival::Resent => {
+                    resent += 1;
                     continue;
                 }
                 Arrival::Broken(why) if broken.is_none() => {
@@ -276,25 +307,36 @@ impl HubStore {
                 }
                 Arrival::Broken(_) | Arrival::Next => {}
             }
-            tx.execute(
-                &insert,
-                &[
-                    &site,
-                    &e.seq,
-                    &e.at,
-                    &e.kind,
-                    &e.detail,
-                    &e.prev_hash,
-                    &e.hash,
-                    &ts(now),
-                ],
-            )
-            .await?;
+            taken += 1;
             head = Head {
                 seq: e.seq,
                 hash: e.hash.clone(),
             };
-            taken += 1;
+            columns.seq.push(e.seq);
+            columns.at.push(&e.at);
+            columns.kind.push(&e.kind);
+            columns.detail.push(&e.detail);
+            columns.prev_hash.push(&e.prev_hash);
+            columns.hash.push(&e.hash);
+        }
+        if taken > 0 {
+            tx.execute(
+                "INSERT INTO events (site, seq, at, kind, detail, prev_hash, hash, received)
+                 SELECT $1, u.seq, u.at, u.kind, u.detail, u.prev_hash, u.hash, $8
+                 FROM unnest($2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[])
+                      AS u (seq, at, kind, detail, prev_hash, hash)",
+                &[
+                    &site,
+                    &columns.seq,
+                    &columns.at,
+                    &columns.kind,
+                    &columns.detail,
+                    &columns.prev_hash,
+                    &columns.hash,
+                    &ts(now),
+                ],
+            )
+            .await?;
         }
         tx.execute(
             "UPDATE sites SET head_seq = $2, head_hash = $3, last_seen = $4 WHERE name = $1",

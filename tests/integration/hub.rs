@@ -138,6 +138,18 @@ fn the_hub_keeps_each_sites_chain_as_sent_exactly_once_and_names_its_first_break
             hub.verify("hillside").await.unwrap().is_ok(),
             "other sites are not touched"
         );
+        let (ok, out, _) = hub_cli(&conf, &["verify"]);
+        assert!(!ok, "a break is exit 1");
+        assert!(
+            out.contains("BROKEN: site claremont: event 7: its hash does not match"),
+            "{out}"
+        );
+        let (ok, out, _) = hub_cli(&conf, &["verify", "--site", "hillside"]);
+        assert!(ok && out.starts_with("ok: site hillside, 10 events"), "{out}");
+        let (_, json, _) = hub_cli(&conf, &["verify", "--json"]);
+        let report: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(report[0]["ok"], false);
+        assert_eq!(report[1]["ok"], true);
 
         // A site whose events arrive with one missing: kept as sent, and the break recorded
         // once, at the first event that does not follow.
@@ -169,5 +181,16 @@ fn the_hub_keeps_each_sites_chain_as_sent_exactly_once_and_names_its_first_break
                 .unwrap_err()
                 .starts_with("event 6:")
         );
+        let (_, out, _) = hub_cli(&conf, &["sites"]);
+        let oak = out.lines().find(|l| l.starts_with("oakfield")).unwrap();
+        assert!(oak.contains("BROKEN at event 6: it does not follow event 4"), "{out}");
+
+        // The same event twice in one batch, after the head: kept once.
+        let dir_d = tempfile::tempdir().unwrap();
+        let d = school(dir_d.path(), 3);
+        let mut twice = d.events_after(0, 10).unwrap();
+        twice.insert(1, twice[0].clone());
+        let took = hub.ingest("dup", &twice, Timestamp::now()).await.unwrap();
+        assert_eq!((took.taken, took.resent, took.broken), (3, 1, None));
     });
 }
