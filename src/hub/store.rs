@@ -139,6 +139,18 @@ impl std::fmt::Debug for HubStore {
     }
 }
 
+/// An event from a row of `SELECT seq, at, kind, detail, prev_hash, hash`.
+fn event_of(r: &tokio_postgres::Row) -> Event {
+    Event {
+        seq: r.get(0),
+        at: r.get(1),
+        kind: r.get(2),
+        detail: r.get(3),
+        prev_hash: r.get(4),
+        hash: r.get(5),
+    }
+}
+
 fn ts(t: Timestamp) -> std::time::SystemTime {
     std::time::SystemTime::from(t)
 }
@@ -265,14 +277,7 @@ impl HubStore {
                 .await?
                 .iter()
                 .map(|r| {
-                    let e = Event {
-                        seq: r.get(0),
-                        at: r.get(1),
-                        kind: r.get(2),
-                        detail: r.get(3),
-                        prev_hash: r.get(4),
-                        hash: r.get(5),
-                    };
+                    let e = event_of(r);
                     (e.seq, e)
                 })
                 .collect();
@@ -406,15 +411,7 @@ impl HubStore {
         let mut rows = std::pin::pin!(rows);
         let mut walk = Walk::default();
         while let Some(r) = rows.next().await {
-            let r = r?;
-            if let Err(why) = walk.step(Event {
-                seq: r.get(0),
-                at: r.get(1),
-                kind: r.get(2),
-                detail: r.get(3),
-                prev_hash: r.get(4),
-                hash: r.get(5),
-            }) {
+            if let Err(why) = walk.step(event_of(&r?)) {
                 return Ok(Err(why));
             }
         }
