@@ -42,25 +42,38 @@ fn run_phone(lab: &Lab, gw: &Gateway<'_>, client: usize, js: &str, code: &str) -
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-artefacts/browser"));
     std::fs::create_dir_all(&shots).unwrap();
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/e2e/portal.mjs");
-    let out = Command::new("ip")
-        .args(["netns", "exec", &lab.clients[client].ns, "node"])
-        .arg(&script)
-        .args([
+    node(
+        &lab.clients[client].ns,
+        "portal.mjs",
+        &[
             js,
             &format!("http://{NET_V4}/some/page?x=1"),
             &format!("http://{GW_V4}:8080/"),
             &format!("http://{NET_V4}/"),
             code,
             shots.to_str().unwrap(),
-        ])
+        ],
+        &[],
+        gw,
+    )
+}
+
+/// Runs `tests/e2e/SCRIPT ARGS` with node inside namespace `ns`, with `env`; asserts that it
+/// succeeded (printing its output and the daemon's log if not) and returns what it printed.
+pub fn node(ns: &str, script: &str, args: &[&str], env: &[(&str, &str)], gw: &Gateway<'_>) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/e2e").join(script);
+    let out = Command::new("ip")
+        .args(["netns", "exec", ns, "node"])
+        .arg(&path)
+        .args(args)
+        .envs(env.iter().copied())
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         out.status.success(),
-        "browser run (JavaScript {js}) failed:\n{stdout}\n{stderr}\n{}",
+        "{script} {args:?} failed:\n{stdout}\n{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
         gw.log_text()
     );
     stdout
@@ -151,25 +164,18 @@ fn staff_pages_in_a_real_browser_and_the_poster_qr_joins_the_wifi() {
 
     let shots = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-artefacts/browser");
     std::fs::create_dir_all(&shots).unwrap();
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/e2e/admin.mjs");
-    let out = Command::new("ip")
-        .args(["netns", "exec", &lab.net, "node"])
-        .arg(&script)
-        .args([
+    let stdout = node(
+        &lab.net,
+        "admin.mjs",
+        &[
             "https://198.51.100.1:8443",
             "office",
             "correct horse battery",
             &id.to_string(),
             shots.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        gw.log_text()
+        ],
+        &[],
+        &gw,
     );
     assert!(stdout.contains(&format!("with code {code}")), "{stdout}");
     assert!(stdout.contains("no Content-Security-Policy violations"), "{stdout}");

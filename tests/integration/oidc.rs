@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::browser::{browser_ready, may_run};
+use crate::browser::{browser_ready, may_run, node};
 use crate::harness::{BIN, Gateway};
 use crate::https::throwaway_ca;
 use crate::netns::{Lab, NET_V4};
@@ -144,26 +144,18 @@ auditors = ["dpo@claremont.example.sch.uk"]
     assert!(ok, "{err}");
     let shots = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-artefacts/oidc");
     std::fs::create_dir_all(&shots).unwrap();
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/e2e/oidc.mjs");
-    let out = Command::new("ip")
-        .args(["netns", "exec", &lab.net, "node"])
-        .arg(&script)
-        .args([
+    let stdout = node(
+        &lab.net,
+        "oidc.mjs",
+        &[
             ADMIN,
             &issuer,
             "office",
             "correct horse battery",
             shots.to_str().unwrap(),
-        ])
-        .env("NODE_EXTRA_CA_CERTS", &ca)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        gw.log_text()
+        ],
+        &[("NODE_EXTRA_CA_CERTS", &ca)],
+        &gw,
     );
     for step in [
         "staff signed in with the school account and see the dashboard",
