@@ -315,6 +315,23 @@ impl Portal {
     pub const DEFAULT_PORT: u16 = 8080;
 }
 
+/// A retention period in days as `key` gives it (365 when left out; 1 to 3650), the policy of
+/// `whose` ("school", "trust").
+///
+/// # Errors
+/// Out of range, naming `key`.
+pub(crate) fn retention_days(key: &'static str, days: Option<u32>, whose: &str) -> Result<u32, ConfigError> {
+    let days = days.unwrap_or(365);
+    if !(1..=3650).contains(&days) {
+        return Err(ConfigError::invalid(
+            key,
+            format!("{days} is out of range"),
+            format!("choose 1 to 3650 days (the {whose}'s retention policy; 365 by default)"),
+        ));
+    }
+    Ok(days)
+}
+
 /// The TOML file at `path`, as `T` (stage one of a config: the school's or the hub's);
 /// `example` names the commented example to start from when there is no file.
 ///
@@ -580,14 +597,7 @@ impl Config {
                 ));
             }
         };
-        let retention_days = raw.audit.retention_days.unwrap_or(365);
-        if !(1..=3650).contains(&retention_days) {
-            return Err(ConfigError::invalid(
-                "audit.retention_days",
-                format!("{retention_days} is out of range"),
-                "choose 1 to 3650 days (the school's retention policy; 365 by default)",
-            ));
-        }
+        let retention_days = retention_days("audit.retention_days", raw.audit.retention_days, "school")?;
         let radius = raw.radius.map(|r| r.resolve(&name)).transpose()?;
         Ok(Self {
             admin,

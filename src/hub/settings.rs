@@ -86,14 +86,7 @@ impl HubSettings {
                 "e.g. \"host=/run/postgresql dbname=aupgate user=aupgate\"",
             ));
         }
-        let retention_days = h.retention_days.unwrap_or(365);
-        if !(1..=3650).contains(&retention_days) {
-            return Err(invalid(
-                "hub.retention_days",
-                format!("{retention_days} is out of range"),
-                "choose 1 to 3650 days (the trust's retention policy; 365 by default)",
-            ));
-        }
+        let retention_days = crate::config::retention_days("hub.retention_days", h.retention_days, "trust")?;
         Ok(Self {
             listen,
             database,
