@@ -1,8 +1,15 @@
 //! Secrets kept in files of their own (RADIUS's shared secret, the OpenID client secret): one
-//! line, in a file nobody but root and the aupgate group may read, and never shown.
+//! line, in a file nobody but root and the aupgate group may read, and never shown; and the
+//! constant-time comparison of tokens.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
+
+/// Constant-time comparison of two tokens (a form's CSRF token, a sign-in's `state`), so a
+/// check does not leak a token byte by byte.
+pub fn same(a: &str, b: &str) -> bool {
+    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
 
 /// A secret read from a file of its own. Its `Debug` shows nothing of it, so no log line can.
 #[derive(Clone)]

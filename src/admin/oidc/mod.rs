@@ -487,7 +487,7 @@ impl Provider {
     pub async fn finish(&self, cookie: Option<&str>, back: &Callback, now: Timestamp) -> Result<Identity, Refusal> {
         let cookie = cookie.filter(|c| !c.is_empty()).ok_or(Refusal::NoPending)?;
         let state = back.state.as_deref().unwrap_or_default();
-        if !crate::admin::web::same(cookie, state) {
+        if !crate::secret::same(cookie, state) {
             // The pending sign-in stays: the browser that holds the cookie may still finish it.
             return Err(Refusal::StateMismatch);
         }

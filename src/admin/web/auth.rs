@@ -64,11 +64,6 @@ pub(super) fn cookie(headers: &axum::http::HeaderMap, name: &str) -> Option<Stri
         .map(|(_, v)| v.to_owned())
 }
 
-/// Constant-time comparison, so the CSRF check does not leak the token byte by byte.
-pub(crate) fn same(a: &str, b: &str) -> bool {
-    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 // === the extractors ===
 
 /// A signed-in member of staff; extracting it signs the request in or redirects to /login.
@@ -192,7 +187,7 @@ impl FromRequest<WebState> for CsrfForm {
             )
         })?;
         let token = fields.get("csrf").map_or("", String::as_str);
-        if !same(token, &staff.csrf) {
+        if !crate::secret::same(token, &staff.csrf) {
             tracing::warn!(admin = %staff.name, "form refused: missing or wrong CSRF token");
             return Err(reply.message(
                 StatusCode::FORBIDDEN,

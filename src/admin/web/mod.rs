@@ -23,7 +23,6 @@ use jiff::{SignedDuration, Timestamp};
 use serde::Serialize;
 use tower_http::set_header::SetResponseHeaderLayer;
 
-pub(crate) use auth::same;
 pub use auth::{Auditor, CsrfForm, Fields, Staff};
 
 use crate::access::staff::{AdminState, StaffError};
